@@ -1,0 +1,305 @@
+"""The Python API: :class:`Directer` steers a model's generations toward the instructions in the prompt."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import torch
+
+from .config import SteeringConfig
+from .decoding import DecodeOptions, DecodeRequest, DecodingLoop
+from .errors import UsageError
+from .methods import make_method
+from .models import LoadedModel, check_supported, load_model
+from .ranking import Ranking
+from .results import GenerationResult
+from .spans import PreparedPrompt, prepare_prompt
+
+Messages = Sequence[Mapping[str, str]]
+Prompt = Union[str, Messages]
+Instructions = Union[str, Sequence[str], None]
+
+# Above this alpha, float16 attention logits can overflow (method.md §3).
+FLOAT16_SAFE_ALPHA = 10.0
+
+
+class Directer:
+    """DIRECTER decoding for a Hugging Face causal LM.
+
+    >>> d = Directer.from_pretrained()                      # the bundled SmolLM2-135M-Instruct
+    >>> r = d.generate("Write a haiku about autumn.", "Do not use any commas.", max_new_tokens=40)
+    >>> print(r.text, r.stats.accepted)
+
+    ``generate`` takes one prompt (a task string or chat messages) with its instruction strings, or a
+    list of prompts with one instruction entry per prompt, and returns one :class:`GenerationResult`
+    or a list. Each instruction is steered where its text occurs in the prompt, or appended to the
+    user message after a blank line when it does not.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        alpha: float = 100.0,
+        beta: float = 0.5,
+        mode: str = "paper",
+        method: str = "directer",
+        layers: Sequence[int] | None = None,
+        gate: bool = True,
+        max_new_tokens: int = 256,
+        trial_batching: str | None = None,
+        probe_batch_size: int | None = None,
+        model_name: str | None = None,
+    ):
+        check_supported(model)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = SteeringConfig(
+            alpha=alpha, beta=beta, mode=mode, method=method, layers=tuple(layers) if layers is not None else None,
+            gate=gate, max_new_tokens=max_new_tokens, trial_batching=trial_batching, probe_batch_size=probe_batch_size,
+        )
+        self.model_name = model_name or getattr(model.config, "_name_or_path", None) or model.config.model_type
+        self._guard_float16()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | None = None,
+        *,
+        dtype: str | torch.dtype = "float32",
+        attn_implementation: str | None = None,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> "Directer":
+        """Load a model (``None``: the bundled model; a Hub id, a local folder or a ``.gguf`` file) and wrap it.
+
+        ``attn_implementation`` defaults to ``eager`` in reference mode (what the released code runs)
+        and ``sdpa`` otherwise.
+        """
+        if attn_implementation is None:
+            attn_implementation = "eager" if kwargs.get("mode") == "reference" else "sdpa"
+        loaded: LoadedModel = load_model(model, dtype=dtype, attn_implementation=attn_implementation, device=device)
+        return cls(loaded.model, loaded.tokenizer, model_name=loaded.name, **kwargs)
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: Prompt | Sequence[Prompt],
+        instructions: Instructions | Sequence[Instructions] = None,
+        *,
+        system: str | None = None,
+        max_new_tokens: int | None = None,
+        batch_size: int = 8,
+        ranking: Ranking | str | Path | None = None,
+        occurrence: int | Sequence[int] = 0,
+        progress: bool = False,
+        **overrides: Any,
+    ) -> GenerationResult | list[GenerationResult]:
+        """Generate for one prompt or a list of prompts.
+
+        ``overrides`` replace configuration fields for this call (``alpha``, ``beta``, ``method``, ...).
+        ``ranking`` reuses a layer ranking (an object or a JSON file) instead of ranking each prompt.
+        """
+        single = _is_single_prompt(prompt)
+        prompts: list[Prompt] = [prompt] if single else list(prompt)  # type: ignore[list-item]
+        if single:
+            per_prompt = [instructions]
+        elif instructions is None or isinstance(instructions, str):
+            per_prompt = [instructions] * len(prompts)
+        else:
+            per_prompt = list(instructions)
+            if len(per_prompt) != len(prompts):
+                raise UsageError(
+                    f"{len(prompts)} prompts but {len(per_prompt)} instruction entries: give one entry per prompt "
+                    "(a string or a list of strings)"
+                )
+        config = self._config(max_new_tokens, overrides)
+        prepared = [self.prepare(p, i, system=system, occurrence=occurrence, config=config) for p, i in zip(prompts, per_prompt)]
+        results = self.generate_prepared(prepared, config=config, batch_size=batch_size, ranking=ranking, progress=progress)
+        return results[0] if single else results
+
+    def prepare(self, prompt: Prompt, instructions: Instructions = None, *, system: str | None = None,
+                occurrence: int | Sequence[int] = 0, config: SteeringConfig | None = None) -> PreparedPrompt:
+        """Render one prompt with the chat template and locate its instruction spans."""
+        config = config or self.config
+        instr = [instructions] if isinstance(instructions, str) else list(instructions or [])
+        if not instr and config.method != "none":
+            raise UsageError(
+                f"no instruction given: method {config.method!r} steers the instruction span; "
+                "pass an instruction (--instruction TEXT) or use method 'none'"
+            )
+        prepared = prepare_prompt(self.tokenizer, prompt, instr, system=system, mode=config.mode, occurrence=occurrence)
+        self._check_length(len(prepared.input_ids), config.max_new_tokens)
+        return prepared
+
+    def generate_prepared(
+        self,
+        prepared: Sequence[PreparedPrompt],
+        *,
+        config: SteeringConfig | None = None,
+        batch_size: int = 8,
+        ranking: Ranking | str | Path | None = None,
+        progress: bool = False,
+    ) -> list[GenerationResult]:
+        """Generate for prompts already rendered by :meth:`prepare`, ``batch_size`` at a time."""
+        config = config or self.config
+        if batch_size < 1:
+            raise UsageError(f"invalid batch size {batch_size}: it must be >= 1")
+        fixed = self._load_ranking(ranking)
+        bar = _progress_bar(len(prepared), progress)
+        results: list[GenerationResult] = []
+        for start in range(0, len(prepared), batch_size):
+            chunk = prepared[start:start + batch_size]
+            requests = [
+                DecodeRequest(p.input_ids, sorted({i for s in p.spans for i in range(s.start, s.end)}), fixed)
+                for p in chunk
+            ]
+            outputs = self._loop(config).run(requests)
+            for p, out in zip(chunk, outputs):
+                results.append(self._result(p, out, config))
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return results
+
+    def generate_ids(
+        self,
+        input_ids: Sequence[Sequence[int]],
+        positions: Sequence[Sequence[int]],
+        *,
+        ranking: Ranking | None = None,
+        **overrides: Any,
+    ) -> list[list[int]]:
+        """Low-level: steer the given prompt positions of token-id prompts (one batch); return generated ids."""
+        config = self._config(None, overrides)
+        for ids in input_ids:
+            self._check_length(len(ids), config.max_new_tokens)
+        requests = [DecodeRequest(list(ids), list(pos), ranking) for ids, pos in zip(input_ids, positions)]
+        return [o.token_ids for o in self._loop(config).run(requests)]
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _config(self, max_new_tokens: int | None, overrides: Mapping[str, Any]) -> SteeringConfig:
+        unknown = set(overrides) - set(SteeringConfig.__dataclass_fields__)
+        if unknown:
+            raise UsageError(f"unknown option(s) {', '.join(sorted(unknown))}: see SteeringConfig for valid names")
+        changes = dict(overrides)
+        if max_new_tokens is not None:
+            changes["max_new_tokens"] = max_new_tokens
+        if "layers" in changes and changes["layers"] is not None:
+            changes["layers"] = tuple(changes["layers"])
+        return replace(self.config, **changes) if changes else self.config
+
+    def _loop(self, config: SteeringConfig) -> DecodingLoop:
+        if config.method == "directer" and self.model.dtype == torch.float16 and config.alpha > FLOAT16_SAFE_ALPHA:
+            self._guard_float16(config.alpha)
+        method = make_method(config.method, beta=config.beta, mode=config.mode, gate=config.gate, layers=config.layers)
+        options = DecodeOptions(
+            alpha=config.alpha,
+            max_new_tokens=config.max_new_tokens,
+            eos_token_ids=frozenset(self.eos_token_ids(config.mode)),
+            pad_token_id=self._pad_id(),
+            mode=config.mode,
+            trial_batching=config.effective_trial_batching,
+            probe_batch_size=config.effective_probe_batch_size,
+            model_name=self.model_name,
+        )
+        return DecodingLoop(self.model, method, options)
+
+    def _result(self, p: PreparedPrompt, out, config: SteeringConfig) -> GenerationResult:
+        ranking = out.ranking
+        return GenerationResult(
+            text=self.tokenizer.decode(out.token_ids, skip_special_tokens=True),
+            token_ids=out.token_ids,
+            prompt_token_ids=list(p.input_ids),
+            instruction_token_spans=[(s.start, s.end) for s in p.spans],
+            method=config.method,
+            mode=config.mode,
+            alpha=config.alpha,
+            beta=config.beta,
+            model=self.model_name,
+            ranking=ranking.order if ranking else None,
+            ranking_scores=ranking.scores if ranking else None,
+            stats=out.stats,
+            trace=out.trace,
+            finish_reason=out.finish_reason,
+            prompt=p.text,
+            instructions=[s.text for s in p.spans],
+        )
+
+    def eos_token_ids(self, mode: str | None = None) -> set[int]:
+        """Paper mode stops at every end-of-sequence id the model declares; reference mode at the tokenizer's only."""
+        mode = mode or self.config.mode
+        ids: set[int] = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        if mode != "reference":
+            gen = getattr(self.model, "generation_config", None)
+            eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+            if eos is not None:
+                ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+        return ids
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id
+        return int(pad) if pad is not None else 0
+
+    def _check_length(self, prompt_len: int, max_new_tokens: int) -> None:
+        if prompt_len < 2:
+            raise UsageError(f"prompt too short ({prompt_len} token): DIRECTER needs at least 2 prompt tokens")
+        ctx = getattr(self.model.config.get_text_config(decoder=True), "max_position_embeddings", None)
+        if ctx is not None and prompt_len + max_new_tokens > ctx:
+            raise UsageError(
+                f"prompt ({prompt_len} tokens) plus max-new-tokens ({max_new_tokens}) exceeds the model's context "
+                f"length ({ctx}): shorten the prompt or lower --max-new-tokens"
+            )
+
+    def _load_ranking(self, ranking: Ranking | str | Path | None) -> Ranking | None:
+        num_layers = self.model.config.get_text_config(decoder=True).num_hidden_layers
+        if ranking is None or isinstance(ranking, Ranking):
+            if ranking is not None and ranking.num_layers != num_layers:
+                raise UsageError(f"the ranking has {ranking.num_layers} layers but the model has {num_layers}")
+            return ranking
+        return Ranking.load(ranking, num_layers=num_layers)
+
+    def _guard_float16(self, alpha: float | None = None) -> None:
+        alpha = self.config.alpha if alpha is None else alpha
+        if self.model.dtype != torch.float16 or self.config.method == "none" or alpha <= FLOAT16_SAFE_ALPHA:
+            return
+        device = next(self.model.parameters()).device
+        safe = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        warnings.warn(
+            f"float16 with alpha={alpha:g} can overflow the steered attention logits; "
+            f"running the model in {str(safe).replace('torch.', '')} instead",
+            stacklevel=3,
+        )
+        self.model.to(safe)
+
+
+def _is_single_prompt(prompt: Any) -> bool:
+    if isinstance(prompt, str):
+        return True
+    if isinstance(prompt, Sequence) and prompt and isinstance(prompt[0], Mapping):
+        return True  # one chat (a list of messages)
+    return False
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="prompt", file=sys.stderr, dynamic_ncols=True)
+
+
+def as_results(results: GenerationResult | Iterable[GenerationResult]) -> list[GenerationResult]:
+    return [results] if isinstance(results, GenerationResult) else list(results)

@@ -1,0 +1,224 @@
+"""The ``directer`` command line: ``directer generate`` and ``directer demo``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from .errors import DirecterError, UsageError
+from .methods import METHODS, MODES, parse_layers
+
+DEMO_PROMPT = "Write a haiku about autumn."
+DEMO_INSTRUCTION = "Do not use any commas."
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"directer: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"directer: warning: {message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="directer")
+def cli() -> None:
+    """DIRECTER: steer a causal LM toward the instructions in its prompt (dynamic rejection steering)."""
+
+
+def engine_options(f):
+    """Options shared by every command that runs the engine."""
+    options = [
+        click.option("--model", "model", default=None, help="Hugging Face id, local folder or .gguf file (default: the bundled SmolLM2-135M-Instruct)."),
+        click.option("--alpha", type=float, default=100.0, show_default=True, help="Key scale factor."),
+        click.option("--beta", type=float, default=0.5, show_default=True, help="Plausibility threshold."),
+        click.option("--mode", default="paper", show_default=True, help=f"{' | '.join(MODES)}: the paper, or the authors' released code."),
+        click.option("--method", default="directer", show_default=True, help=f"{' | '.join(METHODS)}."),
+        click.option("--layers", default=None, help="Layer set of --method static, e.g. 'all' or '0-7,12' (default: all)."),
+        click.option("--max-new-tokens", type=int, default=256, show_default=True),
+        click.option("--dtype", default="float32", show_default=True, help="float32 | bfloat16 | float16 | auto."),
+        click.option("--attn-implementation", default=None, help="eager | sdpa | ... (default: eager in reference mode, else sdpa)."),
+        click.option("--system", default=None, help="System message (default: the chat template's)."),
+        click.option("--ranking", "ranking_file", default=None, help="Reuse the layer ranking in this JSON file."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option("--instruction", "-i", "instructions", multiple=True, help="Instruction text to steer (repeatable). Steered in place if it occurs in the prompt, else appended after a blank line.")
+@engine_options
+@click.option("--compare", is_flag=True, help="Also print the unsteered response (--method none).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON (text, token ids, spans, ranking, stats, trace).")
+@click.option("--save-ranking", default=None, help="Write the layer ranking of the (first) prompt to this JSON file.")
+@click.option("--input", "input_file", default=None, help="Batch mode: JSONL of {id, prompt, instructions | instruction[, system]}.")
+@click.option("--output", "output_file", default=None, help="Batch mode: JSONL to write, one record per prompt (default: stdout).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts decoded together in batch mode.")
+def generate(prompt, instructions, model, alpha, beta, mode, method, layers, max_new_tokens, dtype,
+             attn_implementation, system, ranking_file, device, compare, as_json, save_ranking, input_file,
+             output_file, batch_size) -> None:
+    """Generate a response to PROMPT with the instructions steered.
+
+    \b
+    Example:
+      directer generate "Write a haiku about autumn." --instruction "Do not use any commas." --compare
+    """
+    if (prompt is None) == (input_file is None):
+        raise UsageError("give either a PROMPT argument or --input FILE (batch mode), not both or neither")
+    if input_file is None and output_file is not None:
+        raise UsageError("--output needs --input (batch mode); for one prompt use --json")
+    records = _read_jsonl(input_file) if input_file else None
+    directer = _load(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode, method=method,
+                     layers=parse_layers(layers), max_new_tokens=max_new_tokens)
+    if records is None:
+        _generate_one(directer, prompt, list(instructions), system, ranking_file, compare, as_json, save_ranking)
+    else:
+        _generate_batch(directer, records, list(instructions), system, ranking_file, compare, output_file, batch_size)
+
+
+@cli.command()
+@click.option("--max-new-tokens", type=int, default=48, show_default=True)
+@click.option("--model", default=None, help="Model to demo (default: the bundled SmolLM2-135M-Instruct).")
+def demo(max_new_tokens, model) -> None:
+    """Steer the bundled model on a short example and show the unsteered response beside it."""
+    directer = _load(model, "float32", None, None, max_new_tokens=max_new_tokens)
+    click.echo(f'Prompt:      {DEMO_PROMPT}\nInstruction: {DEMO_INSTRUCTION}\n', err=False)
+    _generate_one(directer, DEMO_PROMPT, [DEMO_INSTRUCTION], None, None, True, False, None)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _load(model, dtype, attn_implementation, device, **config):
+    from .api import Directer  # heavy imports (torch, transformers) only once arguments are valid
+
+    from .config import SteeringConfig
+
+    SteeringConfig(**config)  # validate alpha, beta, mode, method before the (slow) model load
+    click.echo(f"directer: loading {model or 'the bundled model'} ...", err=True)
+    return Directer.from_pretrained(model, dtype=dtype, attn_implementation=attn_implementation, device=device, **config)
+
+
+def _generate_one(directer, prompt, instructions, system, ranking_file, compare, as_json, save_ranking) -> None:
+    result = directer.generate(prompt, instructions, system=system, ranking=ranking_file)
+    plain = directer.generate(prompt, instructions, system=system, method="none") if compare else None
+    if save_ranking and result.ranking is not None:
+        from .ranking import Ranking
+
+        Ranking(result.ranking, result.ranking_scores or [], result.mode, result.model).save(save_ranking)
+    if as_json:
+        record = result.to_dict()
+        if plain is not None:
+            record["unsteered"] = plain.to_dict()
+        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+        return
+    label = result.method.upper() if result.method != "none" else "UNSTEERED"
+    if plain is None:
+        click.echo(result.text)
+    else:
+        click.echo(f"=== {label} (alpha={result.alpha:g}, beta={result.beta:g}, {result.mode}) ===\n{result.text}\n")
+        click.echo(f"=== UNSTEERED ===\n{plain.text}")
+    s = result.stats
+    click.echo(
+        f"directer: {s.steps} tokens in {s.seconds:.2f}s; gate skips {s.gate_skips}, trials {s.trials}, "
+        f"accepted {dict(sorted(s.accepted.items(), reverse=True))}, raw fallbacks {s.fallbacks}",
+        err=True,
+    )
+
+
+def _generate_batch(directer, records, default_instructions, system, ranking_file, compare, output_file, batch_size) -> None:
+    from .api import _progress_bar
+
+    prepared, ids = [], []
+    for line_no, rec in records:
+        instr = rec.get("instructions", rec.get("instruction", default_instructions))
+        if isinstance(instr, str):
+            instr = [instr]
+        try:
+            prepared.append(directer.prepare(rec["prompt"], instr, system=rec.get("system", system)))
+        except DirecterError as exc:
+            raise type(exc)(f"input line {line_no} (id {rec.get('id')!r}): {exc}") from None
+        ids.append(rec.get("id", line_no))
+    out = open(output_file, "w", encoding="utf-8") if output_file else sys.stdout
+    bar = _progress_bar(len(prepared), True)
+    try:
+        for start in range(0, len(prepared), batch_size):
+            chunk = prepared[start:start + batch_size]
+            results = directer.generate_prepared(chunk, batch_size=batch_size, ranking=ranking_file)
+            plain = directer.generate_prepared(chunk, batch_size=batch_size, config=_plain_config(directer)) if compare else None
+            for k, result in enumerate(results):
+                record = {"id": ids[start + k], **result.to_dict()}
+                if plain is not None:
+                    record["unsteered"] = plain[k].to_dict()
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if out is not sys.stdout:
+            out.close()
+
+
+def _plain_config(directer):
+    from dataclasses import replace
+
+    return replace(directer.config, method="none")
+
+
+def _read_jsonl(path: str) -> list[tuple[int, dict[str, Any]]]:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"input file not found: {p}")
+    records = []
+    for line_no, line in _lines(p):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"malformed JSON on line {line_no} of {p}: {exc.msg} (one JSON object per line)") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), (str, list)):
+            raise UsageError(f"line {line_no} of {p} needs a \"prompt\" field (a string or chat messages)")
+        records.append((line_no, rec))
+    if not records:
+        raise UsageError(f"input file {p} has no records")
+    return records
+
+
+def _lines(p: Path) -> Iterator[tuple[int, str]]:
+    with open(p, encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            if line.strip():
+                yield i, line
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one-line errors, exit code 2 for usage errors and 1 for the others."""
+    warnings.showwarning = _warning
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    try:
+        cli.main(args=argv, prog_name="directer", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("interrupted", 130)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), 2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except DirecterError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Steering configuration with validation of user input."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import UsageError
+from .methods import METHODS, MODES
+
+TRIAL_BATCHING = ("all", "sequential")
+
+
+@dataclass
+class SteeringConfig:
+    """Everything that decides what DIRECTER emits. Defaults follow the paper (method.md §2).
+
+    ``trial_batching`` and ``probe_batch_size`` only change speed, never tokens beyond float rounding:
+    ``None`` picks the fast choice in ``paper`` mode and the released code's one-at-a-time evaluation
+    in ``reference`` mode, so that reference mode reproduces it token for token.
+    """
+
+    alpha: float = 100.0
+    beta: float = 0.5
+    mode: str = "paper"
+    method: str = "directer"
+    layers: tuple[int, ...] | None = None  # static method only; None: all layers
+    gate: bool = True
+    max_new_tokens: int = 256
+    trial_batching: str | None = None
+    probe_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha <= 0:
+            raise UsageError(f"invalid alpha {self.alpha}: it must be a finite number > 0 (the paper uses 100; 1 disables steering)")
+        if not isinstance(self.beta, (int, float)) or not math.isfinite(self.beta) or self.beta < 0:
+            raise UsageError(f"invalid beta {self.beta}: it must be a number >= 0 (the paper uses 0.5; above 1 nothing is accepted)")
+        if self.mode not in MODES:
+            raise UsageError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.method not in METHODS:
+            raise UsageError(f"unknown method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise UsageError(f"invalid max_new_tokens {self.max_new_tokens}: it must be an integer >= 1")
+        if self.trial_batching is not None and self.trial_batching not in TRIAL_BATCHING:
+            raise UsageError(f"unknown trial_batching {self.trial_batching!r}: choose one of {', '.join(TRIAL_BATCHING)}")
+        if self.probe_batch_size is not None and self.probe_batch_size < 1:
+            raise UsageError(f"invalid probe_batch_size {self.probe_batch_size}: it must be >= 1")
+
+    @property
+    def effective_trial_batching(self) -> str:
+        if self.trial_batching is not None:
+            return self.trial_batching
+        return "sequential" if self.mode == "reference" else "all"
+
+    @property
+    def effective_probe_batch_size(self) -> int:
+        if self.probe_batch_size is not None:
+            return self.probe_batch_size
+        return 1 if self.mode == "reference" else 64

@@ -1,0 +1,313 @@
+"""The decoding loop (method.md §4), batched over prompts.
+
+Per step and per row: a raw pass (whose keys and values are the only ones the cache keeps), the
+method's skip gate, the method's trial layer sets evaluated with the key-scaling view (all trials of
+a step in one batched forward, or one round per trial), the first accepted trial token, else the raw
+token. Prefill covers the prompt without its last token, which is fed as the first decode input, so
+the first generated token goes through the loop and the ranking probes run on the last prompt token.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+from .methods import Method, RawStep
+from .models import attention_modules
+from .ranking import AttentionRecorder, Ranking, rank_from_scores, score_layers
+from .results import Stats, TokenTrace
+from .steering import ForwardPlan, RowSteering, SteeredCache, evicted_layers
+
+
+@dataclass
+class DecodeRequest:
+    """One prompt for the loop: token ids and the prompt positions to steer."""
+
+    input_ids: list[int]
+    positions: list[int]  # token indices in ``input_ids`` whose keys are steered
+    ranking: Ranking | None = None  # reuse this ranking instead of computing one
+
+
+@dataclass
+class DecodeOptions:
+    alpha: float = 100.0
+    max_new_tokens: int = 256
+    eos_token_ids: frozenset[int] = frozenset()
+    pad_token_id: int = 0
+    mode: str = "paper"  # ranking variant
+    trial_batching: str = "all"  # "all": every trial of a step in one forward; "sequential": one per forward
+    probe_batch_size: int = 64  # ranking probes per forward (1: one layer at a time, as released)
+    speculate: str = "never"  # "auto" | "always" | "never": run trials within the raw pass before the gate
+    model_name: str | None = None
+
+
+@dataclass
+class DecodeOutput:
+    token_ids: list[int]
+    trace: list[TokenTrace]
+    stats: Stats
+    ranking: Ranking | None
+    finish_reason: str
+
+
+@dataclass
+class _Row:
+    index: int  # position in the request list
+    columns: torch.Tensor  # absolute cache columns of the steered positions
+    next_input: int
+    next_pos: int
+    ranking: Ranking | None
+    schedule: list[frozenset[int]] | None = None
+    tokens: list[int] = field(default_factory=list)
+    trace: list[TokenTrace] = field(default_factory=list)
+    stats: Stats = field(default_factory=Stats)
+    finish_reason: str = "length"
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    # transformers 5.x renamed `past_key_values` to `cache`; the old name is deprecated.
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+class DecodingLoop:
+    """Runs one batch of requests through a method. Create one per batch."""
+
+    def __init__(self, model: torch.nn.Module, method: Method, options: DecodeOptions):
+        self.model = model
+        self.method = method
+        self.opts = options
+        self.num_layers = model.config.get_text_config(decoder=True).num_hidden_layers
+        self.device = next(model.parameters()).device
+        self._cache_kw = _cache_keyword(model)
+
+    # -- forward passes -------------------------------------------------------------------------
+
+    def _forward(self, plan: ForwardPlan | None) -> tuple[torch.Tensor, SteeredCache | None]:
+        """Run the plan's rows for one token each; return their next-token logits [R, V] and the view.
+
+        ``plan=None`` is the plain raw pass straight on the persistent cache (methods that never steer).
+        """
+        if plan is None:
+            src = torch.arange(self.mask.shape[0], device=self.device)
+            cache = self.cache
+        else:
+            src = torch.tensor(plan.sources, device=self.device)
+            cache = SteeredCache(self.cache, plan)
+        out = self.model(
+            input_ids=self.inputs.index_select(0, src).unsqueeze(1),
+            position_ids=self.positions.index_select(0, src).unsqueeze(1),
+            attention_mask=self.mask.index_select(0, src),
+            use_cache=True,
+            **{self._cache_kw: cache},
+        )
+        return out.logits[:, -1, :], (cache if plan is not None else None)
+
+    def _prefill(self, requests: Sequence[DecodeRequest]) -> None:
+        prefix_len = [len(r.input_ids) - 1 for r in requests]
+        width = max(prefix_len)
+        self.pad = [width - n for n in prefix_len]
+        ids = torch.full((len(requests), width), self.opts.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for b, r in enumerate(requests):
+            if prefix_len[b]:
+                ids[b, self.pad[b]:] = torch.tensor(r.input_ids[:-1])
+                mask[b, self.pad[b]:] = 1
+        self.cache = DynamicCache(config=self.model.config)
+        self.mask = mask.to(self.device)
+        if width:
+            pos = (self.mask.cumsum(-1) - 1).clamp_min(0)
+            self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=self.mask,
+                position_ids=pos,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_kw: self.cache},
+            )
+
+    # -- ranking ----------------------------------------------------------------------------------
+
+    def _rank(self, rows: list[_Row], active: list[int], recorder: AttentionRecorder) -> None:
+        """Probe every layer alone for each row that needs a ranking, from the recorded raw pass."""
+        pre, post = recorder.stacked()  # [A, L, H] of the raw pass
+        L = self.num_layers
+        probes = [(a, layer) for a in active for layer in range(L)]
+        pre_s, post_s = [], []
+        size = max(1, self.opts.probe_batch_size)
+        for i in range(0, len(probes), size):
+            chunk = probes[i:i + size]
+            plan = ForwardPlan(
+                [RowSteering(a, frozenset([layer]), rows[a].columns) for a, layer in chunk], alpha=self.opts.alpha
+            )
+            self._forward(plan)
+            p, q = recorder.stacked()
+            pre_s.append(p)
+            post_s.append(q)
+        pre_s_all, post_s_all = torch.cat(pre_s), torch.cat(post_s)
+        for k, a in enumerate(active):
+            sl = slice(k * L, (k + 1) * L)
+            scores = score_layers(self.opts.mode, pre[a], post[a], pre_s_all[sl], post_s_all[sl])
+            rows[a].ranking = rank_from_scores(scores, self.opts.mode, self.opts.model_name)
+
+    # -- trials -----------------------------------------------------------------------------------
+
+    def _run_trials(
+        self, rows: list[_Row], pending: dict[int, RawStep], known: dict[tuple[int, int], int]
+    ) -> dict[int, tuple[int, int, int | None]]:
+        """Decide the pending rows from their trials; return row -> (token, trials made, accepted set size).
+
+        ``known`` holds trial tokens already computed (speculatively, with the raw pass). Missing ones
+        are computed all at once (``trial_batching="all"``) or one round per trial ("sequential").
+        Either way the first accepted trial in schedule order wins, so the outcome is the same.
+        """
+        decided: dict[int, tuple[int, int, int | None]] = {}
+        tokens = dict(known)
+        if self.opts.trial_batching == "all":
+            missing = [(a, k) for a in pending for k in range(len(rows[a].schedule)) if (a, k) not in tokens]
+            tokens.update(self._trial_tokens(rows, missing))
+        undecided, k = list(pending), 0
+        while undecided:
+            todo = [a for a in undecided if k < len(rows[a].schedule)]
+            for a in undecided:
+                if a not in todo:  # every trial rejected: the raw token
+                    decided[a] = (pending[a].token, len(rows[a].schedule), None)
+            tokens.update(self._trial_tokens(rows, [(a, k) for a in todo if (a, k) not in tokens]))
+            undecided = []
+            for a in todo:
+                if self.method.accept(pending[a], tokens[(a, k)]):
+                    decided[a] = (tokens[(a, k)], k + 1, len(rows[a].schedule[k]))
+                else:
+                    undecided.append(a)
+            k += 1
+        return decided
+
+    def _trial_rows(self, rows: list[_Row], order: list[tuple[int, int]]) -> list[RowSteering]:
+        return [RowSteering(a, rows[a].schedule[k], rows[a].columns) for a, k in order]
+
+    def _trial_tokens(self, rows: list[_Row], order: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
+        if not order:
+            return {}
+        for a, _ in order:
+            rows[a].stats.trial_rows += 1
+        logits, _ = self._forward(ForwardPlan(self._trial_rows(rows, order), alpha=self.opts.alpha))
+        return dict(zip(order, torch.argmax(logits, dim=-1).tolist()))
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def run(
+        self, requests: Sequence[DecodeRequest], on_step: Callable[["DecodingLoop", list[_Row]], None] | None = None
+    ) -> list[DecodeOutput]:
+        """Decode every request; ``on_step(loop, rows)`` is called after each step with the rows still in
+        the cache, in batch order (tests, progress)."""
+        t0 = time.perf_counter()
+        self._prefill(requests)
+        rows = []
+        for b, r in enumerate(requests):
+            cols = torch.tensor(sorted(set(r.positions)), dtype=torch.long) + self.pad[b]
+            rows.append(_Row(b, cols, r.input_ids[-1], len(r.input_ids) - 1, r.ranking))
+        active = list(range(len(rows)))  # row indices, in the cache's batch order
+        recorder = AttentionRecorder(attention_modules(self.model)) if self.method.needs_ranking else None
+
+        for step in range(self.opts.max_new_tokens):
+            if not active:
+                break
+            self.inputs = torch.tensor([rows[a].next_input for a in active], device=self.device)
+            self.positions = torch.tensor([rows[a].next_pos for a in active], device=self.device)
+            self.mask = torch.cat([self.mask, self.mask.new_ones(len(active), 1)], dim=1)
+            # Rows addressed by cache batch index from here on.
+            view = [rows[a] for a in active]
+
+            need_rank = [i for i, r in enumerate(view) if self.method.needs_ranking and r.ranking is None]
+            self._schedule(view)
+            # A steering method keeps the raw keys and values aside until its trials have run on the
+            # cache as it was before this token; a plain method appends them at once.
+            raw_plan, speculated = None, []
+            if self.method.steers:
+                raw_plan = ForwardPlan([RowSteering(i) for i in range(len(view))], self.opts.alpha, persist=len(view))
+                # Speculation: evaluate the trials with the raw pass, in the same batch, for rows that
+                # will probably need them; the gate may then discard them (results do not change).
+                speculated = [(i, k) for i, r in enumerate(view) if self._speculate(r) for k in range(len(r.schedule))]
+                raw_plan.rows += self._trial_rows(view, speculated)
+                for i, _ in speculated:
+                    view[i].stats.trial_rows += 1
+            if need_rank:
+                t_rank = time.perf_counter()
+                with recorder.recording():
+                    raw_logits, raw_view = self._forward(raw_plan)
+                    self._rank(view, need_rank, recorder)
+                for i in need_rank:
+                    view[i].stats.ranking_seconds = time.perf_counter() - t_rank
+                self._schedule(view)
+            else:
+                raw_logits, raw_view = self._forward(raw_plan)
+
+            known = dict(zip(speculated, torch.argmax(raw_logits[len(view):], dim=-1).tolist()))
+            raw_logits = raw_logits[: len(view)]
+            probs = torch.softmax(raw_logits.float(), dim=-1)
+            top2 = probs.topk(2, dim=-1).values
+            pending: dict[int, RawStep] = {}
+            emitted: dict[int, TokenTrace] = {}
+            tokens: dict[int, int] = {}
+            for i, r in enumerate(view):
+                raw = RawStep(step, raw_logits[i], probs[i], top2[i])
+                if self.method.steers and not self.method.skip(raw):
+                    pending[i] = raw
+                else:
+                    tokens[i] = raw.token
+                    emitted[i] = TokenTrace(skipped=self.method.steers, trials=0, layers=None)
+            for i, (tok, made, size) in self._run_trials(view, pending, known).items():
+                tokens[i] = tok
+                emitted[i] = TokenTrace(skipped=False, trials=made, layers=size)
+            if raw_view is not None:
+                raw_view.commit()
+
+            now = time.perf_counter()
+            keep = []
+            for i, r in enumerate(view):
+                tok = tokens[i]
+                r.tokens.append(tok)
+                r.trace.append(emitted[i])
+                r.stats.record(emitted[i])
+                if step == 0:
+                    r.stats.first_token_seconds = now - t0
+                r.next_input, r.next_pos = tok, r.next_pos + 1
+                if tok in self.opts.eos_token_ids:
+                    r.finish_reason = "eos"
+                if r.finish_reason == "eos" or step == self.opts.max_new_tokens - 1:
+                    r.stats.seconds = now - t0
+                    r.stats.evicted_layers = evicted_layers(self.cache, r.columns.tolist()) if len(r.columns) else []
+                else:
+                    keep.append(i)
+            if on_step is not None:
+                on_step(self, view)
+            if len(keep) < len(view):
+                self._select(keep)
+                active = [active[i] for i in keep]
+
+        return [DecodeOutput(r.tokens, r.trace, r.stats, r.ranking, r.finish_reason) for r in rows]
+
+    def _schedule(self, view: list[_Row]) -> None:
+        """Fix each row's trial layer sets once its ranking is known (the schedule never changes)."""
+        for r in view:
+            if r.schedule is None and self.method.steers and (r.ranking is not None or not self.method.needs_ranking):
+                r.schedule = self.method.schedule(r.ranking, self.num_layers)
+
+    def _speculate(self, row: _Row) -> bool:
+        if row.schedule is None or self.opts.speculate == "never":
+            return False
+        # "auto": steps that needed trials tend to come in runs; a skipped step predicts another skip.
+        return self.opts.speculate == "always" or (bool(row.trace) and not row.trace[-1].skipped)
+
+    def _select(self, keep: list[int]) -> None:
+        """Drop finished rows from the cache and the attention mask."""
+        if not keep:
+            return
+        idx = torch.tensor(keep, device=self.device)
+        self.cache.batch_select_indices(idx)
+        self.mask = self.mask.index_select(0, idx)

@@ -1,0 +1,61 @@
+"""Tiny randomly initialised models built from configs, for fast property tests (float32)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
+    Qwen3Config,
+)
+
+VOCAB = 96
+ARCHS = ("llama", "qwen2", "qwen3", "gemma3", "mistral")
+
+
+def tiny_config(arch: str, layers: int = 4, sliding_window: int = 12):
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,  # grouped-query attention
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
+    if arch == "llama":
+        return LlamaConfig(**common)
+    if arch == "qwen2":
+        return Qwen2Config(**common)
+    if arch == "qwen3":  # key norm
+        return Qwen3Config(head_dim=8, **common)
+    if arch == "gemma3":  # key norm, sliding-window layers, scaled embeddings
+        types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)]
+        return Gemma3TextConfig(head_dim=8, sliding_window=sliding_window, layer_types=types, **common)
+    if arch == "mistral":  # sliding window on every layer
+        return MistralConfig(sliding_window=sliding_window, **common)
+    raise ValueError(arch)
+
+
+def tiny_model(arch: str, seed: int = 0, layers: int = 4, attn: str = "eager", **kw) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = tiny_config(arch, layers=layers, **kw)
+    config._attn_implementation = attn
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn)
+    # Random weights give near-uniform next-token distributions; sharpen them so that greedy choices
+    # are stable and the gate sees both confident and uncertain steps.
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(8.0)
+    return model.eval()
+
+
+def random_prompt(seed: int, length: int = 20) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB, (length,), generator=g).tolist()
