@@ -56,10 +56,12 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=len(PROMPTS))
+    ap.add_argument("--speculate", default="never", choices=["auto", "always", "never"])
     ap.add_argument("--json", default=None, help="also write the raw measurements here")
     args = ap.parse_args()
 
-    d = Directer.from_pretrained(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens)
+    d = Directer.from_pretrained(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
+                                  speculate=args.speculate)
     model, eos = d.model, sorted(d.eos_token_ids())
     prepared = [d.prepare(t, i) for t, i in PROMPTS[: args.prompts]]
     d.generate_prepared(prepared[:1], config=d.config)  # warm-up

@@ -1,4 +1,5 @@
-"""Tests for directer.models: dtype/cache-dir resolution, model lookup, support checks and the GGUF cache.
+"""Tests for directer.models and directer.gguf_cache: dtype/cache-dir resolution, model lookup,
+support checks and the GGUF cache.
 
 The cache tests substitute a tiny random model for the 20 s GGUF conversion; the tests marked
 `slow` use the real bundled SmolLM2-135M GGUF.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,10 +33,13 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from directer import models
+from directer import gguf_cache, models
 from directer.errors import DirecterError, UnsupportedModelError, UsageError
 
-TINY = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+TINY = dict(
+    vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
+TINY_MAMBA = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, state_size=4)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -62,17 +68,35 @@ def tiny_tokenizer():
 class FakeConverter:
     """Stands in for the GGUF conversion: a deterministic tiny Llama, counting its calls."""
 
-    def __init__(self, barrier: threading.Barrier | None = None):
+    def __init__(self):
         self.calls = 0
-        self.barrier = barrier
-        self.lock = threading.Lock()
 
     def __call__(self, source: Path):
-        with self.lock:
-            self.calls += 1
-        if self.barrier is not None:
-            self.barrier.wait(timeout=30)  # make concurrent builders overlap
+        self.calls += 1
         return tiny_model(seed=0), tiny_tokenizer()
+
+
+def rendezvous_convert(source: Path):
+    """A fake conversion for child processes: waits until every party is converting, so they overlap."""
+    folder = Path(os.environ["DIRECTER_TEST_RENDEZVOUS"])
+    (folder / f"converting-{os.getpid()}").touch()
+    deadline = time.monotonic() + 60
+    while len(list(folder.glob("converting-*"))) < int(os.environ["DIRECTER_TEST_PARTIES"]):
+        assert time.monotonic() < deadline, "the other process never started converting"
+        time.sleep(0.05)
+    return tiny_model(seed=0), tiny_tokenizer()
+
+
+# Run in a child process: convert via the rendezvous fake, then print the logits' sum.
+CHILD_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+import test_models
+from directer import gguf_cache
+model, _ = gguf_cache._cached_conversion(Path(sys.argv[1]), test_models.rendezvous_convert)
+print(repr(float(test_models.logits(model).double().sum())))
+"""
 
 
 def logits(model, ids=((3, 4, 5, 6),)) -> torch.Tensor:
@@ -265,7 +289,8 @@ def test_untested_but_compatible_architecture_is_allowed():
 
 
 def test_encoder_decoder_is_unsupported():
-    model = T5ForConditionalGeneration(T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4))
+    config = T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    model = T5ForConditionalGeneration(config)
     with pytest.raises(UnsupportedModelError) as exc_info:
         models.check_supported(model)
     message = one_line(exc_info)
@@ -273,7 +298,7 @@ def test_encoder_decoder_is_unsupported():
 
 
 def test_mamba_is_unsupported():
-    model = AutoModelForCausalLM.from_config(MambaConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, state_size=4))
+    model = AutoModelForCausalLM.from_config(MambaConfig(**TINY_MAMBA))
     with pytest.raises(UnsupportedModelError) as exc_info:
         models.check_supported(model)
     assert "'mamba'" in one_line(exc_info)
@@ -320,7 +345,7 @@ def test_attention_modules_needs_decoder_layers():
 
 def test_cache_build_writes_marker_and_note(cache_dir, fake_gguf, capsys):
     convert = FakeConverter()
-    model, tokenizer = models._cached_conversion(fake_gguf, convert)
+    model, tokenizer = gguf_cache._cached_conversion(fake_gguf, convert)
     assert convert.calls == 1
     assert "converting Tiny-Model.Q4_1.gguf once" in capsys.readouterr().err
     (entry,) = cache_entries(cache_dir)  # no temp folders left behind
@@ -338,10 +363,10 @@ def test_cache_build_writes_marker_and_note(cache_dir, fake_gguf, capsys):
 
 
 def test_cache_is_reused_without_converting(cache_dir, fake_gguf, capsys):
-    first, _ = models._cached_conversion(fake_gguf, FakeConverter())
+    first, _ = gguf_cache._cached_conversion(fake_gguf, FakeConverter())
     capsys.readouterr()
     convert = FakeConverter()
-    second, _ = models._cached_conversion(fake_gguf, convert)
+    second, _ = gguf_cache._cached_conversion(fake_gguf, convert)
     assert convert.calls == 0
     assert capsys.readouterr().err == ""
     assert torch.equal(logits(first), logits(second))
@@ -370,15 +395,17 @@ def _remove_tokenizer(path: Path) -> None:
     (path.parent / "tokenizer.json").unlink()
 
 
-@pytest.mark.parametrize("damage", [_truncate, _scramble_header, _remove_marker, _garble_marker, _remove_tokenizer])
+@pytest.mark.parametrize(
+    "damage", [_truncate, _scramble_header, _remove_marker, _garble_marker, _remove_tokenizer]
+)
 def test_damaged_cache_is_detected_and_rebuilt(cache_dir, fake_gguf, capsys, damage):
-    models._cached_conversion(fake_gguf, FakeConverter())
+    gguf_cache._cached_conversion(fake_gguf, FakeConverter())
     (entry,) = cache_entries(cache_dir)
     damage(cache_dir / "models" / entry / "model.safetensors")
     capsys.readouterr()
 
     convert = FakeConverter()
-    model, _ = models._cached_conversion(fake_gguf, convert)
+    model, _ = gguf_cache._cached_conversion(fake_gguf, convert)
     err = capsys.readouterr().err
     assert convert.calls == 1
     assert err.startswith("directer: cached copy of Tiny-Model.Q4_1.gguf is damaged (")
@@ -387,52 +414,73 @@ def test_damaged_cache_is_detected_and_rebuilt(cache_dir, fake_gguf, capsys, dam
     assert torch.equal(logits(model), logits(tiny_model(seed=0)))
     # and the rebuilt copy is trusted again
     again = FakeConverter()
-    models._cached_conversion(fake_gguf, again)
+    gguf_cache._cached_conversion(fake_gguf, again)
     assert again.calls == 0
 
 
 def test_changed_source_gets_a_new_cache_entry(cache_dir, fake_gguf):
-    models._cached_conversion(fake_gguf, FakeConverter())
+    gguf_cache._cached_conversion(fake_gguf, FakeConverter())
     fake_gguf.write_bytes(b"GGUF a different file")
     convert = FakeConverter()
-    models._cached_conversion(fake_gguf, convert)
+    gguf_cache._cached_conversion(fake_gguf, convert)
     assert convert.calls == 1
     assert len(cache_entries(cache_dir)) == 2
 
 
-def test_concurrent_builders_do_not_corrupt_the_cache(cache_dir, fake_gguf):
-    convert = FakeConverter(barrier=threading.Barrier(2))  # both convert at the same time
-    results, errors = [], []
+def test_concurrent_processes_do_not_corrupt_the_cache(cache_dir, fake_gguf, tmp_path):
+    rendezvous = tmp_path / "rendezvous"
+    rendezvous.mkdir()
+    env = {
+        **os.environ,
+        "DIRECTER_TEST_RENDEZVOUS": str(rendezvous),
+        "DIRECTER_TEST_PARTIES": "2",
+        "PYTHONPATH": os.pathsep.join([str(Path(models.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-c", CHILD_SCRIPT, str(fake_gguf), str(Path(__file__).parent)]
+    children = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [child.communicate(timeout=180) for child in children]
+    for child, (out, err) in zip(children, outputs):
+        assert child.returncode == 0, err
+    assert len(list(rendezvous.glob("converting-*"))) == 2  # both really converted at the same time
+    (entry,) = cache_entries(cache_dir)  # one published folder; the losing build was discarded
+    assert gguf_cache._cache_problem(cache_dir / "models" / entry, fake_gguf.resolve()) is None
+    sums = {out.strip() for out, _ in outputs}
+    assert sums == {repr(float(logits(tiny_model(seed=0)).double().sum()))}
+    convert = FakeConverter()
+    gguf_cache._cached_conversion(fake_gguf, convert)  # and this process trusts the result
+    assert convert.calls == 0
 
-    def worker():
-        try:
-            results.append(models._cached_conversion(fake_gguf, convert))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(2)]
+def test_threads_share_one_conversion(cache_dir, fake_gguf):
+    """Loads are serialised within a process (transformers' loading is not thread-safe)."""
+    convert = FakeConverter()
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(gguf_cache._cached_conversion(fake_gguf, convert)))
+        for _ in range(3)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert not errors
-    assert convert.calls == 2 and len(results) == 2
-    (entry,) = cache_entries(cache_dir)  # one published folder; the losing build was discarded
-    assert models._cache_problem(cache_dir / "models" / entry, fake_gguf.resolve()) is None
-    assert torch.equal(logits(results[0][0]), logits(results[1][0]))
+    assert len(results) == 3 and convert.calls == 1
+    assert cache_entries(cache_dir) == [gguf_cache._cache_folder(fake_gguf.resolve()).name]
 
 
 def test_build_keeps_a_copy_published_meanwhile(cache_dir, fake_gguf):
     """If the final folder appears while we convert, ours is dropped and theirs kept."""
     source = fake_gguf.resolve()
-    final = models._cache_folder(source)
+    final = gguf_cache._cache_folder(source)
 
     def convert_while_another_process_publishes(path):
-        models._build_cache(path, FakeConverter(), final)  # the "other process"
+        gguf_cache._build_cache(path, FakeConverter(), final)  # the "other process"
         (final / "theirs").write_text("")  # tag their copy (not listed in the marker: harmless)
         return tiny_model(seed=1), tiny_tokenizer()
 
-    model, _ = models._cached_conversion(fake_gguf, convert_while_another_process_publishes)
+    model, _ = gguf_cache._cached_conversion(fake_gguf, convert_while_another_process_publishes)
     assert (final / "theirs").exists()
     assert cache_entries(cache_dir) == [final.name]
     assert torch.equal(logits(model), logits(tiny_model(seed=0)))
@@ -443,12 +491,12 @@ def test_failed_conversion_leaves_nothing_behind(cache_dir, fake_gguf):
         raise DirecterError("cannot convert: boom")
 
     with pytest.raises(DirecterError, match="boom"):
-        models._cached_conversion(fake_gguf, broken)
+        gguf_cache._cached_conversion(fake_gguf, broken)
     assert cache_entries(cache_dir) == []
 
 
 def test_stale_temp_folders_are_swept(cache_dir, fake_gguf):
-    final = models._cache_folder(fake_gguf.resolve())
+    final = gguf_cache._cache_folder(fake_gguf.resolve())
     final.parent.mkdir(parents=True)
     stale = final.with_name(f".{final.name}.tmp-dead")
     fresh = final.with_name(f".{final.name}.tmp-busy")
@@ -456,7 +504,7 @@ def test_stale_temp_folders_are_swept(cache_dir, fake_gguf):
     fresh.mkdir()
     old = time.time() - 2 * 24 * 3600
     os.utime(stale, (old, old))
-    models._cached_conversion(fake_gguf, FakeConverter())
+    gguf_cache._cached_conversion(fake_gguf, FakeConverter())
     assert not stale.exists()
     assert fresh.exists()  # may belong to a conversion still running
 
@@ -466,7 +514,7 @@ def test_unwritable_cache_dir_is_reported(tmp_path, monkeypatch, fake_gguf):
     blocker.write_text("")
     monkeypatch.setenv("DIRECTER_CACHE_DIR", str(blocker))
     with pytest.raises(DirecterError) as exc_info:
-        models._cached_conversion(fake_gguf, FakeConverter())
+        gguf_cache._cached_conversion(fake_gguf, FakeConverter())
     message = one_line(exc_info)
     assert "cannot write the model cache" in message and "DIRECTER_CACHE_DIR" in message
 
@@ -512,10 +560,23 @@ def test_load_model_from_local_folder(tmp_path):
 
 def test_local_unsupported_model_is_rejected_before_loading_weights(tmp_path):
     folder = tmp_path / "mamba"
-    MambaConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, state_size=4).save_pretrained(folder)
+    MambaConfig(**TINY_MAMBA).save_pretrained(folder)
     # no weights at all: the config alone must be enough to reject it
     with pytest.raises(UnsupportedModelError):
         models.load_model(str(folder), device="cpu")
+
+
+def test_hub_failure_is_one_line_error(monkeypatch):
+    import transformers
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'.\nCheck your connection.")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
+    with pytest.raises(DirecterError) as exc_info:
+        models.load_model("some-org/some-model", device="cpu")
+    expected = "cannot load Hugging Face model some-org/some-model: We couldn't connect to 'https://huggingface.co'."
+    assert one_line(exc_info) == expected
 
 
 def test_local_folder_without_model_is_one_line_error(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for directer.spans, on the real bundled SmolLM2 tokenizer (ChatML template)."""
+"""Tests for directer.spans and directer.prompts, on the real bundled SmolLM2 tokenizer (ChatML template)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from directer import prompts
 from directer import spans as spans_module
 from directer.errors import SpanNotFoundError, UsageError
 from directer.spans import (
@@ -109,6 +110,11 @@ def test_find_subsequence():
     assert find_subsequence([1, 2], [1, 2, 3]) == -1
     assert find_subsequence([1, 2], []) == -1
     assert find_subsequence((5, 5, 5), (5, 5)) == 0
+
+
+def test_prompt_building_is_reexported():
+    assert spans_module.compose_user_message is prompts.compose_user_message
+    assert set(spans_module.__all__) <= set(dir(spans_module))
 
 
 def test_compose_user_message():

@@ -54,6 +54,7 @@ class Directer:
         max_new_tokens: int = 256,
         trial_batching: str | None = None,
         probe_batch_size: int | None = None,
+        speculate: str = "never",
         model_name: str | None = None,
     ):
         check_supported(model)
@@ -62,6 +63,7 @@ class Directer:
         self.config = SteeringConfig(
             alpha=alpha, beta=beta, mode=mode, method=method, layers=tuple(layers) if layers is not None else None,
             gate=gate, max_new_tokens=max_new_tokens, trial_batching=trial_batching, probe_batch_size=probe_batch_size,
+            speculate=speculate,
         )
         self.model_name = model_name or getattr(model.config, "_name_or_path", None) or model.config.model_type
         self._guard_float16()
@@ -209,12 +211,19 @@ class Directer:
             mode=config.mode,
             trial_batching=config.effective_trial_batching,
             probe_batch_size=config.effective_probe_batch_size,
+            speculate=config.speculate,
             model_name=self.model_name,
         )
         return DecodingLoop(self.model, method, options)
 
     def _result(self, p: PreparedPrompt, out, config: SteeringConfig) -> GenerationResult:
         ranking = out.ranking
+        if out.stats.evicted_layers:
+            warnings.warn(
+                f"instruction tokens left the sliding window of layer(s) {out.stats.evicted_layers} during "
+                "generation; those layers could no longer steer them",
+                stacklevel=4,
+            )
         return GenerationResult(
             text=self.tokenizer.decode(out.token_ids, skip_special_tokens=True),
             token_ids=out.token_ids,

@@ -56,6 +56,7 @@ def engine_options(f):
 @cli.command()
 @click.argument("prompt", required=False)
 @click.option("--instruction", "-i", "instructions", multiple=True, help="Instruction text to steer (repeatable). Steered in place if it occurs in the prompt, else appended after a blank line.")
+@click.option("--occurrence", type=int, default=0, show_default=True, help="Which occurrence of an instruction repeated in the prompt to steer (0 = first, -1 = last).")
 @engine_options
 @click.option("--compare", is_flag=True, help="Also print the unsteered response (--method none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON (text, token ids, spans, ranking, stats, trace).")
@@ -63,7 +64,7 @@ def engine_options(f):
 @click.option("--input", "input_file", default=None, help="Batch mode: JSONL of {id, prompt, instructions | instruction[, system]}.")
 @click.option("--output", "output_file", default=None, help="Batch mode: JSONL to write, one record per prompt (default: stdout).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts decoded together in batch mode.")
-def generate(prompt, instructions, model, alpha, beta, mode, method, layers, max_new_tokens, dtype,
+def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method, layers, max_new_tokens, dtype,
              attn_implementation, system, ranking_file, device, compare, as_json, save_ranking, input_file,
              output_file, batch_size) -> None:
     """Generate a response to PROMPT with the instructions steered.
@@ -80,9 +81,11 @@ def generate(prompt, instructions, model, alpha, beta, mode, method, layers, max
     directer = _load(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode, method=method,
                      layers=parse_layers(layers), max_new_tokens=max_new_tokens)
     if records is None:
-        _generate_one(directer, prompt, list(instructions), system, ranking_file, compare, as_json, save_ranking)
+        _generate_one(directer, prompt, list(instructions), system, ranking_file, compare, as_json, save_ranking,
+                      occurrence)
     else:
-        _generate_batch(directer, records, list(instructions), system, ranking_file, compare, output_file, batch_size)
+        _generate_batch(directer, records, list(instructions), system, ranking_file, compare, output_file, batch_size,
+                        occurrence)
 
 
 @cli.command()
@@ -108,9 +111,10 @@ def _load(model, dtype, attn_implementation, device, **config):
     return Directer.from_pretrained(model, dtype=dtype, attn_implementation=attn_implementation, device=device, **config)
 
 
-def _generate_one(directer, prompt, instructions, system, ranking_file, compare, as_json, save_ranking) -> None:
-    result = directer.generate(prompt, instructions, system=system, ranking=ranking_file)
-    plain = directer.generate(prompt, instructions, system=system, method="none") if compare else None
+def _generate_one(directer, prompt, instructions, system, ranking_file, compare, as_json, save_ranking,
+                  occurrence=0) -> None:
+    result = directer.generate(prompt, instructions, system=system, ranking=ranking_file, occurrence=occurrence)
+    plain = directer.generate(prompt, instructions, system=system, occurrence=occurrence, method="none") if compare else None
     if save_ranking and result.ranking is not None:
         from .ranking import Ranking
 
@@ -135,7 +139,8 @@ def _generate_one(directer, prompt, instructions, system, ranking_file, compare,
     )
 
 
-def _generate_batch(directer, records, default_instructions, system, ranking_file, compare, output_file, batch_size) -> None:
+def _generate_batch(directer, records, default_instructions, system, ranking_file, compare, output_file, batch_size,
+                    occurrence=0) -> None:
     from .api import _progress_bar
 
     prepared, ids = [], []
@@ -144,7 +149,8 @@ def _generate_batch(directer, records, default_instructions, system, ranking_fil
         if isinstance(instr, str):
             instr = [instr]
         try:
-            prepared.append(directer.prepare(rec["prompt"], instr, system=rec.get("system", system)))
+            prepared.append(directer.prepare(rec["prompt"], instr, system=rec.get("system", system),
+                                             occurrence=rec.get("occurrence", occurrence)))
         except DirecterError as exc:
             raise type(exc)(f"input line {line_no} (id {rec.get('id')!r}): {exc}") from None
         ids.append(rec.get("id", line_no))

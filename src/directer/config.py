@@ -9,6 +9,7 @@ from .errors import UsageError
 from .methods import METHODS, MODES
 
 TRIAL_BATCHING = ("all", "sequential")
+SPECULATE = ("auto", "always", "never")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class SteeringConfig:
     max_new_tokens: int = 256
     trial_batching: str | None = None
     probe_batch_size: int | None = None
+    speculate: str = "never"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -46,6 +48,8 @@ class SteeringConfig:
             raise UsageError(f"invalid max_new_tokens {self.max_new_tokens}: it must be an integer >= 1")
         if self.trial_batching is not None and self.trial_batching not in TRIAL_BATCHING:
             raise UsageError(f"unknown trial_batching {self.trial_batching!r}: choose one of {', '.join(TRIAL_BATCHING)}")
+        if self.speculate not in SPECULATE:
+            raise UsageError(f"unknown speculate {self.speculate!r}: choose one of {', '.join(SPECULATE)}")
         if self.probe_batch_size is not None and self.probe_batch_size < 1:
             raise UsageError(f"invalid probe_batch_size {self.probe_batch_size}: it must be >= 1")
 

