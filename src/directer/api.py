@@ -6,7 +6,7 @@ import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import torch
 
@@ -127,8 +127,9 @@ class Directer:
         return results[0] if single else results
 
     def prepare(self, prompt: Prompt, instructions: Instructions = None, *, system: str | None = None,
-                occurrence: int | Sequence[int] = 0, config: SteeringConfig | None = None) -> PreparedPrompt:
-        """Render one prompt with the chat template and locate its instruction spans."""
+                occurrence: int | Sequence[int] = 0, config: SteeringConfig | None = None,
+                chat_template: bool | None = None) -> PreparedPrompt:
+        """Render one prompt (with the chat template unless ``chat_template=False``) and locate its spans."""
         config = config or self.config
         instr = [instructions] if isinstance(instructions, str) else list(instructions or [])
         if not instr and config.method != "none":
@@ -136,8 +137,9 @@ class Directer:
                 f"no instruction given: method {config.method!r} steers the instruction span; "
                 "pass an instruction (--instruction TEXT) or use method 'none'"
             )
-        prepared = prepare_prompt(self.tokenizer, prompt, instr, system=system, mode=config.mode, occurrence=occurrence)
-        self._check_length(len(prepared.input_ids), config.max_new_tokens)
+        prepared = prepare_prompt(self.tokenizer, prompt, instr, system=system, mode=config.mode, occurrence=occurrence,
+                                  chat_template=chat_template)
+        self.check_length(len(prepared.input_ids), config.max_new_tokens)
         return prepared
 
     def generate_prepared(
@@ -148,8 +150,14 @@ class Directer:
         batch_size: int = 8,
         ranking: Ranking | str | Path | None = None,
         progress: bool = False,
+        max_new_tokens: Sequence[int] | None = None,
+        on_tokens: Callable[[int, list[int], bool], None] | None = None,
     ) -> list[GenerationResult]:
-        """Generate for prompts already rendered by :meth:`prepare`, ``batch_size`` at a time."""
+        """Generate for prompts already rendered by :meth:`prepare`, ``batch_size`` at a time.
+
+        ``max_new_tokens`` gives each prompt its own limit; ``on_tokens(index, token_ids, done)`` is
+        called after every decoding step for each prompt still running (streaming).
+        """
         config = config or self.config
         if batch_size < 1:
             raise UsageError(f"invalid batch size {batch_size}: it must be >= 1")
@@ -158,11 +166,22 @@ class Directer:
         results: list[GenerationResult] = []
         for start in range(0, len(prepared), batch_size):
             chunk = prepared[start:start + batch_size]
+            limits = list(max_new_tokens[start:start + batch_size]) if max_new_tokens else [None] * len(chunk)
+            for n in limits:
+                if n is not None and n < 1:
+                    raise UsageError(f"invalid max_new_tokens {n}: it must be >= 1")
+            for p, n in zip(chunk, limits):
+                self.check_length(len(p.input_ids), n or config.max_new_tokens)
             requests = [
-                DecodeRequest(p.input_ids, sorted({i for s in p.spans for i in range(s.start, s.end)}), fixed)
-                for p in chunk
+                DecodeRequest(p.input_ids, sorted({i for s in p.spans for i in range(s.start, s.end)}), fixed, n)
+                for p, n in zip(chunk, limits)
             ]
-            outputs = self._loop(config).run(requests)
+            step_hook = None
+            if on_tokens is not None:
+                def step_hook(loop, rows, offset=start):
+                    for r in rows:
+                        on_tokens(offset + r.index, r.tokens, r.done)
+            outputs = self._loop(config).run(requests, step_hook)
             for p, out in zip(chunk, outputs):
                 results.append(self._result(p, out, config))
             if bar is not None:
@@ -182,7 +201,7 @@ class Directer:
         """Low-level: steer the given prompt positions of token-id prompts (one batch); return generated ids."""
         config = self._config(None, overrides)
         for ids in input_ids:
-            self._check_length(len(ids), config.max_new_tokens)
+            self.check_length(len(ids), config.max_new_tokens)
         requests = [DecodeRequest(list(ids), list(pos), ranking) for ids, pos in zip(input_ids, positions)]
         return [o.token_ids for o in self._loop(config).run(requests)]
 
@@ -262,7 +281,7 @@ class Directer:
             pad = self.tokenizer.eos_token_id
         return int(pad) if pad is not None else 0
 
-    def _check_length(self, prompt_len: int, max_new_tokens: int) -> None:
+    def check_length(self, prompt_len: int, max_new_tokens: int) -> None:
         if prompt_len < 2:
             raise UsageError(f"prompt too short ({prompt_len} token): DIRECTER needs at least 2 prompt tokens")
         ctx = getattr(self.model.config.get_text_config(decoder=True), "max_position_embeddings", None)

@@ -31,6 +31,7 @@ class DecodeRequest:
     input_ids: list[int]
     positions: list[int]  # token indices in ``input_ids`` whose keys are steered
     ranking: Ranking | None = None  # reuse this ranking instead of computing one
+    max_new_tokens: int | None = None  # this prompt's limit (default: the options')
 
 
 @dataclass
@@ -62,11 +63,13 @@ class _Row:
     next_input: int
     next_pos: int
     ranking: Ranking | None
+    max_new_tokens: int
     schedule: list[frozenset[int]] | None = None
     tokens: list[int] = field(default_factory=list)
     trace: list[TokenTrace] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
     finish_reason: str = "length"
+    done: bool = False
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:
@@ -213,11 +216,12 @@ class DecodingLoop:
         rows = []
         for b, r in enumerate(requests):
             cols = torch.tensor(sorted(set(r.positions)), dtype=torch.long) + self.pad[b]
-            rows.append(_Row(b, cols, r.input_ids[-1], len(r.input_ids) - 1, r.ranking))
+            limit = r.max_new_tokens or self.opts.max_new_tokens
+            rows.append(_Row(b, cols, r.input_ids[-1], len(r.input_ids) - 1, r.ranking, limit))
         active = list(range(len(rows)))  # row indices, in the cache's batch order
         recorder = AttentionRecorder(attention_modules(self.model)) if self.method.needs_ranking else None
 
-        for step in range(self.opts.max_new_tokens):
+        for step in range(max(r.max_new_tokens for r in rows)):
             if not active:
                 break
             self.inputs = torch.tensor([rows[a].next_input for a in active], device=self.device)
@@ -282,7 +286,8 @@ class DecodingLoop:
                 r.next_input, r.next_pos = tok, r.next_pos + 1
                 if tok in self.opts.eos_token_ids:
                     r.finish_reason = "eos"
-                if r.finish_reason == "eos" or step == self.opts.max_new_tokens - 1:
+                if r.finish_reason == "eos" or len(r.tokens) >= r.max_new_tokens:
+                    r.done = True
                     r.stats.seconds = now - t0
                     r.stats.evicted_layers = evicted_layers(self.cache, r.columns.tolist()) if len(r.columns) else []
                 else:

@@ -1,0 +1,163 @@
+"""`directer serve` on the bundled model, driven by the official openai client over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+pytestmark = pytest.mark.slow
+
+HAIKU = [{"role": "user", "content": "Write a haiku about autumn."}]
+STEER = {"directer": {"instructions": ["Do not use any commas."], "alpha": 100, "beta": 0.5}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "directer.cli", "serve", "--port", str(port), "--max-batch-size", "8"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if json.load(r)["status"] == "ok":
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    proc = _start(port)
+    yield port
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{server}/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def chat(client, messages=HAIKU, steer=True, max_tokens=12, **kw):
+    return client.chat.completions.create(model="bundled", messages=messages, max_tokens=max_tokens,
+                                          extra_body=STEER if steer else None, **kw)
+
+
+def test_models_and_health(client, server):
+    assert "SmolLM2" in client.models.list().data[0].id
+    with urllib.request.urlopen(f"http://127.0.0.1:{server}/health") as r:
+        assert json.load(r)["status"] == "ok"
+
+
+def test_plain_and_steered_completions(client):
+    plain = chat(client, steer=False)
+    steered = chat(client)
+    assert plain.choices[0].message.content and steered.choices[0].message.content
+    assert plain.model_extra["directer"]["method"] == "none"
+    info = steered.model_extra["directer"]
+    assert info["method"] == "directer" and info["alpha"] == 100
+    assert info["stats"]["steps"] == steered.usage.completion_tokens <= 12
+    assert info["stats"]["trials"] > 0 and len(info["instruction_token_spans"]) == 1
+    assert plain.choices[0].message.content != steered.choices[0].message.content
+
+
+def test_text_completion(client):
+    r = client.completions.create(model="bundled", prompt="The capital of France is", max_tokens=5)
+    assert r.choices[0].text.strip() and r.usage.completion_tokens <= 5
+
+
+def test_streamed_steered_completion(client):
+    whole = chat(client, max_tokens=16).choices[0].message.content
+    parts, last = [], None
+    for chunk in chat(client, max_tokens=16, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+        last = chunk
+    assert len(parts) > 3 and "".join(parts) == whole
+    assert last.choices[0].finish_reason in ("stop", "length")
+    assert last.model_extra["directer"]["stats"]["steps"] == last.usage.completion_tokens
+
+
+def test_concurrent_requests_match_one_at_a_time(client):
+    prompts = ["Write a haiku about autumn.", "Name a planet.", "Describe rain in one line.", "Give a fruit name.",
+               "Say hello in French."]
+    requests = [(p, i % 2 == 0, 6 + (i % 4)) for i, p in enumerate(prompts * 4)]  # 20 requests
+    expected = [chat(client, [{"role": "user", "content": p}], steer=s, max_tokens=n).choices[0].message.content
+                for p, s, n in requests]
+    got: list[str | None] = [None] * len(requests)
+
+    def worker(k):
+        p, s, n = requests[k]
+        got[k] = chat(client, [{"role": "user", "content": p}], steer=s, max_tokens=n).choices[0].message.content
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert got == expected
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"model": "m", "messages": []}, "messages"),
+    ({"model": "m", "messages": [{"role": "user"}]}, "messages"),
+    ({"model": "m", "messages": HAIKU, "max_tokens": 100000}, "max_tokens"),
+    ({"model": "m", "messages": HAIKU, "n": 2}, "n"),
+    ({"model": "m", "messages": HAIKU, "directer": {"alpha": 0, "instructions": ["x"]}}, "directer"),
+    ({"model": "m", "messages": HAIKU, "directer": {"alpah": 3}}, "directer"),
+    ({"model": "m", "messages": HAIKU, "directer": {"method": "directer"}}, None),  # no instruction to steer
+    ({"model": "m", "prompt": ""}, "prompt"),
+])
+def test_malformed_requests_get_4xx_json(server, client, body, param):
+    path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
+    req = urllib.request.Request(f"http://127.0.0.1:{server}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req)
+    assert 400 <= err.value.code < 500
+    error = json.load(err.value)["error"]
+    assert error["message"] and error["type"] == "invalid_request_error" and error["param"] == param
+    assert chat(client, max_tokens=2).choices[0].message.content  # still serving
+
+
+def test_invalid_json_and_unknown_route(server):
+    for path, data in (("/v1/chat/completions", b"{bad"), ("/v1/nothing", b"{}")):
+        req = urllib.request.Request(f"http://127.0.0.1:{server}{path}", data=data)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req)
+        assert err.value.code in (400, 404) and "error" in json.load(err.value)
+
+
+def test_graceful_shutdown_finishes_in_flight_requests():
+    port = _free_port()
+    proc = _start(port)
+    c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=300)
+    stream = chat(c, max_tokens=24, stream=True)
+    first = next(iter(stream))
+    proc.send_signal(signal.SIGTERM)  # mid-stream
+    rest = list(stream)
+    assert first and rest[-1].choices[0].finish_reason in ("stop", "length")
+    assert rest[-1].model_extra["directer"]["stats"]["steps"] == rest[-1].usage.completion_tokens
+    # uvicorn finishes the request, shuts down, then re-raises the signal: exit status -SIGTERM.
+    assert proc.wait(60) in (0, -signal.SIGTERM)
