@@ -92,10 +92,13 @@ def test_generate_json_end_to_end():
 
 
 @pytest.mark.slow
-def test_compare_prints_both_responses():
-    proc = directer("generate", HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "8", "--compare")
+def test_compare_prints_both_responses_and_writes_the_html_view(tmp_path):
+    page = tmp_path / "view.html"
+    proc = directer("generate", HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "8", "--compare", "--html", str(page))
     assert proc.returncode == 0, proc.stderr
     assert "=== DIRECTER" in proc.stdout and "=== UNSTEERED ===" in proc.stdout
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "UNSTEERED" in html.upper() and "steered" in html
 
 
 @pytest.mark.slow

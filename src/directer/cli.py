@@ -61,11 +61,12 @@ def engine_options(f):
 @click.option("--compare", is_flag=True, help="Also print the unsteered response (--method none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON (text, token ids, spans, ranking, stats, trace).")
 @click.option("--save-ranking", default=None, help="Write the layer ranking of the (first) prompt to this JSON file.")
+@click.option("--html", "html_file", default=None, help="Write a per-token steering view (self-contained HTML page) to this file.")
 @click.option("--input", "input_file", default=None, help="Batch mode: JSONL of {id, prompt, instructions | instruction[, system]}.")
 @click.option("--output", "output_file", default=None, help="Batch mode: JSONL to write, one record per prompt (default: stdout).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts decoded together in batch mode.")
 def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method, layers, max_new_tokens, dtype,
-             attn_implementation, system, ranking_file, device, compare, as_json, save_ranking, input_file,
+             attn_implementation, system, ranking_file, device, compare, as_json, save_ranking, html_file, input_file,
              output_file, batch_size) -> None:
     """Generate a response to PROMPT with the instructions steered.
 
@@ -77,12 +78,14 @@ def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method,
         raise UsageError("give either a PROMPT argument or --input FILE (batch mode), not both or neither")
     if input_file is None and output_file is not None:
         raise UsageError("--output needs --input (batch mode); for one prompt use --json")
+    if input_file is not None and html_file is not None:
+        raise UsageError("--html shows one prompt: use it without --input")
     records = _read_jsonl(input_file) if input_file else None
     directer = _load(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode, method=method,
                      layers=parse_layers(layers), max_new_tokens=max_new_tokens)
     if records is None:
         _generate_one(directer, prompt, list(instructions), system, ranking_file, compare, as_json, save_ranking,
-                      occurrence)
+                      occurrence, html_file)
     else:
         _generate_batch(directer, records, list(instructions), system, ranking_file, compare, output_file, batch_size,
                         occurrence)
@@ -141,13 +144,18 @@ def _load(model, dtype, attn_implementation, device, **config):
 
 
 def _generate_one(directer, prompt, instructions, system, ranking_file, compare, as_json, save_ranking,
-                  occurrence=0) -> None:
+                  occurrence=0, html_file=None) -> None:
     result = directer.generate(prompt, instructions, system=system, ranking=ranking_file, occurrence=occurrence)
     plain = directer.generate(prompt, instructions, system=system, occurrence=occurrence, method="none") if compare else None
     if save_ranking and result.ranking is not None:
         from .ranking import Ranking
 
         Ranking(result.ranking, result.ranking_scores or [], result.mode, result.model).save(save_ranking)
+    if html_file:
+        from .html_view import render_html
+
+        Path(html_file).write_text(render_html(result, directer.tokenizer, unsteered=plain), encoding="utf-8")
+        click.echo(f"directer: wrote the steering view to {html_file}", err=True)
     if as_json:
         record = result.to_dict()
         if plain is not None:

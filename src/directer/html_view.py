@@ -247,11 +247,11 @@ def _legend_html(result: GenerationResult, sizes: list[int], kinds: set[str], sp
         left.append(item(_chip("raw", "token"), "<b>Unsteered</b>: no steering was tried at this step."))
     right = [
         item(_chip("steered-demo", "instruction"),
-             f"<b>Steered prompt tokens</b>: the instruction whose keys are scaled by α = {alpha}."),
+             f"<b>Steered tokens</b>: the instruction, whose keys are scaled by α&nbsp;=&nbsp;{alpha}."),
         item(f'<span class="chip special-demo">{_esc(special_sample)}</span>',
-             "<b>Special tokens</b> (chat template, end of sequence) are dimmed, in the response too."),
-        '<div class="hint">Hover a token for its step number, trials and accepted layer count. '
-        '<span class="nl"></span> marks a line break in the response.</div>',
+             "<b>Special tokens</b> (dimmed here and in the response)."),
+        '<div class="hint">Hover a response token for its step, trials and accepted layer count; '
+        '<span class="nl"></span> marks a line break.</div>',
     ]
     return (
         '<section class="card legend"><h2>How to read the colours</h2><div class="legend-grid">'
@@ -264,10 +264,11 @@ def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "–"
 
 
-def _tile(key: str, value: str, sub: str = "", wide: bool = False) -> str:
+def _tile(key: str, value: str, sub: str = "", wide: bool = False, title: str = "") -> str:
     cls = "tile wide" if wide else "tile"
     sub_html = f'<div class="s">{_esc(sub)}</div>' if sub else ""
-    return f'<div class="{cls}"><div class="k">{_esc(key)}</div><div class="v">{_esc(value)}</div>{sub_html}</div>'
+    title_attr = f' title="{_esc(title)}"' if title else ""
+    return f'<div class="{cls}"{title_attr}><div class="k">{_esc(key)}</div><div class="v">{_esc(value)}</div>{sub_html}</div>'
 
 
 def _stats_html(result: GenerationResult, sizes: list[int]) -> str:
@@ -287,14 +288,15 @@ def _stats_html(result: GenerationResult, sizes: list[int]) -> str:
         if count
     )
 
-    timing = f"ranking {s.ranking_seconds:.2f} s, first token {s.first_token_seconds:.2f} s" if s.seconds else ""
+    timing = f"ranking {s.ranking_seconds:.2f} s" if s.ranking_seconds else ""
     tiles = [
         _tile("steps", str(steps), f"stopped by {result.finish_reason}"),
         _tile("gate skips", str(s.gate_skips), f"skip rate {_pct(s.gate_skips, steps)}"),
         _tile("steered tokens", str(accepted_total), f"{_pct(accepted_total, steps)} of steps"),
         _tile("raw fallbacks", str(s.fallbacks), f"{_pct(s.fallbacks, steps)} of steps"),
         _tile("trials", str(s.trials), f"{s.trials / tried:.1f} per non-skipped step" if tried else ""),
-        _tile("time", f"{s.seconds:.2f} s", timing),
+        _tile("time", f"{s.seconds:.2f} s", timing,
+              title=f"prefill, ranking and decoding; first token after {s.first_token_seconds:.2f} s"),
         _tile("top-5 layers", ", ".join(map(str, result.ranking[:5])) if result.ranking else "–",
               "most sensitive first (ranking)" if result.ranking else "no ranking", wide=True),
     ]
@@ -318,9 +320,9 @@ def _stats_html(result: GenerationResult, sizes: list[int]) -> str:
         if acc_rows else ""
     )
     return (
-        '<section class="card stats"><h2>Run statistics</h2>'
-        f'<div class="settings">{settings_html}</div>'
-        f'<h3>The {steps} steps by outcome</h3><div class="stepbar">{bar}</div>'
+        '<section class="card stats"><div class="stats-head"><h2>Run statistics</h2>'
+        f'<div class="settings">{settings_html}</div></div>'
+        f'<div class="steps-row"><h3>The {steps} steps by outcome</h3><div class="stepbar">{bar}</div></div>'
         f'<div class="stats-grid"><div class="tiles">{"".join(tiles)}</div>{acc}</div></section>'
     )
 
@@ -330,21 +332,22 @@ _CSS = """
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--ink);
   font: 14px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans", sans-serif; }
-main { max-width: 1160px; margin: 0 auto; padding: 18px 20px 28px; }
-header h1 { font-size: 20px; margin: 0 0 2px; }
-header .sub { color: var(--muted); margin: 0 0 12px; }
+main { max-width: 1160px; margin: 0 auto; padding: 14px 20px 24px; }
+header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 2px 18px; margin: 0 0 10px; }
+header h1 { font-size: 20px; margin: 0; }
+header .sub { color: var(--muted); }
 header .sub b { color: var(--ink); font-weight: 600; }
-.card { background:#fff; border:1px solid var(--line); border-radius:10px; padding:12px 16px; margin-bottom:12px;
+.card { background:#fff; border:1px solid var(--line); border-radius:10px; padding:10px 16px; margin-bottom:10px;
   box-shadow: 0 1px 2px rgba(16,24,40,.04); }
 h2 { font-size: 11.5px; text-transform: uppercase; letter-spacing: .06em; color: var(--muted); margin: 0 0 6px; }
 h3 { font-size: 12px; color: var(--muted); margin: 0 0 6px; font-weight: 600; }
 .text { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 15px; line-height: 1.8; }
-.prompt .text { font-size: 13px; line-height: 1.55; }
-.cols { display: grid; grid-template-columns: 1fr; gap: 12px; }
+.prompt .text { font-size: 13px; line-height: 1.45; }
+.cols { display: grid; grid-template-columns: 1fr; gap: 10px; }
 .cols.two { grid-template-columns: 1fr 1fr; }
-.cols .card { margin-bottom: 12px; }
+.cols .card { margin-bottom: 10px; }
 .plain { color: #374151; }
-.meta { color: var(--muted); font-size: 12px; margin-top: 8px; }
+.meta { color: var(--muted); font-size: 12px; margin-top: 4px; }
 /* tokens */
 .t { border-radius: 3px; padding: 2px 0; box-shadow: inset -1px 0 0 #fff; -webkit-box-decoration-break: clone;
   box-decoration-break: clone; }
@@ -359,26 +362,31 @@ h3 { font-size: 12px; color: var(--muted); margin: 0 0 6px; font-weight: 600; }
 .nl::before { content: "\\21B5"; color: #9aa1ad; font-size: 80%; padding: 0 1px; }
 .t.acc .nl::before { color: inherit; opacity: .6; }
 /* legend */
-.legend-grid { display: grid; grid-template-columns: 1.75fr 1fr; gap: 28px; }
-.legend .item { display: grid; grid-template-columns: 160px 1fr; gap: 10px; align-items: start; padding: 3px 0; }
+.legend-grid { display: grid; grid-template-columns: 2.3fr 1fr; gap: 24px; }
+.legend .item { display: grid; grid-template-columns: 158px 1fr; gap: 10px; align-items: start; padding: 3px 0; }
 .legend-grid > div:last-child .item { grid-template-columns: 104px 1fr; }
 .legend .item > div { color: #374151; font-size: 12.5px; line-height: 1.45; }
-.legend .hint { color: var(--muted); font-size: 12px; margin-top: 6px; line-height: 1.6; }
+.legend .hint { color: var(--muted); font-size: 12px; margin-top: 4px; line-height: 1.45; }
 .chip { display: inline-block; min-width: 26px; text-align: center; padding: 1px 7px; border-radius: 4px;
   font-size: 12.5px; line-height: 1.6; margin-right: 3px; }
-.scale .chip { min-width: 30px; padding: 1px 4px; margin-right: 2px; font-variant-numeric: tabular-nums; }
+.scale { white-space: nowrap; }
+.scale .chip { min-width: 28px; padding: 1px 3px; margin-right: 2px; font-variant-numeric: tabular-nums; }
 .chip.steered-demo { background: #fde68a; box-shadow: inset 0 -2px 0 #d97706; color: #4a2c00; }
 .chip.special-demo { color: #6b7280; font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 11px; }
 /* stats */
-.stepbar { display: flex; height: 14px; border-radius: 7px; overflow: hidden; margin: 2px 0 12px;
+.steps-row { display: flex; align-items: center; gap: 12px; margin: 0 0 10px; }
+.steps-row h3 { margin: 0; white-space: nowrap; }
+.stepbar { flex: 1; display: flex; height: 14px; border-radius: 7px; overflow: hidden;
   border: 1px solid var(--line); }
 .stepbar span { display: block; min-width: 3px; box-shadow: none; }
 .stats-grid { display: grid; grid-template-columns: 2fr 1fr; gap: 24px; }
 .tiles { display: grid; grid-template-columns: repeat(4, 1fr); gap: 8px; }
-.settings { display: flex; flex-wrap: wrap; gap: 4px 18px; font-size: 13px; margin-bottom: 8px; }
+.stats-head { display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 24px; margin-bottom: 8px; }
+.stats-head h2 { margin: 0; }
+.settings { display: flex; flex-wrap: wrap; gap: 4px 18px; font-size: 13px; }
 .settings .k { color: var(--muted); }
 .settings b { font-weight: 600; }
-.tile { background: #f8f9fb; border: 1px solid #eef0f3; border-radius: 8px; padding: 5px 10px; min-width: 0; }
+.tile { background: #f8f9fb; border: 1px solid #eef0f3; border-radius: 8px; padding: 4px 10px; min-width: 0; }
 .tile.wide { grid-column: span 2; }
 .tile .k { font-size: 11px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
 .tile .v { font-size: 16px; font-weight: 600; font-variant-numeric: tabular-nums; overflow-wrap: anywhere;
@@ -386,7 +394,8 @@ h3 { font-size: 12px; color: var(--muted); margin: 0 0 6px; font-weight: 600; }
 .tile .s { font-size: 11.5px; color: var(--muted); line-height: 1.3; }
 table { border-collapse: collapse; width: 100%; }
 .acc-table th { text-align: left; font-weight: 500; color: var(--muted); white-space: nowrap; width: 1%;
-  padding: 2px 10px 2px 0; font-size: 13px; }
+  padding: 1px 10px 1px 0; font-size: 13px; }
+.acc-table .chip { line-height: 1.45; }
 .acc-table td.num { width: 1%; padding-right: 10px; text-align: right; font-variant-numeric: tabular-nums; }
 .barcell { width: 100%; }
 .hbar { display: block; height: 12px; border-radius: 3px; }
@@ -455,7 +464,7 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_esc(page_title)}</title>\n<style>{_CSS}\n{_size_css(sizes, sizes)}\n</style></head>\n"
         "<body><main>\n"
-        f'<header><h1>{_esc(page_title)}</h1><p class="sub">{" · ".join(sub)}</p></header>\n'
+        f'<header><h1>{_esc(page_title)}</h1><span class="sub">{" · ".join(sub)}</span></header>\n'
         f"{prompt}\n{_legend_html(result, sizes, kinds, special_sample)}\n"
         f'<div class="{cols_class}">{columns}</div>\n'
         f"{_stats_html(result, sizes)}\n"
