@@ -218,80 +218,34 @@ class DecodingLoop:
             cols = torch.tensor(sorted(set(r.positions)), dtype=torch.long) + self.pad[b]
             limit = r.max_new_tokens or self.opts.max_new_tokens
             rows.append(_Row(b, cols, r.input_ids[-1], len(r.input_ids) - 1, r.ranking, limit))
+        self.recorder = AttentionRecorder(attention_modules(self.model)) if self.method.needs_ranking else None
         active = list(range(len(rows)))  # row indices, in the cache's batch order
-        recorder = AttentionRecorder(attention_modules(self.model)) if self.method.needs_ranking else None
 
         for step in range(max(r.max_new_tokens for r in rows)):
             if not active:
                 break
-            self.inputs = torch.tensor([rows[a].next_input for a in active], device=self.device)
-            self.positions = torch.tensor([rows[a].next_pos for a in active], device=self.device)
-            self.mask = torch.cat([self.mask, self.mask.new_ones(len(active), 1)], dim=1)
-            # Rows addressed by cache batch index from here on.
-            view = [rows[a] for a in active]
+            view = [rows[a] for a in active]  # rows addressed by cache batch index from here on
+            self.inputs = torch.tensor([r.next_input for r in view], device=self.device)
+            self.positions = torch.tensor([r.next_pos for r in view], device=self.device)
+            self.mask = torch.cat([self.mask, self.mask.new_ones(len(view), 1)], dim=1)
 
-            need_rank = [i for i, r in enumerate(view) if self.method.needs_ranking and r.ranking is None]
-            self._schedule(view)
-            # A steering method keeps the raw keys and values aside until its trials have run on the
-            # cache as it was before this token; a plain method appends them at once.
-            raw_plan, speculated = None, []
-            if self.method.steers:
-                raw_plan = ForwardPlan([RowSteering(i) for i in range(len(view))], self.opts.alpha, persist=len(view))
-                # Speculation: evaluate the trials with the raw pass, in the same batch, for rows that
-                # will probably need them; the gate may then discard them (results do not change).
-                speculated = [(i, k) for i, r in enumerate(view) if self._speculate(r) for k in range(len(r.schedule))]
-                raw_plan.rows += self._trial_rows(view, speculated)
-                for i, _ in speculated:
-                    view[i].stats.trial_rows += 1
-            if need_rank:
-                t_rank = time.perf_counter()
-                with recorder.recording():
-                    raw_logits, raw_view = self._forward(raw_plan)
-                    self._rank(view, need_rank, recorder)
-                for i in need_rank:
-                    view[i].stats.ranking_seconds = time.perf_counter() - t_rank
-                self._schedule(view)
-            else:
-                raw_logits, raw_view = self._forward(raw_plan)
-
-            known = dict(zip(speculated, torch.argmax(raw_logits[len(view):], dim=-1).tolist()))
-            raw_logits = raw_logits[: len(view)]
-            probs = torch.softmax(raw_logits.float(), dim=-1)
+            raw_logits, raw_view, known = self._raw_pass(view)           # raw pass (+ ranking on step 0)
+            probs = torch.softmax(raw_logits.float(), dim=-1)              # float32, as Eq. 2 is checked
             top2 = probs.topk(2, dim=-1).values
             pending: dict[int, RawStep] = {}
-            emitted: dict[int, TokenTrace] = {}
-            tokens: dict[int, int] = {}
-            for i, r in enumerate(view):
+            decided: dict[int, tuple[int, TokenTrace]] = {}
+            for i in range(len(view)):
                 raw = RawStep(step, raw_logits[i], probs[i], top2[i])
-                if self.method.steers and not self.method.skip(raw):
+                if self.method.steers and not self.method.skip(raw):      # the skip gate
                     pending[i] = raw
                 else:
-                    tokens[i] = raw.token
-                    emitted[i] = TokenTrace(skipped=self.method.steers, trials=0, layers=None)
-            for i, (tok, made, size) in self._run_trials(view, pending, known).items():
-                tokens[i] = tok
-                emitted[i] = TokenTrace(skipped=False, trials=made, layers=size)
+                    decided[i] = (raw.token, TokenTrace(skipped=self.method.steers, trials=0, layers=None))
+            for i, (tok, made, size) in self._run_trials(view, pending, known).items():  # trials, halving
+                decided[i] = (tok, TokenTrace(skipped=False, trials=made, layers=size))
             if raw_view is not None:
-                raw_view.commit()
+                raw_view.commit()  # only now may the cache hold this token's raw keys and values
 
-            now = time.perf_counter()
-            keep = []
-            for i, r in enumerate(view):
-                tok = tokens[i]
-                r.tokens.append(tok)
-                r.trace.append(emitted[i])
-                r.stats.record(emitted[i])
-                if step == 0:
-                    r.stats.first_token_seconds = now - t0
-                r.next_input, r.next_pos = tok, r.next_pos + 1
-                if tok in self.opts.eos_token_ids:
-                    r.finish_reason = "eos"
-                if r.finish_reason == "eos" or len(r.tokens) >= r.max_new_tokens:
-                    r.done = True
-                    r.stats.seconds = now - t0
-                    r.stats.evicted_layers = evicted_layers(self.cache, r.columns.tolist()) if len(r.columns) else []
-                else:
-                    keep.append(i)
+            keep = [i for i, r in enumerate(view) if not self._emit(r, *decided[i], step, t0)]
             if on_step is not None:
                 on_step(self, view)
             if len(keep) < len(view):
@@ -299,6 +253,54 @@ class DecodingLoop:
                 active = [active[i] for i in keep]
 
         return [DecodeOutput(r.tokens, r.trace, r.stats, r.ranking, r.finish_reason) for r in rows]
+
+    def _raw_pass(self, view: list[_Row]) -> tuple[torch.Tensor, SteeredCache | None, dict[tuple[int, int], int]]:
+        """The raw forward of every row, with the ranking probes of rows that have no ranking yet and any
+        speculative trials. Returns the raw logits, the view holding the raw keys and values until
+        commit (None for methods that never steer) and the speculative trial tokens."""
+        need_rank = [i for i, r in enumerate(view) if self.method.needs_ranking and r.ranking is None]
+        self._schedule(view)
+        if not self.method.steers:
+            logits, _ = self._forward(None)
+            return logits, None, {}
+        # A steering method keeps the raw keys and values aside until its trials have run on the cache
+        # as it was before this token.
+        plan = ForwardPlan([RowSteering(i) for i in range(len(view))], self.opts.alpha, persist=len(view))
+        # Speculation: the trials of rows that will probably need them join the raw pass; the gate may
+        # then discard them (the output does not change).
+        speculated = [(i, k) for i, r in enumerate(view) if self._speculate(r) for k in range(len(r.schedule))]
+        plan.rows += self._trial_rows(view, speculated)
+        for i, _ in speculated:
+            view[i].stats.trial_rows += 1
+        if need_rank:
+            t_rank = time.perf_counter()
+            with self.recorder.recording():
+                logits, raw_view = self._forward(plan)
+                self._rank(view, need_rank, self.recorder)
+            for i in need_rank:
+                view[i].stats.ranking_seconds = time.perf_counter() - t_rank
+            self._schedule(view)
+        else:
+            logits, raw_view = self._forward(plan)
+        known = dict(zip(speculated, torch.argmax(logits[len(view):], dim=-1).tolist()))
+        return logits[: len(view)], raw_view, known
+
+    def _emit(self, r: _Row, token: int, trace: TokenTrace, step: int, t0: float) -> bool:
+        """Append the step's token to a row; return True when the row is finished."""
+        now = time.perf_counter()
+        r.tokens.append(token)
+        r.trace.append(trace)
+        r.stats.record(trace)
+        if step == 0:
+            r.stats.first_token_seconds = now - t0
+        r.next_input, r.next_pos = token, r.next_pos + 1
+        if token in self.opts.eos_token_ids:
+            r.finish_reason = "eos"
+        r.done = r.finish_reason == "eos" or len(r.tokens) >= r.max_new_tokens
+        if r.done:
+            r.stats.seconds = now - t0
+            r.stats.evicted_layers = evicted_layers(self.cache, r.columns.tolist()) if len(r.columns) else []
+        return r.done
 
     def _schedule(self, view: list[_Row]) -> None:
         """Fix each row's trial layer sets once its ranking is known (the schedule never changes)."""

@@ -42,9 +42,12 @@ class ServiceUnavailable(DirecterError):
 
 
 class Scheduler:
-    def __init__(self, directer: Directer, max_batch_size: int = 8, max_queue: int = 256):
+    def __init__(self, directer: Directer, max_batch_size: int = 8, max_queue: int = 256, batch_wait: float = 0.05):
         self.directer = directer
         self.max_batch_size = max_batch_size
+        # An idle worker waits this long for companions of a lone request: clients that send together
+        # then share a batch instead of one running alone while the rest queue behind it.
+        self.batch_wait = batch_wait
         self.max_queue = max_queue
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -85,6 +88,12 @@ class Scheduler:
                 self._cond.wait()
             if not self._queue:
                 return []
+            deadline = time.monotonic() + self.batch_wait
+            while len(self._queue) < self.max_batch_size and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             first = self._queue.popleft()
             batch = [first]
             for job in list(self._queue):
