@@ -6,7 +6,7 @@ import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
 
@@ -66,7 +66,7 @@ class Directer:
             speculate=speculate,
         )
         self.model_name = model_name or getattr(model.config, "_name_or_path", None) or model.config.model_type
-        self._guard_float16()
+        self._guard_float16(self.config)
 
     @classmethod
     def from_pretrained(
@@ -219,8 +219,7 @@ class Directer:
         return replace(self.config, **changes) if changes else self.config
 
     def _loop(self, config: SteeringConfig) -> DecodingLoop:
-        if config.method == "directer" and self.model.dtype == torch.float16 and config.alpha > FLOAT16_SAFE_ALPHA:
-            self._guard_float16(config.alpha)
+        self._guard_float16(config)
         method = make_method(config.method, beta=config.beta, mode=config.mode, gate=config.gate, layers=config.layers)
         options = DecodeOptions(
             alpha=config.alpha,
@@ -299,9 +298,10 @@ class Directer:
             return ranking
         return Ranking.load(ranking, num_layers=num_layers)
 
-    def _guard_float16(self, alpha: float | None = None) -> None:
-        alpha = self.config.alpha if alpha is None else alpha
-        if self.model.dtype != torch.float16 or self.config.method == "none" or alpha <= FLOAT16_SAFE_ALPHA:
+    def _guard_float16(self, config: SteeringConfig) -> None:
+        """Upcast a float16 model (with a warning) before steering with an alpha that could overflow it."""
+        alpha = config.alpha
+        if self.model.dtype != torch.float16 or config.method == "none" or alpha <= FLOAT16_SAFE_ALPHA:
             return
         device = next(self.model.parameters()).device
         safe = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
@@ -328,6 +328,3 @@ def _progress_bar(total: int, enabled: bool):
 
     return tqdm(total=total, unit="prompt", file=sys.stderr, dynamic_ncols=True)
 
-
-def as_results(results: GenerationResult | Iterable[GenerationResult]) -> list[GenerationResult]:
-    return [results] if isinstance(results, GenerationResult) else list(results)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 import click
 
+from .config import SteeringConfig
 from .errors import DirecterError, UsageError
 from .methods import METHODS, MODES, parse_layers
 
@@ -101,6 +103,60 @@ def demo(max_new_tokens, model) -> None:
     _generate_one(directer, DEMO_PROMPT, [DEMO_INSTRUCTION], None, None, True, False, None)
 
 
+@cli.command(name="eval")
+@click.argument("benchmark", type=click.Choice(["ifeval"]))
+@click.option("--method", "methods", multiple=True, help="Method to run (repeatable; default: none and directer).")
+@engine_options
+@click.option("--limit", type=int, default=None, help="Only the first N prompts.")
+@click.option("--sample", type=int, default=None, help="A seeded random sample of N prompts.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--output-dir", default=None, help="Run directory (default: runs/ifeval-<methods>); an existing one is resumed.")
+def eval_command(benchmark, methods, model, alpha, beta, mode, method, layers, max_new_tokens, dtype,
+                 attn_implementation, system, ranking_file, device, limit, sample, seed, batch_size, output_dir) -> None:
+    """Evaluate methods on an instruction-following benchmark, offline (resumable), and print the comparison.
+
+    \b
+    Example:
+      directer eval ifeval --method none --method directer --sample 50 --max-new-tokens 512
+    """
+    from . import __version__
+    from .evaluation import RunConfig, evaluate
+    from .ifeval import load_ifeval
+    from .summary import category_table, markdown_table
+
+    methods = list(methods) or ["none", "directer"]
+    if limit is not None and sample is not None:
+        raise UsageError("give --limit or --sample, not both")
+    if method != "directer" or ranking_file or system:
+        raise UsageError("use --method (repeatable) to choose methods; --ranking and --system do not apply to eval")
+    for m in methods:
+        SteeringConfig(method=m, alpha=alpha, beta=beta, mode=mode, max_new_tokens=max_new_tokens)
+    prompts = load_ifeval(limit=limit, sample=sample, seed=seed)
+    run_dir = Path(output_dir or f"runs/{benchmark}-{'-'.join(methods)}")
+    directer = _load(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode,
+                     max_new_tokens=max_new_tokens)
+    config = RunConfig(model=directer.model_name, alpha=alpha, beta=beta, mode=mode,
+                       layers=list(parse_layers(layers)) if parse_layers(layers) else None,
+                       max_new_tokens=max_new_tokens, dtype=dtype, package_version=__version__,
+                       selection={"limit": limit, "sample": sample, "seed": seed, "keys": [p.key for p in prompts]})
+    t0 = time.perf_counter()
+    summaries = evaluate(directer, run_dir, methods, prompts, config, batch_size=batch_size)
+    click.echo(markdown_table(summaries) + "\n\n" + category_table(summaries))
+    click.echo(f"directer: {len(prompts)} prompts x {len(methods)} methods in {time.perf_counter() - t0:.0f} s; "
+               f"responses and summary in {run_dir}", err=True)
+
+
+@cli.command()
+@click.argument("run_dir")
+def report(run_dir) -> None:
+    """Write report.html and report.md for an evaluation run directory."""
+    from .report import write_report
+
+    html, md = write_report(Path(run_dir))
+    click.echo(f"directer: wrote {html} and {md}", err=True)
+
+
 @cli.command()
 @click.option("--model", default=None, help="Hugging Face id, local folder or .gguf file (default: the bundled model).")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -135,8 +191,6 @@ def serve(model, host, port, dtype, attn_implementation, device, max_batch_size,
 
 def _load(model, dtype, attn_implementation, device, **config):
     from .api import Directer  # heavy imports (torch, transformers) only once arguments are valid
-
-    from .config import SteeringConfig
 
     SteeringConfig(**config)  # validate alpha, beta, mode, method before the (slow) model load
     click.echo(f"directer: loading {model or 'the bundled model'} ...", err=True)

