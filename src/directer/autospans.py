@@ -14,33 +14,43 @@ The rules, in order (see ``docs/autospans.md`` for the reasoning and measurement
 1. **Units.** The prompt is split into sentences (``.``/``?``/``!`` followed by
    white space, outside double quotes, not after ``i.e.``/``e.g.``/list numbers) and
    at line breaks. Text inside double quotes is never searched for cues, so a quoted
-   passage to rewrite or a quoted end phrase cannot trigger a span by itself.
+   passage to rewrite cannot trigger a span by itself.
 2. **Cues.** A sentence is a candidate when it holds a constraint cue. *Phrase* cues
    are specific and have a clear extent (``at least 300 words``, ``in all lowercase
    letters``, ``without any commas``, ``in JSON format``, ``<<title>>``, ``P.S.``,
    ``******``, ``in the Hindi language`` ...; one list per IFEval instruction id,
    :data:`ID_PATTERNS`). *General* cues only say "this is about the response"
-   (``your response``, ``make sure``, ``do not use``, ``wrap``, ``separated by`` ...).
-3. **Whole sentence** when the sentence is *constraint-led*: it opens with a
-   constraint opener (``Do not``, ``Your response``, ``Make sure``, ``Use``,
-   ``Highlight``, ``The poem must`` ...) or its first cue is within its first two words.
+   (``your response``, ``make sure``, ``do not use``, ``wrap ... response``,
+   ``separated by ***`` ...; :data:`GENERAL_CUES`).
+3. **Whole sentence** when the sentence is *constraint-led*: it opens (after
+   "Please", "Also", list markers ...) with a constraint opener (``Do not``, ``Your
+   response``, ``Make sure``, ``Use``, ``Highlight``, ``Answer in`` ...), with a
+   subject and a modal that is not a task request (``The very last sentence of your
+   response should``), or with a cue as its first word.
 4. **Clauses** otherwise (a task-led sentence such as ``Write a riddle about X but make
    sure you don't use any commas.``): the sentence is cut at ``,``/``;``/``:``/dashes/
-   parentheses and at ``and``/``but``/``while`` (not between quoted keywords). A later
-   clause holding a cue is kept whole (``make sure you don't use any commas.``); the
-   first clause, which holds the task, contributes only its phrase-cue matches
+   parentheses, and at ``and``/``but``/``while``/``then`` only when a constraint opener
+   or a cue follows (so ``pros and cons`` stays whole). A later clause holding a
+   general cue or opening with a constraint is kept whole (``make sure you don't use
+   any commas.``); a short continuation after it (``i.e. <<title>>``, ``(excluding
+   5)``) joins it. The first clause, which holds the task, and later clauses whose
+   only cues are phrases inside task wording contribute just the phrase matches
    (``Write an essay of at least 900 words on X.`` gives ``at least 900 words``).
-   General cues alone never select text from the first clause of a task-led sentence.
+   If rule 3 would cover more than 95 % of the prompt, every sentence is treated by
+   rule 4 instead, so that a one-sentence prompt never comes back whole.
 5. **Hints.** With IFEval's ``instruction_ids`` and ``kwargs``, an instruction whose
-   wording (:func:`instruction_anchors`) is not yet inside a span is looked for: its
-   keywords, forbidden words, end phrase, first word, postscript marker, section
-   splitter or language name. The best occurrence (quoted, or after "word"/"keyword"/
-   "include"/"mention" ...) adds its sentence, clause or a short phrase around it,
-   by the same rules as 3-4. ``prompt_to_repeat`` is not used (it is the task).
+   kwargs wording (keywords, forbidden words, frequency keyword, end phrase, first
+   word, postscript marker, section splitter, language name) is not yet inside a span
+   is looked for. Its best occurrence (quoted, or after "word"/"keyword"/"include"/
+   "mention" ..., later ones on ties) adds its sentence (if constraint-led), its
+   clause (if not the first) or a short phrase around it (``include the word
+   "Netflix"``). ``prompt_to_repeat`` is never used: it is the task itself.
 6. **Tidy.** Example lines after a span ending in ``:`` (``such as:`` + ``* bullet``
-   lines) join it; trailing ``,;:`` and dangling ``and``/``or`` are trimmed; spans are
-   merged when only white space, punctuation or a conjunction separates them (not
-   across a blank line).
+   lines) join it; quoted passages of ten words or more inside a span are cut out
+   unless they are the constraint's payload (``end with the exact phrase "..."``);
+   trailing ``,;`` and dangling ``and``/``or`` are trimmed; spans are merged when
+   only white space, punctuation, a conjunction or ``i.e.``/``such as`` separates
+   them (not across a blank line).
 
 :func:`coverage` measures the result on IFEval records and :func:`write_examples`
 renders seeded examples for the documentation (``python -m directer.autospans``).
@@ -55,11 +65,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "GENERAL_CUES",
     "ID_PATTERNS",
+    "LANGUAGES",
     "coverage",
     "detect_instructions",
     "detect_spans",
     "instruction_anchors",
+    "occurrences",
     "write_examples",
 ]
 
@@ -109,7 +122,7 @@ _LANG = "|".join(sorted(set(LANGUAGES.values()) | {"Farsi", "Mandarin"}))
 #: extent; the lists serve detection (rule 2) and the coverage definition.
 ID_PATTERNS: dict[str, list[str]] = {
     "punctuation:no_comma": [
-        r"(?:(?:\b(?:without|with no|no|not|avoid|refrain from|never)|n't)\s+(?:\w+\s+){0,3}?)?(?:any\s+)?commas?\b",
+        r"(?:(?:\b(?:without|with no|no|not|avoid|refrain from|never)|\b\w+n't)\s+(?:\w+\s+){0,3}?)?(?:any\s+)?commas?\b",
     ],
     "length_constraints:number_words": [
         _count(r"words?"),
@@ -133,10 +146,12 @@ ID_PATTERNS: dict[str, list[str]] = {
         r"\bfirst word\b",
         r"\b(?:paragraph|response|answer)\s+(?:\w+\s+){0,2}?(?:start|begin)s?\s+with\b",
         r"\b(?:start|begin)(?:s|ning)?\s+with\s+the\s+word\b",
+        r"\b(?:start|begin)s?\s+(?:the\s+)?(?:(?:first|second|third|fourth|fifth|last|\d+(?:st|nd|rd|th)?)\s+)?"
+        r"paragraph(?:\s+\d+)?\s+with\b",
     ],
     "change_case:english_lowercase": [
         rf"\b(?:(?:in|using|use|with|written in|all in)\s+)?(?:all\s+|only\s+)?{_LOWER}(?:\s+(?:letters?|characters?|english))?\b",
-        rf"\b(?:no|without|avoid|not|never)\s+(?:\w+\s+){{0,2}}?(?:capital(?:s|\s+letters?)?|capitali[sz]ations?)\b",
+        r"\b(?:no|without|avoid|not|never)\s+(?:\w+\s+){0,2}?(?:capital(?:s|\s+letters?)?|capitali[sz]ations?)\b",
         r"\bcapital letters?\s+(?:are|is)\s+(?:not\s+allowed|forbidden|prohibited)\b",
         r"\bnot a single letter\b(?:\s+[\w']+){0,6}?\s+capitali[sz]ed\b",
     ],
@@ -155,17 +170,28 @@ ID_PATTERNS: dict[str, list[str]] = {
         rf"\b(?:in\s+)?all\s+{_CAPITAL}\s+letters\b",
     ],
     "keywords:existence": [
-        rf"\b(?:(?:include|includes|including|contain|contains|containing|mention|mentions|mentioning|use|using|"
-        rf"uses|with|has|have|add)\s+)?(?:the\s+)?(?:following\s+)?(?:key)?words?\s*:?\s*{_QUOTED_LIST}",
+        rf"\b(?:include|includes|including|contain|contains|containing|mention|mentions|mentioning|use|using|"
+        rf"uses|with|has|have|add)\s+(?:the\s+)?(?:following\s+)?(?:(?:key)?words?|phrases?|lines?|terms?)\s*:?\s*"
+        rf"{_QUOTED_LIST}",
+        rf"\b(?:mention|include|use)\s+{_QUOTED_LIST}",
+        r"\b(?:include|includes|including|contain|contains|containing|use|using)\s+(?:the\s+)?(?:key)?words\s*:?\s+"
+        r"[\w-]+(?:(?:\s*,\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+)[\w-]+)+",
         r"\b(?:include|includes|including|contain|contains|containing|use|using|with)\s+(?:the\s+)?(?:following\s+)?"
         r"keywords?\b",
     ],
     "keywords:forbidden_words": [
-        r"\b(?:do not|don't|never|not|avoid|without|refrain from)\s+(?:\w+\s+){0,3}?(?:(?:key)?words?|phrases?|"
-        r"terms?|mention(?:ing)?|say(?:ing)?|us(?:e|ing)|includ(?:e|ing)|contain(?:ing)?)\b",
+        rf"\b(?:do not|don't|never|avoid|without|refrain from|not)\s+(?:(?:use|using|include|including|mention|"
+        rf"mentioning|say|saying|contain|containing|write|writing)\s+)?(?:(?:the|any|these|those|following)\s+)*"
+        rf"(?:key)?words?\b(?:\s*:?\s*{_QUOTED_LIST})?",
+        rf"\b(?:do not|don't|never|avoid|without|refrain from|not)\s+(?:use|using|include|including|mention|"
+        rf"mentioning|say|saying|contain|containing)\s+{_QUOTED_LIST}",
+        r"\bexclude\b",
     ],
     "keywords:frequency": [
         _count(r"times?"),
+        rf"\b(?:the\s+)?(?:key)?word\s+(?:{_QUOTED}|[\w-]+)(?:\s+(?:should|must|to)?\s*(?:appear|appears|be used|occur|"
+        rf"be mentioned))?\s+(?:(?:for|in)\s+)?(?:{_REL}\s+)?(?:{_NUM}|once|twice|thrice)"
+        rf"(?:\s+(?:or\s+(?:more|less|fewer|{_NUM})|to\s+{_NUM}))?(?:\s+times?)?\b",
         rf"\b{_REL}\s+(?:once|twice|thrice)\b",
         r"\b(?:once|twice|thrice)\s+or\s+more\b",
     ],
@@ -176,12 +202,14 @@ ID_PATTERNS: dict[str, list[str]] = {
         _count(r"times?"),
     ],
     "detectable_format:number_highlighted_sections": [
-        r"\bhighlight(?:ed|s|ing)?\b(?:\s+(?:at least|at most|exactly)?\s*\w+)?(?:\s+(?:\w+\s+){0,3}?"
-        r"(?:sections?|parts?|text|words?|phrases?|points?))?(?:\s+(?:with|in|using)\s+markdown)?",
+        r"\bhighlight(?:ed|s|ing)?\s+(?:(?:at least|at most|exactly)\s+)?(?:[\w/-]+\s+){0,3}?(?:sections?|parts?|"
+        r"text|words?|phrases?|key points|name)\b(?:\s+(?:[\w/-]+\s+){0,4}?(?:with|in|using)\s+markdown(?:\s+format)?)?",
+        r"\bhighlight(?:ed|s|ing)?\b(?:\s+[\w/-]+){0,6}?\s+(?:with|in|using|by)\s+(?:markdown|[\"']?\*)",
+        r"\b(?:use|using)\s+(?:markdown|\*|the asterisk symbol)\b(?:[^.\n]{0,30}?)\s+to\s+highlight\b",
         r"\*highlighted section[^*\n]*\*",
         r"\bitalici[sz](?:e|es|ed|ing)\b(?:\s+(?:at least|at most|exactly)?\s*\w+)?(?:\s+(?:\w+\s+){0,3}?"
         r"(?:sections?|parts?|text|words?|phrases?|names?|keywords?))?",
-        r"\b(?:{_NUM}\s+)?italic(?:s|\s+text)?(?:\s+(?:text\s+)?(?:sections?|phrases?|parts?))?\b".replace("{_NUM}", _NUM),
+        rf"\b(?:{_NUM}\s+)?italic(?:s|\s+text)?(?:\s+(?:text\s+)?(?:sections?|phrases?|parts?))?\b",
     ],
     "detectable_format:title": [
         r"<<[^<>\n]*>>",
@@ -227,8 +255,9 @@ ID_PATTERNS: dict[str, list[str]] = {
         r"\bsquare brackets\b",
     ],
     "combination:repeat_prompt": [
-        r"\brepl?eat(?:s|ed|ing)?\b(?:\s+(?:\w+\s+){0,3}?(?:request|sentence|prompt|question|instructions?)(?:\s+(?:above|below))?)?",
-        r"\bword for word\b",
+        r"\brepl?eat(?:s|ed|ing)?\s+(?:[\w-]+\s+){0,3}?(?:request|sentence|prompt|question|text|line|instructions?|"
+        r"it|above|below)\b(?:\s+(?:above|below))?",
+        r"\bword (?:for|by) word\b",
     ],
     "combination:two_responses": [
         r"\*{6}",
@@ -259,6 +288,7 @@ GENERAL_CUES = [
     r"\b(?:respond|reply|answer)\s+(?:with|in|using|only)\b",
     r"\bnot allowed\b",
     r"\bJSON\b",
+    r"\b(?:do not|don't|never)\s+(?:change|alter|modify|output|say|write|add)\b",
 ]
 
 # Sentence or clause openers that make a unit constraint-led (rule 3). Only consulted
@@ -267,7 +297,7 @@ _OPENER = re.compile(
     r"(?:do not|don't|dont|never|avoid|refrain|no|not|without|only|make sure|making sure|make it|make your|"
     r"be sure|ensure|remember|note|your|you (?:\w+ )?(?:must|should|need|have|are|cannot|can't|may|will|can)|"
     r"in your|in the (?:entire |whole )?(?:response|answer|output)|throughout|each|every|all|both|use|using|"
-    r"include|including|mention|contain|wrap|put|enclose|surround|highlight|(?:answer|respond|reply) "
+    r"include|including|mention|contain|wrap|put|enclose|surround|highlight|(?:answer|respond|reply) (?:to me )?"
     r"(?:with|in|using|only)|finish|end|conclude|at the end|start|begin|first|repeat|let's|before|after|"
     r"separate|format|organize|label|mark|add|give (?:me )?(?:exactly|two|your|it)|provide (?:exactly|two|your)|"
     r"keep|limit|capitalize|stick|stay|title|have|p\.?p?\.?s|write (?:in|using|it|your|everything|the entire|"
@@ -277,7 +307,7 @@ _OPENER = re.compile(
 )
 # A subject of up to seven words and a modal: "The very last sentence of your response should ...".
 _MODAL = re.compile(
-    r"(?:[\w'-]+\s+){0,7}?(?:must|should|shall|cannot|can't|needs? to|has to|have to|may not|(?:is|are) not allowed|"
+    r"(?:[\w'\"“”-]+\s+){0,7}?(?:must|should|shall|cannot|can't|needs? to|has to|have to|may not|(?:is|are) not allowed|"
     r"(?:is|are) (?:separated|marked|indicated|wrapped|highlighted|enclosed))\b",
     re.IGNORECASE,
 )
@@ -313,9 +343,11 @@ _CONTINUATION = re.compile(
     r"no\b|not\b|with no|without|nothing|only\b|or\b|otherwise|except)",
     re.IGNORECASE,
 )
-_ABBREVIATIONS = {"i.e.", "e.g.", "etc.", "vs.", "mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "no.", "u.s.", "a.m.", "p.m."}
+_ABBREVIATIONS = {
+    "i.e.", "e.g.", "etc.", "vs.", "mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "no.", "u.s.", "a.m.", "p.m.",
+}
 _MERGE_GAP = re.compile(
-    r"^(?:[\s,;:.!?\-–—()\"”“’'*]|\b(?:and|or|but|also|then|i\.e|e\.g|such as|like|for example|for instance)\b)*$",
+    r"^(?:[\s,;:.!?\-–—()\"”“’'*]|\b(?:and|or|but|also|then|with|i\.e|e\.g|such as|like|for example|for instance)\b)*$",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[\w'’-]+")
@@ -347,6 +379,9 @@ def detect_instructions(
     Returns:
         Non-overlapping substrings of ``prompt`` in order, adjacent ones merged; empty
         when no constraint wording is found. Pass them as ``instructions`` to the engine.
+        A short span such as ``***`` may also occur earlier in the prompt; the engine
+        steers the first occurrence unless told otherwise, so pass
+        ``occurrence=occurrences(prompt, detect_spans(...))`` to steer exactly these.
     """
     return [prompt[s:e] for s, e in detect_spans(prompt, instruction_ids, kwargs)]
 
@@ -378,6 +413,24 @@ def detect_spans(
     return spans
 
 
+def occurrences(prompt: str, spans: Sequence[Span]) -> list[int]:
+    """For each span, which occurrence of its text it is (0 = first), counted as the engine counts.
+
+    :mod:`directer.spans` numbers the non-overlapping occurrences of an instruction
+    string from the start of the prompt; pass the result as ``occurrence=``.
+    """
+    out = []
+    for start, end in spans:
+        text, index, pos = prompt[start:end], 0, prompt.find(prompt[start:end])
+        while 0 <= pos < start:
+            index += 1
+            pos = prompt.find(text, pos + len(text))
+        if pos != start:
+            raise ValueError(f"span [{start}, {end}) is not reachable as an occurrence of its own text")
+        out.append(index)
+    return out
+
+
 def instruction_anchors(prompt: str, instruction_id: str, kwargs: Mapping | None = None) -> list[list[Span]]:
     """The wording of one IFEval instruction in ``prompt``, as used by :func:`coverage`.
 
@@ -392,10 +445,11 @@ def instruction_anchors(prompt: str, instruction_id: str, kwargs: Mapping | None
     if strings:
         return [_find(prompt, a) for a in strings]
     quotes = _quote_regions(prompt)
+    norm = prompt.replace("’", "'").replace("‘", "'")
     matches = [
         (m.start(), m.end())
         for r in _ID_RES.get(instruction_id, [])
-        for m in r.finditer(prompt)
+        for m in r.finditer(norm)
         if m.end() > m.start() and not _inside_any(m.start(), m.end(), quotes)
     ]
     return [sorted(set(matches))] if matches else []
@@ -416,6 +470,12 @@ def coverage(records: Iterable[Mapping], *, use_hints: bool = True) -> dict:
     * ``span_share``: mean share of prompt characters inside spans (lower = spans
       swallow less of the task); ``prompts_over_half``: prompts whose spans cover more
       than half of their characters.
+    * ``kwargs_anchored`` / ``pattern_anchored``: ``[covered, total]`` over the
+      instructions anchored by kwargs strings (a check independent of the cue rules)
+      and over those anchored by the id's patterns. A pattern match outside quotes is
+      always turned into (part of) a span, so for the latter coverage only says that
+      the rules recognise the constraint's wording at all; the informative failures
+      there are the unanchored instructions.
     * ``by_id``: ``{instruction_id: [covered, total]}``.
 
     With ``use_hints=False`` the spans come from the cue rules alone (no ids, no kwargs),
@@ -425,6 +485,7 @@ def coverage(records: Iterable[Mapping], *, use_hints: bool = True) -> dict:
     n_prompts = with_span = n_instr = covered = unanchored = over_half = 0
     share_sum = 0.0
     by_id: dict[str, list[int]] = {}
+    by_kind = {"kwargs": [0, 0], "pattern": [0, 0]}
     for rec in records:
         prompt, ids = rec["prompt"], list(rec["instruction_id_list"])
         kws = list(rec.get("kwargs") or [{}] * len(ids))
@@ -440,6 +501,9 @@ def coverage(records: Iterable[Mapping], *, use_hints: bool = True) -> dict:
             n_instr += 1
             covered += ok
             unanchored += not anchors
+            kind = "kwargs" if any(_find(prompt, a) for a in _kwarg_strings(iid, kw or {})) else "pattern"
+            by_kind[kind][0] += ok
+            by_kind[kind][1] += 1
             counts = by_id.setdefault(iid, [0, 0])
             counts[0] += ok
             counts[1] += 1
@@ -451,6 +515,8 @@ def coverage(records: Iterable[Mapping], *, use_hints: bool = True) -> dict:
         "unanchored": unanchored,
         "span_share": share_sum / max(n_prompts, 1),
         "prompts_over_half": over_half,
+        "kwargs_anchored": by_kind["kwargs"],
+        "pattern_anchored": by_kind["pattern"],
         "by_id": dict(sorted(by_id.items())),
     }
 
@@ -467,6 +533,9 @@ def write_examples(n: int = 20, seed: int = 0) -> str:
         f"| prompts with at least one span | {_pct(plain['prompt_coverage'])} | {_pct(hinted['prompt_coverage'])} |",
         f"| instructions whose wording lies inside a span | {_pct(plain['instruction_coverage'])} "
         f"| {_pct(hinted['instruction_coverage'])} |",
+        f"| of which kwargs-anchored (independent of the cue rules) | {_frac(plain['kwargs_anchored'])} "
+        f"| {_frac(hinted['kwargs_anchored'])} |",
+        f"| of which pattern-anchored | {_frac(plain['pattern_anchored'])} | {_frac(hinted['pattern_anchored'])} |",
         f"| mean share of prompt characters inside spans | {_pct(plain['span_share'])} | {_pct(hinted['span_share'])} |",
         f"| prompts with more than half their characters in spans | {plain['prompts_over_half']} "
         f"| {hinted['prompts_over_half']} |",
@@ -595,7 +664,9 @@ class _Doc:
 
     def _starts_constraint(self, pos: int, end: int) -> bool:
         """Whether a constraint opener or a cue starts at ``pos`` (a conjunction then opens a clause)."""
-        if _OPENER.match(self.norm, pos, end) or (_MODAL.match(self.norm, pos, end) and not _TASK_START.match(self.norm, pos, end)):
+        if _OPENER.match(self.norm, pos, end):
+            return True
+        if _MODAL.match(self.norm, pos, end) and not _TASK_START.match(self.norm, pos, end):
             return True
         return any(s == pos for s, _ in self.any_cues(pos, end))
 
@@ -691,6 +762,8 @@ class _Doc:
                 continue
             parts.append(_strip(self.text, pos, qs))
             pos = qe
+        if not parts:
+            return [span]
         parts.append(_strip(self.text, pos, e))
         return [(a, b) for a, b in parts if b > a and _WORD.search(self.text, a, b)]
 
@@ -711,7 +784,8 @@ class _Doc:
                     line_end = self.text.find("\n", nl + 1)
                     line_end = len(self.text) if line_end < 0 else line_end
                     line = self.text[nl + 1 : line_end]
-                    if not line.strip() or not (re.match(r"\s*(?:[*\-•]|\d{1,2}[.)])\s", line) or len(line.split()) <= 8):
+                    is_item = re.match(r"\s*(?:[*\-•]|\d{1,2}[.)])\s", line)
+                    if not line.strip() or not (is_item or len(line.split()) <= 8):
                         break
                     pos = e = line_end
             out.append((s, e))
@@ -821,7 +895,9 @@ def _strip(text: str, s: int, e: int, punctuation: bool = True) -> Span:
 # IFEval kwargs
 # --------------------------------------------------------------------------- #
 
-_STRING_KWARGS = ("keywords", "forbidden_words", "keyword", "end_phrase", "first_word", "postscript_marker", "section_spliter")
+_STRING_KWARGS = (
+    "keywords", "forbidden_words", "keyword", "end_phrase", "first_word", "postscript_marker", "section_spliter",
+)
 
 
 def _kwarg_strings(instruction_id: str, kwargs: Mapping) -> list[str]:
@@ -875,6 +951,10 @@ def _load_ifeval_records() -> list[dict]:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
+
+
+def _frac(pair: Sequence[int]) -> str:
+    return f"{pair[0]} / {pair[1]}"
 
 
 def main() -> None:  # pragma: no cover - documentation helper

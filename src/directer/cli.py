@@ -34,8 +34,10 @@ def cli() -> None:
     """DIRECTER: steer a causal LM toward the instructions in its prompt (dynamic rejection steering)."""
 
 
-def engine_options(f):
-    """Options shared by every command that runs the engine."""
+def engine_options(f=None, *, method: bool = True):
+    """Options shared by every command that runs the engine (``method=False``: without --method)."""
+    if f is None:
+        return lambda g: engine_options(g, method=method)
     options = [
         click.option("--model", "model", default=None, help="Hugging Face id, local folder or .gguf file (default: the bundled SmolLM2-135M-Instruct)."),
         click.option("--alpha", type=float, default=100.0, show_default=True, help="Key scale factor."),
@@ -50,9 +52,16 @@ def engine_options(f):
         click.option("--ranking", "ranking_file", default=None, help="Reuse the layer ranking in this JSON file."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)."),
     ]
+    if not method:
+        options = [o for o in options if "--method" not in _option_names(o)]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _option_names(decorator) -> tuple[str, ...]:
+    probe = decorator(lambda: None)
+    return tuple(n for p in probe.__click_params__ for n in p.opts)
 
 
 @cli.command()
@@ -106,13 +115,13 @@ def demo(max_new_tokens, model) -> None:
 @cli.command(name="eval")
 @click.argument("benchmark", type=click.Choice(["ifeval"]))
 @click.option("--method", "methods", multiple=True, help="Method to run (repeatable; default: none and directer).")
-@engine_options
+@engine_options(method=False)
 @click.option("--limit", type=int, default=None, help="Only the first N prompts.")
 @click.option("--sample", type=int, default=None, help="A seeded random sample of N prompts.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--output-dir", default=None, help="Run directory (default: runs/ifeval-<methods>); an existing one is resumed.")
-def eval_command(benchmark, methods, model, alpha, beta, mode, method, layers, max_new_tokens, dtype,
+def eval_command(benchmark, methods, model, alpha, beta, mode, layers, max_new_tokens, dtype,
                  attn_implementation, system, ranking_file, device, limit, sample, seed, batch_size, output_dir) -> None:
     """Evaluate methods on an instruction-following benchmark, offline (resumable), and print the comparison.
 
@@ -128,8 +137,8 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, method, layers, m
     methods = list(methods) or ["none", "directer"]
     if limit is not None and sample is not None:
         raise UsageError("give --limit or --sample, not both")
-    if method != "directer" or ranking_file or system:
-        raise UsageError("use --method (repeatable) to choose methods; --ranking and --system do not apply to eval")
+    if ranking_file or system:
+        raise UsageError("--ranking and --system do not apply to eval (every prompt is ranked; IFEval has no system message)")
     for m in methods:
         SteeringConfig(method=m, alpha=alpha, beta=beta, mode=mode, max_new_tokens=max_new_tokens)
     prompts = load_ifeval(limit=limit, sample=sample, seed=seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .api import Directer
-from .autospans import detect_instructions
+from .autospans import detect_spans, occurrences
 from .config import SteeringConfig
 from .errors import UsageError
 from .ifeval import IFEVAL_SHA256, IFEvalPrompt, score_response
@@ -120,10 +120,13 @@ def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence
     bar = _bar(len(prompts), len(done), method, progress)
     with open(path, "a", encoding="utf-8") as out:
         for chunk in _chunks(todo, batch_size):
-            spans = [detect_instructions(p.prompt, p.instruction_id_list, p.kwargs) for p in chunk]
+            ranges = [detect_spans(p.prompt, p.instruction_id_list, p.kwargs) for p in chunk]
+            spans = [[p.prompt[a:b] for a, b in r] for p, r in zip(chunk, ranges)]
+            # A short span (a "***" divider, say) can also occur earlier in the prompt: steer the copy found.
             prepared = [
-                directer.prepare(p.prompt, s, config=steering if s else replace(steering, method="none"))
-                for p, s in zip(chunk, spans)
+                directer.prepare(p.prompt, s, occurrence=occurrences(p.prompt, r) if s else 0,
+                                 config=steering if s else replace(steering, method="none"))
+                for p, s, r in zip(chunk, spans, ranges)
             ]
             results = directer.generate_prepared(prepared, config=steering, batch_size=len(chunk))
             ppl = perplexities(directer.model, [q.input_ids for q in prepared], [r.token_ids for r in results])
