@@ -107,3 +107,13 @@ def test_bad_input_is_a_usage_error(d):
         d.generate([HAIKU, HAIKU], [NO_COMMAS, NO_COMMAS, NO_COMMAS])
     with pytest.raises(UsageError, match="alpha"):
         d.generate(HAIKU, NO_COMMAS, alpha=0)
+
+
+def test_auto_instructions_find_the_constraint_sentence(d):
+    prompt = "Write a short poem about the sea. Do not use any commas in your response."
+    r = d.generate(prompt, "auto")
+    assert r.instructions == ["Do not use any commas in your response."]
+    (start, end), = r.instruction_token_spans
+    assert d.tokenizer.decode(r.prompt_token_ids[start:end]).strip() == r.instructions[0]
+    with pytest.raises(UsageError, match="auto found no instruction"):
+        d.generate("Write a short poem about the sea.", "auto")

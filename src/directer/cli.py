@@ -66,7 +66,7 @@ def _option_names(decorator) -> tuple[str, ...]:
 
 @cli.command()
 @click.argument("prompt", required=False)
-@click.option("--instruction", "-i", "instructions", multiple=True, help="Instruction text to steer (repeatable). Steered in place if it occurs in the prompt, else appended after a blank line.")
+@click.option("--instruction", "-i", "instructions", multiple=True, help="Instruction text to steer (repeatable). Steered in place if it occurs in the prompt, else appended after a blank line. 'auto': detect the constraint sentences of the prompt.")
 @click.option("--occurrence", type=int, default=0, show_default=True, help="Which occurrence of an instruction repeated in the prompt to steer (0 = first, -1 = last).")
 @engine_options
 @click.option("--compare", is_flag=True, help="Also print the unsteered response (--method none).")
