@@ -124,6 +124,7 @@ def test_concurrent_requests_match_one_at_a_time(client):
     ({"model": "m", "messages": [{"role": "user"}]}, "messages"),
     ({"model": "m", "messages": HAIKU, "max_tokens": 100000}, "max_tokens"),
     ({"model": "m", "messages": HAIKU, "n": 2}, "n"),
+    ({"model": "m", "messages": HAIKU, "stop": ["\n"]}, "stop"),
     ({"model": "m", "messages": HAIKU, "directer": {"alpha": 0, "instructions": ["x"]}}, "directer"),
     ({"model": "m", "messages": HAIKU, "directer": {"alpah": 3}}, "directer"),
     ({"model": "m", "messages": HAIKU, "directer": {"method": "directer"}}, None),  # no instruction to steer

@@ -67,6 +67,8 @@ def custom_generate(
         keep = mask[b].bool()
         offset = int((~keep).nonzero().max()) + 1 if (~keep).any() else 0  # left padding
         ids = input_ids[b, keep].tolist()
+        if len(ids) < 2:
+            raise UsageError(f"row {b} has {len(ids)} prompt token(s): DIRECTER needs at least 2")
         positions = sorted({c - offset for s, e in spans[b] for c in range(s, e)})
         if any(not 0 <= c < len(ids) for c in positions):
             raise UsageError(f"instruction span {spans[b]} of row {b} lies outside its prompt (columns {offset}..{width - 1})")

@@ -130,8 +130,10 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     if not path.exists():
         raise UsageError(f"{run_dir} is not an evaluation run directory (no {CONFIG_FILE}): run `directer eval` first")
     config = RunConfig(**json.loads(path.read_text()))
-    wanted = set(config.selection.get("keys") or [])
-    prompts = [p for p in load_ifeval() if p.key in wanted] if wanted else load_ifeval()
+    keys = config.selection.get("keys") or []
+    by_key = {p.key: p for p in load_ifeval()}
+    # The run's own prompt order: the bootstrap resamples by position, so order matters for its interval.
+    prompts = [by_key[k] for k in keys] if keys else list(by_key.values())
     summaries = summarize_run(run_dir, prompts, config.methods)
     figs = _figures(summaries)
     pairs = _disagreements(run_dir, prompts, config.methods)

@@ -109,6 +109,9 @@ def create_app(directer: Directer, limits: ServerLimits | None = None) -> FastAP
     async def _complete(body: dict, prompt: Any, chat: bool):
         if body.get("n", 1) != 1:
             raise RequestError("only n=1 is supported", "n")
+        if body.get("stop"):
+            raise RequestError("stop sequences are not supported by this server; stop on max_tokens or end of sequence",
+                               "stop")
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens")) or limits.max_tokens_default
         if not isinstance(max_tokens, int) or not 1 <= max_tokens <= limits.max_tokens_limit:
             raise RequestError(f"max_tokens must be an integer in 1..{limits.max_tokens_limit}", "max_tokens")

@@ -99,7 +99,7 @@ def markdown_table(summaries: Sequence[MethodSummary]) -> str:
     """Accuracy (with paired 95% intervals against `none`), quality and steering columns."""
     head = ("| method | n | prompt strict | prompt loose | inst. strict | inst. loose | McNemar p (prompt strict) "
             "| perplexity | repeated 4-grams | length | cut | restates | gate skip | fallback | trials/token |")
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 15]
     for s in summaries:
         cells = [s.method, str(s.n)]
         for m in METRICS:
