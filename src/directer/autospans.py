@@ -21,7 +21,7 @@ The rules, in order (see ``docs/autospans.md`` for the reasoning and measurement
    ``******``, ``in the Hindi language`` ...; one list per IFEval instruction id,
    :data:`ID_PATTERNS`). *General* cues only say "this is about the response"
    (``your response``, ``make sure``, ``do not use``, ``wrap ... response``,
-   ``separated by ***`` ...; :data:`GENERAL_CUES`).
+   ``separated by ***`` ...; :data:`GENERAL_CUES`). Both live in :mod:`directer.constraint_cues`.
 3. **Whole sentence** when the sentence is *constraint-led*: it opens (after
    "Please", "Also", list markers ...) with a constraint opener (``Do not``, ``Your
    response``, ``Make sure``, ``Use``, ``Highlight``, ``Answer in`` ...), with a
@@ -64,6 +64,19 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .constraint_cues import (
+    GENERAL_CUES,
+    GENERAL_RES,
+    ID_PATTERNS,
+    ID_RES,
+    LANGUAGES,
+    LEAD_IN,
+    MODAL,
+    OPENER,
+    PHRASE_RES,
+    TASK_START,
+)
+
 __all__ = [
     "GENERAL_CUES",
     "ID_PATTERNS",
@@ -78,261 +91,8 @@ __all__ = [
 
 Span = tuple[int, int]
 
-# --------------------------------------------------------------------------- #
-# Cue vocabulary
-# --------------------------------------------------------------------------- #
-
-_NUM = (
-    r"(?:\d[\d,]*|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
-    r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|hundred|a few|several|"
-    r"a single|single)"
-)
-_REL = (
-    r"(?:at least|at most|no more than|no less than|not more than|not less than|more than|less than|"
-    r"fewer than|under|over|exactly|only|up to|a maximum of|a minimum of|maximum of|minimum of|"
-    r"between|around|about|approximately|roughly|within|just)"
-)
-
-
-def _count(unit: str) -> str:
-    """A count phrase for ``unit``: ``at least 300 words``, ``400 or more words``, ``100 words or less``."""
-    return (
-        rf"\b(?:{_REL}\s+)?{_NUM}\+?(?:\s*(?:-|to|and|or)\s*{_NUM})?"
-        rf"(?:\s+or\s+(?:more|fewer|less))?[\s-]+(?:{unit})\b(?:\s+or\s+(?:more|less|fewer))?"
-    )
-
-
-_QUOTED = r"[\"“'‘][^\"“”'‘’\n]{1,60}[\"”'’]"
-_QUOTED_LIST = rf"{_QUOTED}(?:(?:\s*,\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+){_QUOTED})*"
-_LOWER = r"lower[\s-]?case(?:d)?"
-_CAPITAL = r"(?:capital|upper[\s-]?case|capitalized)"
-
-#: Language names for ``language:response_language`` (ISO 639-1 code -> name).
-LANGUAGES = {
-    "en": "English", "fr": "French", "es": "Spanish", "de": "German", "it": "Italian", "pt": "Portuguese",
-    "ru": "Russian", "ja": "Japanese", "ko": "Korean", "zh": "Chinese", "ar": "Arabic", "hi": "Hindi",
-    "bn": "Bengali", "te": "Telugu", "ta": "Tamil", "mr": "Marathi", "kn": "Kannada", "pa": "Punjabi",
-    "gu": "Gujarati", "ur": "Urdu", "fa": "Persian", "sw": "Swahili", "vi": "Vietnamese", "th": "Thai",
-    "fi": "Finnish", "ne": "Nepali", "bg": "Bulgarian", "he": "Hebrew", "tr": "Turkish", "nl": "Dutch",
-    "el": "Greek", "pl": "Polish", "id": "Indonesian", "sv": "Swedish", "uk": "Ukrainian", "ro": "Romanian",
-}  # fmt: skip
-_LANG = "|".join(sorted(set(LANGUAGES.values()) | {"Farsi", "Mandarin"}))
-
-#: Phrase cues per IFEval instruction id. Each match is constraint wording with a clear
-#: extent; the lists serve detection (rule 2) and the coverage definition.
-ID_PATTERNS: dict[str, list[str]] = {
-    "punctuation:no_comma": [
-        r"(?:(?:\b(?:without|with no|no|not|avoid|refrain from|never)|\b\w+n't)\s+(?:\w+\s+){0,3}?)?(?:any\s+)?commas?\b",
-    ],
-    "length_constraints:number_words": [
-        _count(r"words?"),
-        r"\bword (?:count|limit)\b",
-        r"\b(?:total\s+)?number of words\b",
-    ],
-    "length_constraints:number_sentences": [
-        _count(r"sentences?"),
-        r"\b(?:one|single) sentence\b",
-        r"\b(?:total\s+)?number of sentences\b(?:[^.\n]{0,40}?\brange of\s+\d+\s+to\s+\d+)?",
-    ],
-    "length_constraints:number_paragraphs": [
-        _count(r"paragraphs?|sections?|parts?"),
-        r"\bmarkdown divider\b(?:\s*:?\s*\*\*\*)?",
-        r"(?<!\*)\*\*\*(?!\*)",
-        r"\bparagraphs?\s+(?:\w+\s+){0,2}separated\b(?:\s+(?:by|with)\s+(?:[\w*\"'-]+\s+){0,4}?"
-        r"(?:new ?lines?|line ?breaks?|\*\*\*|divider|asterisks?(?:\s+symbols?)?))?",
-        r"\bseparate(?:d)?\s+(?:the\s+|each\s+)?paragraphs?\b",
-    ],
-    "length_constraints:nth_paragraph_first_word": [
-        r"\bfirst word\b",
-        r"\b(?:paragraph|response|answer)\s+(?:\w+\s+){0,2}?(?:start|begin)s?\s+with\b",
-        r"\b(?:start|begin)(?:s|ning)?\s+with\s+the\s+word\b",
-        r"\b(?:start|begin)s?\s+(?:the\s+)?(?:(?:first|second|third|fourth|fifth|last|\d+(?:st|nd|rd|th)?)\s+)?"
-        r"paragraph(?:\s+\d+)?\s+with\b",
-    ],
-    "change_case:english_lowercase": [
-        rf"\b(?:(?:in|using|use|with|written in|all in)\s+)?(?:all\s+|only\s+)?{_LOWER}(?:\s+(?:letters?|characters?|english))?\b",
-        r"\b(?:no|without|avoid|not|never)\s+(?:\w+\s+){0,2}?(?:capital(?:s|\s+letters?)?|capitali[sz]ations?)\b",
-        r"\bcapital letters?\s+(?:are|is)\s+(?:not\s+allowed|forbidden|prohibited)\b",
-        r"\bnot a single letter\b(?:\s+[\w']+){0,6}?\s+capitali[sz]ed\b",
-    ],
-    "change_case:english_capital": [
-        rf"\b(?:(?:in|using|use|with|written in|all in)\s+)?(?:all\s+|only\s+)?{_CAPITAL}\s+(?:letters?|characters?|form)\b",
-        r"\b(?:in\s+)?all\s+caps\b",
-        r"\bcapitali[sz]e\s+(?:all|every|each)\b(?:\s+(?:of\s+)?(?:your\s+|the\s+)?(?:words?|letters?))?",
-        r"\b(?:should|must)\s+be\s+capitali[sz]ed\b",
-        rf"\bno\s+{_LOWER}(?:\s+letters?)?(?:\s+(?:are\s+|is\s+)?allowed)?",
-    ],
-    "change_case:capital_word_frequency": [
-        r"\bwords?\s+(?:with|in)\s+all\s+capital(?:\s+letters)?\b",
-        r"\b(?:all[\s-])?capital(?:ized)?\s+words?\b",
-        r"\b(?:in\s+)?all[\s-]caps\b(?:\s+words?)?",
-        r"\bstress words\b|\bwords which are capitali[sz]ed\b",
-        rf"\b(?:in\s+)?all\s+{_CAPITAL}\s+letters\b",
-    ],
-    "keywords:existence": [
-        rf"\b(?:include|includes|including|contain|contains|containing|mention|mentions|mentioning|use|using|"
-        rf"uses|with|has|have|add)\s+(?:the\s+)?(?:following\s+)?(?:(?:key)?words?|phrases?|lines?|terms?)\s*:?\s*"
-        rf"{_QUOTED_LIST}",
-        rf"\b(?:mention|include|use)\s+{_QUOTED_LIST}",
-        r"\b(?:include|includes|including|contain|contains|containing|use|using)\s+(?:the\s+)?(?:key)?words\s*:?\s+"
-        r"[\w-]+(?:(?:\s*,\s*(?:and\s+|or\s+)?|\s+(?:and|or)\s+)[\w-]+)+",
-        r"\b(?:include|includes|including|contain|contains|containing|use|using|with)\s+(?:the\s+)?(?:following\s+)?"
-        r"keywords?\b",
-    ],
-    "keywords:forbidden_words": [
-        rf"\b(?:do not|don't|never|avoid|without|refrain from|not)\s+(?:(?:use|using|include|including|mention|"
-        rf"mentioning|say|saying|contain|containing|write|writing)\s+)?(?:(?:the|any|these|those|following)\s+)*"
-        rf"(?:key)?words?\b(?:\s*:?\s*{_QUOTED_LIST})?",
-        rf"\b(?:do not|don't|never|avoid|without|refrain from|not)\s+(?:use|using|include|including|mention|"
-        rf"mentioning|say|saying|contain|containing)\s+{_QUOTED_LIST}",
-        r"\bexclude\b",
-    ],
-    "keywords:frequency": [
-        _count(r"times?"),
-        rf"\b(?:the\s+)?(?:key)?word\s+(?:{_QUOTED}|[\w-]+)(?:\s+(?:should|must|to)?\s*(?:appear|appears|be used|occur|"
-        rf"be mentioned))?\s+(?:(?:for|in)\s+)?(?:{_REL}\s+)?(?:{_NUM}|once|twice|thrice)"
-        rf"(?:\s+(?:or\s+(?:more|less|fewer|{_NUM})|to\s+{_NUM}))?(?:\s+times?)?\b",
-        rf"\b{_REL}\s+(?:once|twice|thrice)\b",
-        r"\b(?:once|twice|thrice)\s+or\s+more\b",
-    ],
-    "keywords:letter_frequency": [
-        r"\b(?:the\s+)?letters?\s+[\"“'‘]?[a-z#!][\"”'’]?(?![\w'’])",
-        r"\bhashtags?\b",
-        r"\bexclamation (?:marks?|points?)\b",
-        _count(r"times?"),
-    ],
-    "detectable_format:number_highlighted_sections": [
-        r"\bhighlight(?:ed|s|ing)?\s+(?:(?:at least|at most|exactly)\s+)?(?:[\w/-]+\s+){0,3}?(?:sections?|parts?|"
-        r"text|words?|phrases?|key points|name)\b(?:\s+(?:[\w/-]+\s+){0,4}?(?:with|in|using)\s+markdown(?:\s+format)?)?",
-        r"\bhighlight(?:ed|s|ing)?\b(?:\s+[\w/-]+){0,6}?\s+(?:with|in|using|by)\s+(?:markdown|[\"']?\*)",
-        r"\b(?:use|using)\s+(?:markdown|\*|the asterisk symbol)\b(?:[^.\n]{0,30}?)\s+to\s+highlight\b",
-        r"\*highlighted section[^*\n]*\*",
-        r"\bitalici[sz](?:e|es|ed|ing)\b(?:\s+(?:at least|at most|exactly)?\s*\w+)?(?:\s+(?:\w+\s+){0,3}?"
-        r"(?:sections?|parts?|text|words?|phrases?|names?|keywords?))?",
-        rf"\b(?:{_NUM}\s+)?italic(?:s|\s+text)?(?:\s+(?:text\s+)?(?:sections?|phrases?|parts?))?\b",
-    ],
-    "detectable_format:title": [
-        r"<<[^<>\n]*>>",
-        r"\bdouble angular brackets\b",
-        r"\b(?:with|include|including|contain|containing|has|have|give it|add|need|needs)\s+(?:a|the)\s+title\b"
-        r"(?:\s+(?:\w+\s+){0,3}?(?:in|with|within)\s+double angular brackets)?",
-    ],
-    "detectable_format:json_format": [
-        r"\b(?:in|as|using|use|with|into)\s+(?:a\s+|the\s+|valid\s+)?JSON(?:\s+(?:format|block|object|output))?\b",
-        r"\bJSON\s+(?:format|block|code block|object|output)\b",
-    ],
-    "detectable_format:number_bullet_lists": [
-        rf"\b(?:{_REL}\s+)?(?:{_NUM}\s+)?(?:(?:very\s+)?(?:short|long|brief|concise|markdown)\s+)*"
-        r"bullet(?:s|\s+points?|\s+lists?)?\b(?:\s+(?:such as|like|as follows|in the following (?:form|format))\s*:)?",
-    ],
-    "detectable_format:multiple_sections": [
-        r"\b(?:section|paragraph|part|day|chapter|slide|act|audience)\s+(?-i:X)(?!\w)",
-        _count(r"sections?|parts?"),
-    ],
-    "detectable_format:constrained_response": [
-        r"\bMy answer is (?:yes|no|maybe)\b\.?",
-        r"\b(?:answer|respond|reply) with one of\b",
-    ],
-    "startend:end_checker": [
-        r"\b(?:end|ends|ending|finish|finishes|conclude|concludes)\s+"
-        r"(?:(?:your|the|it|this|that|each|every|my|its|them)\b(?:\s+\w+){0,3}?\s+)?with\b",
-        r"\b(?:very\s+)?last\s+(?:sentence|line|word|words|phrase)\b",
-        r"\bexact phrase\b",
-        r"\bno other words?\s+(?:should\s+)?follow",
-    ],
-    "startend:quotation": [
-        r"\bdouble[\s-]quot(?:e|es|ations?)(?:\s+marks?)?\b",
-        r"\bquotation marks?\b",
-    ],
-    "detectable_content:postscript": [
-        r"\b(?:(?:with|add|include|end it with)\s+)?(?:a\s+|an\s+)?post[\s-]?script\b"
-        r"(?:\s+(?:starting|beginning)\s+with\s+(?-i:P\.(?:P\.)?S)\.?)?",
-        r"(?<!\w)(?-i:P\.(?:P\.)?S)(?:\.|\b)",
-    ],
-    "detectable_content:number_placeholders": [
-        _count(r"placeholders?"),
-        r"\bplaceholders?\b",
-        r"\bsquare brackets\b",
-    ],
-    "combination:repeat_prompt": [
-        r"\brepl?eat(?:s|ed|ing)?\s+(?:[\w-]+\s+){0,3}?(?:request|sentence|prompt|question|text|line|instructions?|"
-        r"it|above|below)\b(?:\s+(?:above|below))?",
-        r"\bword (?:for|by) word\b",
-    ],
-    "combination:two_responses": [
-        r"\*{6}",
-        r"\b(?:six|6)\s+asterisk(?:s|\s+symbols?)?\b",
-        r"\btwo\s+(?:different\s+)?(?:responses|answers|versions)\b",
-    ],
-    "language:response_language": [
-        rf"\b(?:in|using|use|only in|only using|entirely in|written in|respond in|in entirely|completely in)\s+"
-        rf"(?:only\s+)?(?:the\s+)?(?:{_LANG})(?:\s+language)?\b",
-        r"\bno other languages?\b(?:\s+(?:is|are)\s+allowed)?",
-    ],
-}
-
-#: General cues: they show that a sentence talks about the response, but have no
-#: extent of their own (rule 2).
-GENERAL_CUES = [
-    r"\b(?:your|the)\s+(?:entire\s+|whole\s+|full\s+|final\s+)?(?:response|answer|reply|output)\b",
-    r"\b(?:make sure|be sure|ensure|remember to)\b",
-    r"\b(?:do not|don't|dont|never|avoid|refrain from)\s+(?:\w+\s+)?(?:use|using|include|including|say|saying|"
-    r"mention|mentioning|add|adding|write|writing|put|contain|containing|respond|answer|reply|exceed)\b",
-    r"\bwithout\s+(?:using|use of|any|mentioning|including|saying|the\s+(?:word|letter)s?)\b",
-    r"\bwrap(?:s|ped|ping)?\s+(?:\w+\s+){0,3}?(?:response|answer|output|reply|it|everything|in|with|around)\b",
-    r"\bseparat(?:e|ed|ing)\s+(?:[\w'-]+\s+){0,4}?(?:by|with|using)\s+(?:[\w'-]+\s+){0,3}?"
-    r"(?:\*|asterisks?|divider|new ?lines?|line ?breaks?|blank lines?|symbols?|dashes|markdown)",
-    r"\bin\s+(?:\w+\s+)?markdown\b|\bmarkdown format\b",
-    r"\b(?:should|must)\s+(?:not\s+)?(?:contain|include|start with|begin with|end with|appear)\b",
-    r"\bno other (?:words?|text|characters?)\b|\bnothing else\b",
-    r"\b(?:respond|reply|answer)\s+(?:with|in|using|only)\b",
-    r"\bnot allowed\b",
-    r"\bJSON\b",
-    r"\b(?:do not|don't|never)\s+(?:change|alter|modify|output|say|write|add)\b",
-]
-
-# Sentence or clause openers that make a unit constraint-led (rule 3). Only consulted
-# for units that already hold a cue.
-_OPENER = re.compile(
-    r"(?:do not|don't|dont|never|avoid|refrain|no|not|without|only|make sure|making sure|make it|make your|"
-    r"be sure|ensure|remember|note|your|you (?:\w+ )?(?:must|should|need|have|are|cannot|can't|may|will|can)|"
-    r"in your|in the (?:entire |whole )?(?:response|answer|output)|throughout|each|every|all|both|use|using|"
-    r"include|including|mention|contain|wrap|put|enclose|surround|highlight|(?:answer|respond|reply) (?:to me )?"
-    r"(?:with|in|using|only)|finish|end|conclude|at the end|start|begin|first|repeat|let's|before|after|"
-    r"separate|format|organize|label|mark|add|give (?:me )?(?:exactly|two|your|it)|provide (?:exactly|two|your)|"
-    r"keep|limit|capitalize|stick|stay|title|have|p\.?p?\.?s|write (?:in|using|it|your|everything|the entire|"
-    r"the whole|with|without|at least|no more|all)|i (?:want|would like|'d like|need) (?:for )?(?:there|the|your|"
-    r"it|you to (?:use|write in|include|wrap|end|answer|respond)))\b",
-    re.IGNORECASE,
-)
-# A subject of up to seven words and a modal: "The very last sentence of your response should ...".
-_MODAL = re.compile(
-    r"(?:[\w'\"“”-]+\s+){0,7}?(?:must|should|shall|cannot|can't|needs? to|has to|have to|may not|(?:is|are) not allowed|"
-    r"(?:is|are) (?:separated|marked|indicated|wrapped|highlighted|enclosed))\b",
-    re.IGNORECASE,
-)
-# Sentences that open like a request for the task are never led by a modal.
-_TASK_START = re.compile(
-    r"(?:write|compose|create|generate|draft|make|give|explain|describe|summari[sz]e|rewrite|tell|list|name|plan|"
-    r"design|suggest|imagine|can|could|would|will|what|how|why|who|where|when|which|is|are|do|does|did|i|we|"
-    r"help|come|provide|elaborate|expand|produce|prepare|find|translate|complete|solve|answer|continue|pretend|"
-    r"act|take|let|if|given|here)\b",
-    re.IGNORECASE,
-)
-# Words stripped from the start of a unit before the opener test.
-_LEAD_IN = re.compile(
-    r"^(?:[\s\-*•(\[]|\d{1,2}[.)]\s)*(?:(?:please|also|and|but|then|finally|lastly|additionally|"
-    r"in addition|besides|moreover|furthermore|importantly|again|so|now|note that|remember that)\b[\s,:]*)*",
-    re.IGNORECASE,
-)
-
-_FLAGS = re.IGNORECASE
-_ID_RES = {k: [re.compile(p, _FLAGS) for p in v] for k, v in ID_PATTERNS.items()}
-_PHRASE_RES = [r for rs in _ID_RES.values() for r in rs]
-_GENERAL_RES = [re.compile(p, _FLAGS) for p in GENERAL_CUES]
-
-# Clause delimiters inside a task-led sentence (rule 4). The captured group is the
-# separator; the clause starts after it.
+# Segmentation vocabulary (the cue vocabulary is in :mod:`directer.constraint_cues`).
+# Clause delimiters inside a task-led sentence (rule 4); a clause starts after the match.
 _CLAUSE_SEP = re.compile(
     r"\s*[,;:]\s+|\s*[,;:](?=[\"“'‘])|\s+[-–—]{1,2}\s+|\s*[()]\s*|"
     r"\s+(?:and|but|while|whereas|then)\s+(?![\"“'‘])",
@@ -395,18 +155,19 @@ def detect_spans(
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
     doc = _Doc(prompt)
-    spans = doc.tidy([span for sentence in doc.sentences for span in doc.select(sentence)])
+    spans = doc.select_all()
     if _share(prompt, spans) > 0.95:
         # Everything looks like a constraint (one led sentence holding the task too):
         # cut every sentence into clauses so that the task is left out (rule 4).
-        narrower = doc.tidy([span for sentence in doc.sentences for span in doc.select(sentence, clauses_only=True)])
+        narrower = doc.select_all(clauses_only=True)
         if narrower and _share(prompt, narrower) < _share(prompt, spans):
             spans = narrower
     if instruction_ids:
-        kwargs = list(kwargs) if kwargs is not None else [{}] * len(instruction_ids)
-        for iid, kw in zip(instruction_ids, kwargs):
-            for anchor in _kwarg_strings(iid, kw or {}):
-                if _anchor_inside(prompt, anchor, spans) or not _find(prompt, anchor):
+        kws = kwargs if kwargs is not None else [{}] * len(instruction_ids)
+        for _, kw in zip(instruction_ids, kws):
+            for anchor in _kwarg_strings(kw):
+                found = _find(prompt, anchor)
+                if not found or any(_inside_any(s, e, spans) for s, e in found):
                     continue
                 hit = doc.best_occurrence(anchor)
                 spans = doc.tidy(spans + doc.select_around(*hit))
@@ -441,14 +202,13 @@ def instruction_anchors(prompt: str, instruction_id: str, kwargs: Mapping | None
     id's phrase patterns (:data:`ID_PATTERNS`) outside double quotes. An empty list
     means the instruction has no findable wording (it is *unanchored*).
     """
-    strings = [a for a in _kwarg_strings(instruction_id, kwargs or {}) if _find(prompt, a)]
-    if strings:
-        return [_find(prompt, a) for a in strings]
-    quotes = _quote_regions(prompt)
-    norm = prompt.replace("’", "'").replace("‘", "'")
+    found = [occ for occ in (_find(prompt, a) for a in _kwarg_strings(kwargs)) if occ]
+    if found:
+        return found
+    quotes, norm = _quote_regions(prompt), _straight_apostrophes(prompt)
     matches = [
         (m.start(), m.end())
-        for r in _ID_RES.get(instruction_id, [])
+        for r in ID_RES.get(instruction_id, [])
         for m in r.finditer(norm)
         if m.end() > m.start() and not _inside_any(m.start(), m.end(), quotes)
     ]
@@ -501,7 +261,7 @@ def coverage(records: Iterable[Mapping], *, use_hints: bool = True) -> dict:
             n_instr += 1
             covered += ok
             unanchored += not anchors
-            kind = "kwargs" if any(_find(prompt, a) for a in _kwarg_strings(iid, kw or {})) else "pattern"
+            kind = "kwargs" if any(_find(prompt, a) for a in _kwarg_strings(kw)) else "pattern"
             by_kind[kind][0] += ok
             by_kind[kind][1] += 1
             counts = by_id.setdefault(iid, [0, 0])
@@ -579,8 +339,7 @@ class _Doc:
 
     def __init__(self, text: str):
         self.text = text
-        # Matching runs on a copy with straight apostrophes (same length, same offsets).
-        self.norm = text.replace("’", "'").replace("‘", "'")
+        self.norm = _straight_apostrophes(text)
         self.quotes = _quote_regions(text)
         self.sentences = _sentences(text, self.quotes)
 
@@ -596,24 +355,27 @@ class _Doc:
         return sorted(out)
 
     def phrase_cues(self, start: int, end: int) -> list[Span]:
-        return self._matches(_PHRASE_RES, start, end)
+        return self._matches(PHRASE_RES, start, end)
 
     def any_cues(self, start: int, end: int) -> list[Span]:
-        return sorted(self.phrase_cues(start, end) + self._matches(_GENERAL_RES, start, end))
+        return sorted(self.phrase_cues(start, end) + self._matches(GENERAL_RES, start, end))
 
     def is_led(self, start: int, end: int, cues: list[Span], first_word_cue: bool = True) -> bool:
         """Whether the unit opens with a constraint (rule 3); ``first_word_cue``: a cue on its first word counts."""
         body = self.norm[start:end]
-        lead = _LEAD_IN.match(body)
+        lead = LEAD_IN.match(body)
         offset = lead.end() if lead else 0
-        if _OPENER.match(body, offset):
+        if OPENER.match(body, offset):
             return True
-        if _MODAL.match(body, offset) and not _TASK_START.match(body, offset):
+        if MODAL.match(body, offset) and not TASK_START.match(body, offset):
             return True
         first_word = _WORD.search(body, offset)
         return first_word_cue and bool(cues) and first_word is not None and cues[0][0] - start <= first_word.start()
 
     # ---- rules 3-4 ----------------------------------------------------------- #
+
+    def select_all(self, clauses_only: bool = False) -> list[Span]:
+        return self.tidy([span for unit in self.sentences for span in self.select(unit, clauses_only)])
 
     def select(self, unit: _Unit, clauses_only: bool = False) -> list[Span]:
         cues = self.any_cues(unit.start, unit.end)
@@ -623,10 +385,11 @@ class _Doc:
             return [(unit.start, unit.end)]
         clauses = self.clauses(unit)
         out: list[Span] = []
+        unit_phrases = self.phrase_cues(unit.start, unit.end)
         keep_going = False  # the previous clause was kept whole: absorb continuations
         for i, (cs, ce) in enumerate(clauses):
-            phrases = [c for c in self.phrase_cues(unit.start, unit.end) if c[0] < ce and c[1] > cs]
-            general = self._matches(_GENERAL_RES, cs, ce)
+            phrases = [c for c in unit_phrases if c[0] < ce and c[1] > cs]
+            general = self._matches(GENERAL_RES, cs, ce)
             if i > 0 and (phrases or general) and (general or self.is_led(cs, ce, phrases, first_word_cue=False)):
                 out.append((cs, ce))
                 keep_going = True
@@ -664,9 +427,9 @@ class _Doc:
 
     def _starts_constraint(self, pos: int, end: int) -> bool:
         """Whether a constraint opener or a cue starts at ``pos`` (a conjunction then opens a clause)."""
-        if _OPENER.match(self.norm, pos, end):
+        if OPENER.match(self.norm, pos, end):
             return True
-        if _MODAL.match(self.norm, pos, end) and not _TASK_START.match(self.norm, pos, end):
+        if MODAL.match(self.norm, pos, end) and not TASK_START.match(self.norm, pos, end):
             return True
         return any(s == pos for s, _ in self.any_cues(pos, end))
 
@@ -845,12 +608,14 @@ def _is_abbreviation(text: str, line_start: int, i: int) -> bool:
     return bool(re.fullmatch(r"\d{1,2}\.", token)) and (k == line_start or text[k] == "(")
 
 
+def _straight_apostrophes(text: str) -> str:
+    """The copy that cue patterns match against: same length, so offsets carry over."""
+    return text.replace("’", "'").replace("‘", "'")
+
+
 def _quote_regions(text: str) -> list[Span]:
     """``[start, end)`` of double-quoted regions (quote marks included), per line."""
-    regions = []
-    for m in re.finditer(r"\"[^\"\n]*\"|“[^“”\n]*”", text):
-        regions.append((m.start(), m.end()))
-    return regions
+    return [m.span() for m in re.finditer(r"\"[^\"\n]*\"|“[^“”\n]*”", text)]
 
 
 def _closes_quote(i: int, quotes: list[Span]) -> bool:
@@ -859,12 +624,9 @@ def _closes_quote(i: int, quotes: list[Span]) -> bool:
 
 def _inside_any(s: int, e: int, regions: Iterable[Span], strict: bool = False) -> bool:
     """Whether ``[s, e)`` lies inside one region (``strict``: not touching its quote marks)."""
-    for rs, re_ in regions:
-        if strict and rs < s and e < re_:
-            return True
-        if not strict and rs <= s and e <= re_:
-            return True
-    return False
+    if strict:
+        return any(rs < s and e < re_ for rs, re_ in regions)
+    return any(rs <= s and e <= re_ for rs, re_ in regions)
 
 
 def _strip(text: str, s: int, e: int, punctuation: bool = True) -> Span:
@@ -900,8 +662,9 @@ _STRING_KWARGS = (
 )
 
 
-def _kwarg_strings(instruction_id: str, kwargs: Mapping) -> list[str]:
+def _kwarg_strings(kwargs: Mapping | None) -> list[str]:
     """The wording an instruction's kwargs name (never ``prompt_to_repeat``: that is the task)."""
+    kwargs = kwargs or {}
     out: list[str] = []
     for key in _STRING_KWARGS:
         value = kwargs.get(key)
@@ -923,10 +686,6 @@ def _find(text: str, needle: str) -> list[Span]:
     if needle[-1:].isalnum():
         pattern += r"(?!\w)"
     return [(m.start(), m.end()) for m in re.finditer(pattern, text, re.IGNORECASE)]
-
-
-def _anchor_inside(text: str, anchor: str, spans: list[Span]) -> bool:
-    return any(_inside_any(s, e, spans) for s, e in _find(text, anchor))
 
 
 def _share(text: str, spans: list[Span]) -> float:

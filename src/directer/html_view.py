@@ -4,14 +4,17 @@
 resource): the prompt with the steered instruction tokens highlighted, the response with every token
 coloured by what happened at its decoding step (gate skip, steered token accepted on k layers, raw
 fallback after rejected trials), a legend, the run's statistics and, optionally, the unsteered response
-beside it.
+beside it. The static style sheet is the package data file ``html_view.css``; only the colour scale
+of the layer-set sizes is generated here.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Iterable, Sequence
 
 from .methods import halving_sizes
@@ -327,82 +330,10 @@ def _stats_html(result: GenerationResult, sizes: list[int]) -> str:
     )
 
 
-_CSS = """
-:root { --ink:#1f2430; --muted:#6b7280; --line:#e5e7eb; --bg:#f6f7fb; }
-* { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--ink);
-  font: 14px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans", sans-serif; }
-main { max-width: 1160px; margin: 0 auto; padding: 14px 20px 24px; }
-header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 2px 18px; margin: 0 0 10px; }
-header h1 { font-size: 20px; margin: 0; }
-header .sub { color: var(--muted); }
-header .sub b { color: var(--ink); font-weight: 600; }
-.card { background:#fff; border:1px solid var(--line); border-radius:10px; padding:10px 16px; margin-bottom:10px;
-  box-shadow: 0 1px 2px rgba(16,24,40,.04); }
-h2 { font-size: 11.5px; text-transform: uppercase; letter-spacing: .06em; color: var(--muted); margin: 0 0 6px; }
-h3 { font-size: 12px; color: var(--muted); margin: 0 0 6px; font-weight: 600; }
-.text { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 15px; line-height: 1.8; }
-.prompt .text { font-size: 13px; line-height: 1.45; }
-.cols { display: grid; grid-template-columns: 1fr; gap: 10px; }
-.cols.two { grid-template-columns: 1fr 1fr; }
-.cols .card { margin-bottom: 10px; }
-.plain { color: #374151; }
-.meta { color: var(--muted); font-size: 12px; margin-top: 4px; }
-/* tokens */
-.t { border-radius: 3px; padding: 2px 0; box-shadow: inset -1px 0 0 #fff; -webkit-box-decoration-break: clone;
-  box-decoration-break: clone; }
-.skip { background: #eff1f4; color: #4b5563; }
-.fallback { background: #fecdca; color: #8a1414; box-shadow: inset -1px 0 0 #fff, inset 0 -2px 0 #e0483e; }
-.raw { background: #fff; color: var(--ink); box-shadow: inset 0 0 0 1px #c7ccd6; }
-.none { background: #fff; }
-.special { font-size: 85%; opacity: .55; font-family: ui-monospace, Menlo, Consolas, monospace; }
-.p.special { color: #6b7280; opacity: 1; font-style: normal; }
-.p.steered { background: #fde68a; box-shadow: inset 0 -2px 0 #d97706; color: #4a2c00; border-radius: 2px;
-  padding: 1px 0; }
-.nl::before { content: "\\21B5"; color: #9aa1ad; font-size: 80%; padding: 0 1px; }
-.t.acc .nl::before { color: inherit; opacity: .6; }
-/* legend */
-.legend-grid { display: grid; grid-template-columns: 2.3fr 1fr; gap: 24px; }
-.legend .item { display: grid; grid-template-columns: 158px 1fr; gap: 10px; align-items: start; padding: 3px 0; }
-.legend-grid > div:last-child .item { grid-template-columns: 104px 1fr; }
-.legend .item > div { color: #374151; font-size: 12.5px; line-height: 1.45; }
-.legend .hint { color: var(--muted); font-size: 12px; margin-top: 4px; line-height: 1.45; }
-.chip { display: inline-block; min-width: 26px; text-align: center; padding: 1px 7px; border-radius: 4px;
-  font-size: 12.5px; line-height: 1.6; margin-right: 3px; }
-.scale { white-space: nowrap; }
-.scale .chip { min-width: 28px; padding: 1px 3px; margin-right: 2px; font-variant-numeric: tabular-nums; }
-.chip.steered-demo { background: #fde68a; box-shadow: inset 0 -2px 0 #d97706; color: #4a2c00; }
-.chip.special-demo { color: #6b7280; font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 11px; }
-/* stats */
-.steps-row { display: flex; align-items: center; gap: 12px; margin: 0 0 10px; }
-.steps-row h3 { margin: 0; white-space: nowrap; }
-.stepbar { flex: 1; display: flex; height: 14px; border-radius: 7px; overflow: hidden;
-  border: 1px solid var(--line); }
-.stepbar span { display: block; min-width: 3px; box-shadow: none; }
-.stats-grid { display: grid; grid-template-columns: 2fr 1fr; gap: 24px; }
-.tiles { display: grid; grid-template-columns: repeat(4, 1fr); gap: 8px; }
-.stats-head { display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 24px; margin-bottom: 8px; }
-.stats-head h2 { margin: 0; }
-.settings { display: flex; flex-wrap: wrap; gap: 4px 18px; font-size: 13px; }
-.settings .k { color: var(--muted); }
-.settings b { font-weight: 600; }
-.tile { background: #f8f9fb; border: 1px solid #eef0f3; border-radius: 8px; padding: 4px 10px; min-width: 0; }
-.tile.wide { grid-column: span 2; }
-.tile .k { font-size: 11px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
-.tile .v { font-size: 16px; font-weight: 600; font-variant-numeric: tabular-nums; overflow-wrap: anywhere;
-  line-height: 1.35; }
-.tile .s { font-size: 11.5px; color: var(--muted); line-height: 1.3; }
-table { border-collapse: collapse; width: 100%; }
-.acc-table th { text-align: left; font-weight: 500; color: var(--muted); white-space: nowrap; width: 1%;
-  padding: 1px 10px 1px 0; font-size: 13px; }
-.acc-table .chip { line-height: 1.45; }
-.acc-table td.num { width: 1%; padding-right: 10px; text-align: right; font-variant-numeric: tabular-nums; }
-.barcell { width: 100%; }
-.hbar { display: block; height: 12px; border-radius: 3px; }
-@media (max-width: 800px) { .cols.two, .stats-grid, .legend-grid { grid-template-columns: 1fr; }
-  .tiles { grid-template-columns: repeat(2, 1fr); }
-  .legend .item { grid-template-columns: 1fr; } }
-"""
+@functools.lru_cache(maxsize=1)
+def _css() -> str:
+    """The page's static style sheet (the package data file ``html_view.css``)."""
+    return resources.files(__package__).joinpath("html_view.css").read_text(encoding="utf-8")
 
 
 def _size_css(sizes: Iterable[int], all_sizes: list[int]) -> str:
@@ -462,7 +393,7 @@ def render_html(
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(page_title)}</title>\n<style>{_CSS}\n{_size_css(sizes, sizes)}\n</style></head>\n"
+        f"<title>{_esc(page_title)}</title>\n<style>\n{_css()}\n{_size_css(sizes, sizes)}\n</style></head>\n"
         "<body><main>\n"
         f'<header><h1>{_esc(page_title)}</h1><span class="sub">{" · ".join(sub)}</span></header>\n'
         f"{prompt}\n{_legend_html(result, sizes, kinds, special_sample)}\n"
