@@ -53,6 +53,9 @@ def test_repetition_and_restatement():
     assert restates_instruction("do not use any commas", instr)
     assert not restates_instruction("Leaves fall slowly\nGolden light on quiet paths\nAutumn breathes its last", instr)
     assert not restates_instruction("", instr)
+    # Over-steered word salad made of the instruction's words (seen with static steering at alpha 100).
+    assert restates_instruction("use the any commas in in response your do use not commas any the", instr)
+    assert not restates_instruction("Not one comma appears in this response, which is about the sea.", instr)
 
 
 def test_perplexity_matches_a_direct_computation():

@@ -24,17 +24,24 @@ def repetition(text: str, n: int = 4) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
-def restates_instruction(response: str, instructions: Sequence[str], threshold: float = 0.5) -> bool:
+def restates_instruction(response: str, instructions: Sequence[str], threshold: float = 0.5,
+                         vocabulary_share: float = 0.6) -> bool:
     """True when the response mostly repeats the instruction text instead of doing the task.
 
-    Over-steered models echo the instruction ("Do not use any commas. Do not use any commas ...").
-    Criterion: at least ``threshold`` of the response's word 3-grams occur in the instructions, or the
-    response (at least 3 words) is contained in an instruction.
+    Over-steered models echo the instruction, verbatim ("Do not use any commas. Do not use any commas")
+    or jumbled ("use the at English and the entire entire in at 900 words"). Criterion: the response (at
+    least 3 words) is contained in an instruction, or at least ``threshold`` of its word 3-grams occur in
+    the instructions, or at least ``vocabulary_share`` of its words are words of the instructions. (On a
+    40-prompt IFEval sample of the bundled model, unsteered responses had at most 48 % of their words
+    from the instruction's vocabulary, static all-layer steering a median of 84 %.)
     """
     resp = words(response)
     if not resp or not instructions:
         return False
     inst_words = [words(i) for i in instructions]
+    vocab = {w for ws in inst_words for w in ws}
+    if sum(w in vocab for w in resp) / len(resp) >= vocabulary_share:
+        return True
     joined = " ".join(" ".join(w) for w in inst_words)
     if len(resp) >= 3 and " ".join(resp) in joined:
         return True
