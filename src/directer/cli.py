@@ -139,6 +139,7 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, max_new_t
         raise UsageError("give --limit or --sample, not both")
     if ranking_file or system:
         raise UsageError("--ranking and --system do not apply to eval (every prompt is ranked; IFEval has no system message)")
+    layer_set = parse_layers(layers)
     for m in methods:
         SteeringConfig(method=m, alpha=alpha, beta=beta, mode=mode, max_new_tokens=max_new_tokens)
     prompts = load_ifeval(limit=limit, sample=sample, seed=seed)
@@ -146,7 +147,7 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, max_new_t
     directer = _load(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode,
                      max_new_tokens=max_new_tokens)
     config = RunConfig(model=directer.model_name, alpha=alpha, beta=beta, mode=mode,
-                       layers=list(parse_layers(layers)) if parse_layers(layers) else None,
+                       layers=list(layer_set) if layer_set else None,
                        max_new_tokens=max_new_tokens, dtype=dtype, package_version=__version__,
                        selection={"limit": limit, "sample": sample, "seed": seed, "keys": [p.key for p in prompts]})
     t0 = time.perf_counter()
@@ -260,7 +261,7 @@ def _generate_batch(directer, records, default_instructions, system, ranking_fil
         for start in range(0, len(prepared), batch_size):
             chunk = prepared[start:start + batch_size]
             results = directer.generate_prepared(chunk, batch_size=batch_size, ranking=ranking_file)
-            plain = directer.generate_prepared(chunk, batch_size=batch_size, config=_plain_config(directer)) if compare else None
+            plain = directer.generate_prepared(chunk, batch_size=batch_size, config=directer._config(None, {"method": "none"})) if compare else None
             for k, result in enumerate(results):
                 record = {"id": ids[start + k], **result.to_dict()}
                 if plain is not None:
@@ -272,12 +273,6 @@ def _generate_batch(directer, records, default_instructions, system, ranking_fil
         bar.close()
         if out is not sys.stdout:
             out.close()
-
-
-def _plain_config(directer):
-    from dataclasses import replace
-
-    return replace(directer.config, method="none")
 
 
 def _read_jsonl(path: str) -> list[tuple[int, dict[str, Any]]]:

@@ -174,10 +174,8 @@ def evaluate(directer: Directer, run_dir: Path, methods: Sequence[str], prompts:
     return summarize_run(run_dir, prompts, config.methods)
 
 
-def summarize_run(run_dir: Path, prompts: Sequence[IFEvalPrompt], methods: Sequence[str]) -> list[Any]:
-    """Score the methods' finished responses on ``prompts`` and write summary.json and summary.md."""
-    from .summary import category_table, compare, markdown_table, summarize_method, to_json
-
+def score_run(run_dir: Path, prompts: Sequence[IFEvalPrompt], methods: Sequence[str]) -> dict[str, tuple[list[dict], list[Any]]]:
+    """Each method's finished records on ``prompts`` (in prompt order) with their IFEval scores."""
     keys = [p.key for p in prompts]
     scored = {}
     for method in methods:
@@ -188,6 +186,15 @@ def summarize_run(run_dir: Path, prompts: Sequence[IFEvalPrompt], methods: Seque
                              "run `directer eval` again to finish it")
         ordered = [records[k] for k in keys]
         scored[method] = (ordered, score_records(prompts, ordered))
+    return scored
+
+
+def summarize_run(run_dir: Path, prompts: Sequence[IFEvalPrompt], methods: Sequence[str],
+                  scored: dict[str, tuple[list[dict], list[Any]]] | None = None) -> list[Any]:
+    """Summarize the scored methods (scoring them if ``scored`` is None); write summary.json and summary.md."""
+    from .summary import category_table, compare, markdown_table, summarize_method, to_json
+
+    scored = scored if scored is not None else score_run(run_dir, prompts, methods)
     order = (["none"] if "none" in scored else []) + [m for m in methods if m != "none"]
     summaries = []
     for method in order:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import UsageError
-from .evaluation import CONFIG_FILE, RunConfig, read_records, responses_path, score_records, summarize_run
+from .evaluation import CONFIG_FILE, RunConfig, score_run, summarize_run
 from .ifeval import load_ifeval
 from .summary import METRICS, MethodSummary, category_table, markdown_table
 
@@ -103,25 +103,24 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _disagreements(run_dir: Path, prompts, methods: Sequence[str], limit: int = 4) -> list[dict]:
+def _disagreements(scored: dict, methods: Sequence[str], limit: int = 4) -> list[dict]:
     """Prompts where a method and `none` get different prompt-level strict verdicts."""
-    if "none" not in methods:
+    if "none" not in scored:
         return []
-    keys = [p.key for p in prompts]
-    recs = {m: {r["key"]: r for r in read_records(responses_path(run_dir, m))} for m in methods}
     out = []
+    a, sa = scored["none"]
     for m in methods:
         if m == "none":
             continue
-        a = [recs["none"][k] for k in keys]
-        b = [recs[m][k] for k in keys]
-        sa, sb = score_records(prompts, a), score_records(prompts, b)
+        b, sb = scored[m]
+        found = 0
         for ra, rb, xa, xb in zip(a, b, sa, sb):
+            if found >= limit:
+                break
             if xa.prompt_strict != xb.prompt_strict:
                 out.append({"method": m, "prompt": ra["prompt"], "none": ra["response"], "other": rb["response"],
                             "none_ok": xa.prompt_strict, "other_ok": xb.prompt_strict, "spans": rb["spans"]})
-            if sum(1 for d in out if d["method"] == m) >= limit:
-                break
+                found += 1
     return out
 
 
@@ -134,9 +133,10 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     by_key = {p.key: p for p in load_ifeval()}
     # The run's own prompt order: the bootstrap resamples by position, so order matters for its interval.
     prompts = [by_key[k] for k in keys] if keys else list(by_key.values())
-    summaries = summarize_run(run_dir, prompts, config.methods)
+    scored = score_run(run_dir, prompts, config.methods)  # scored once: the summary and the pairs share it
+    summaries = summarize_run(run_dir, prompts, config.methods, scored)
     figs = _figures(summaries)
-    pairs = _disagreements(run_dir, prompts, config.methods)
+    pairs = _disagreements(scored, config.methods)
     table, cats = markdown_table(summaries), category_table(summaries)
     setting = (f"model {config.model}, {len(prompts)} IFEval prompts, alpha {config.alpha:g}, beta {config.beta:g}, "
                f"mode {config.mode}, max {config.max_new_tokens} new tokens, spans {config.spans}, "
