@@ -36,6 +36,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *words: 
     (["--beta", "-0.1"], ["beta"]),
     (["--mode", "fast"], ["mode", "paper"]),
     (["--method", "pasta2"], ["method", "directer"]),
+    (["--method", "pasta:alpha=2"], ["pasta", "no parameter", "alpha_p"]),
+    (["--method", "static:alpha=-1"], ["static alpha"]),
+    (["--method", "pasta:profile=/nonexistent.json"], ["head profile", "not found"]),
     (["--max-new-tokens", "0"], ["max_new_tokens"]),
 ])
 def test_invalid_options_are_usage_errors(args, words):

@@ -54,3 +54,24 @@ def test_small_comparison_resume_and_report(tmp_path):
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "none" in page and "directer" in page
     assert (run / "report.md").read_text().startswith("# IFEval report")
+
+
+def test_baselines_with_parameters_and_the_filter(tmp_path):
+    run = tmp_path / "run"
+    args = ["eval", "ifeval", "--method", "none", "--method", "static:alpha=3", "--method", "pasta",
+            "--method", "instaboost:m=2", "--plausibility-filter", "--limit", "2", "--max-new-tokens", "6",
+            "--batch-size", "2", "--output-dir", str(run)]
+    proc = directer(*args)
+    assert proc.returncode == 0, proc.stderr
+    names = ["none", "static:alpha=3:filter=1", "pasta:filter=1", "instaboost:m=2:filter=1"]
+    summary = {s["method"]: s for s in json.loads((run / "summary.json").read_text())}
+    assert list(summary) == names
+    for name in names[1:]:
+        assert (run / f"responses-{name.replace(':', '+')}.jsonl").exists()
+        assert summary[name]["time_ratio"] > 0 and summary[name]["diffs"]
+    assert "| pasta:filter=1 | 2 |" in proc.stdout and " ms (" in proc.stdout
+    for line in (run / "responses-pasta+filter=1.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        assert rec["cost_seconds"] > 0 and rec["stats"]["steps"] == len(rec["trace"])
+    twice = directer("eval", "ifeval", "--method", "pasta", "--method", "pasta", "--limit", "2")
+    assert twice.returncode == 2 and "given twice" in twice.stderr

@@ -26,15 +26,15 @@ def test_halving_schedule_sizes():
     ranking = Ranking(order=list(reversed(range(30))), scores=[0.0] * 30)
     paper = Directer(mode="paper").schedule(ranking, 30)
     ref = Directer(mode="reference").schedule(ranking, 30)
-    assert [len(s) for s in paper] == [30, 15, 7, 3, 1]
-    assert [len(s) for s in ref] == [30, 15, 7, 3]  # the released code never runs a single-layer trial
-    assert paper[1] == frozenset(range(15, 30)) and paper[-1] == frozenset({29})  # top of the ranking
+    assert [t.size for t in paper] == [30, 15, 7, 3, 1]
+    assert [t.size for t in ref] == [30, 15, 7, 3]  # the released code never runs a single-layer trial
+    assert paper[1].layers == frozenset(range(15, 30)) and paper[-1].layers == frozenset({29})  # top of the ranking
 
 
 def test_reference_schedule_stops_after_ten_trials():
     L = 4096
     sets = Directer(mode="reference").schedule(Ranking(list(range(L)), [0.0] * L), L)
-    assert len(sets) == 10 and len(sets[-1]) == L // 2**9
+    assert len(sets) == 10 and sets[-1].size == L // 2**9
 
 
 def test_gate_is_exact_in_paper_mode():
@@ -62,7 +62,7 @@ def test_plausibility_check_paper_is_inclusive_reference_is_strict():
 
 def test_static_and_none_policies():
     s = Static(layers=(1, 3))
-    assert s.schedule(None, 4) == [frozenset({1, 3})] and s.accept(raw_step([0.9, 0.1]), 1)
+    assert [t.layers for t in s.schedule(None, 4)] == [frozenset({1, 3})] and s.accept(raw_step([0.9, 0.1]), 1)
     with pytest.raises(UsageError, match="out of range"):
         Static(layers=(7,)).schedule(None, 4)
     n = make_method("none")

@@ -50,6 +50,7 @@ class Directer:
         mode: str = "paper",
         method: str = "directer",
         layers: Sequence[int] | None = None,
+        plausibility_filter: bool = False,
         gate: bool = True,
         max_new_tokens: int = 256,
         trial_batching: str | None = None,
@@ -62,7 +63,7 @@ class Directer:
         self.tokenizer = tokenizer
         self.config = SteeringConfig(
             alpha=alpha, beta=beta, mode=mode, method=method, layers=tuple(layers) if layers is not None else None,
-            gate=gate, max_new_tokens=max_new_tokens, trial_batching=trial_batching, probe_batch_size=probe_batch_size,
+            plausibility_filter=plausibility_filter, gate=gate, max_new_tokens=max_new_tokens, trial_batching=trial_batching, probe_batch_size=probe_batch_size,
             speculate=speculate,
         )
         self.model_name = model_name or getattr(model.config, "_name_or_path", None) or model.config.model_type
@@ -222,7 +223,7 @@ class Directer:
 
     def _loop(self, config: SteeringConfig) -> DecodingLoop:
         self._guard_float16(config)
-        method = make_method(config.method, beta=config.beta, mode=config.mode, gate=config.gate, layers=config.layers)
+        method = config.policy()
         options = DecodeOptions(
             alpha=config.alpha,
             max_new_tokens=config.max_new_tokens,

@@ -13,7 +13,7 @@ import click
 
 from .config import SteeringConfig
 from .errors import DirecterError, UsageError
-from .methods import METHODS, MODES, parse_layers
+from .methods import MODES, method_label, method_names, parse_layers
 
 DEMO_PROMPT = "Write a haiku about autumn."
 DEMO_INSTRUCTION = "Do not use any commas."
@@ -43,8 +43,11 @@ def engine_options(f=None, *, method: bool = True):
         click.option("--alpha", type=float, default=100.0, show_default=True, help="Key scale factor."),
         click.option("--beta", type=float, default=0.5, show_default=True, help="Plausibility threshold."),
         click.option("--mode", default="paper", show_default=True, help=f"{' | '.join(MODES)}: the paper, or the authors' released code."),
-        click.option("--method", default="directer", show_default=True, help=f"{' | '.join(METHODS)}."),
-        click.option("--layers", default=None, help="Layer set of --method static, e.g. 'all' or '0-7,12' (default: all)."),
+        click.option("--method", default="directer", show_default=True,
+                     help=f"{' | '.join(method_names())}, with optional parameters NAME:KEY=VALUE:... "
+                          "(e.g. static:alpha=3:layers=0-7, pasta:alpha_p=0.01, directer:ranking=reversed)."),
+        click.option("--layers", default=None, help="Layer set of static, pasta, spotlight and instaboost, e.g. 'all' or '0-7,12' (default: all)."),
+        click.option("--plausibility-filter", is_flag=True, help="Baselines: emit a steered token only if the raw model finds it plausible (Eq. 2), else the raw token."),
         click.option("--max-new-tokens", type=int, default=256, show_default=True),
         click.option("--dtype", default="float32", show_default=True, help="float32 | bfloat16 | float16 | auto."),
         click.option("--attn-implementation", default=None, help="eager | sdpa | ... (default: eager in reference mode, else sdpa)."),
@@ -76,9 +79,9 @@ def _option_names(decorator) -> tuple[str, ...]:
 @click.option("--input", "input_file", default=None, help="Batch mode: JSONL of {id, prompt, instructions | instruction[, system]}.")
 @click.option("--output", "output_file", default=None, help="Batch mode: JSONL to write, one record per prompt (default: stdout).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts decoded together in batch mode.")
-def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method, layers, max_new_tokens, dtype,
-             attn_implementation, system, ranking_file, device, compare, as_json, save_ranking, html_file, input_file,
-             output_file, batch_size) -> None:
+def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method, layers, plausibility_filter,
+             max_new_tokens, dtype, attn_implementation, system, ranking_file, device, compare, as_json, save_ranking,
+             html_file, input_file, output_file, batch_size) -> None:
     """Generate a response to PROMPT with the instructions steered.
 
     \b
@@ -93,7 +96,7 @@ def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method,
         raise UsageError("--html shows one prompt: use it without --input")
     records = _read_jsonl(input_file) if input_file else None
     directer = _load(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode, method=method,
-                     layers=parse_layers(layers), max_new_tokens=max_new_tokens)
+                     layers=parse_layers(layers), plausibility_filter=plausibility_filter, max_new_tokens=max_new_tokens)
     if records is None:
         _generate_one(directer, prompt, list(instructions), system, ranking_file, compare, as_json, save_ranking,
                       occurrence, html_file)
@@ -114,14 +117,15 @@ def demo(max_new_tokens, model) -> None:
 
 @cli.command(name="eval")
 @click.argument("benchmark", type=click.Choice(["ifeval"]))
-@click.option("--method", "methods", multiple=True, help="Method to run (repeatable; default: none and directer).")
+@click.option("--method", "methods", multiple=True, help="Method to run (repeatable; default: none and directer), "
+              "with optional parameters, e.g. --method static:alpha=3 --method pasta:filter=1.")
 @engine_options(method=False)
 @click.option("--limit", type=int, default=None, help="Only the first N prompts.")
 @click.option("--sample", type=int, default=None, help="A seeded random sample of N prompts.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--output-dir", default=None, help="Run directory (default: runs/ifeval-<methods>); an existing one is resumed.")
-def eval_command(benchmark, methods, model, alpha, beta, mode, layers, max_new_tokens, dtype,
+def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibility_filter, max_new_tokens, dtype,
                  attn_implementation, system, ranking_file, device, limit, sample, seed, batch_size, output_dir) -> None:
     """Evaluate methods on an instruction-following benchmark, offline (resumable), and print the comparison.
 
@@ -134,16 +138,18 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, max_new_t
     from .ifeval import load_ifeval
     from .summary import category_table, markdown_table
 
-    methods = list(methods) or ["none", "directer"]
+    methods = [method_label(m, plausibility_filter) for m in (methods or ["none", "directer"])]
+    if len(set(methods)) < len(methods):
+        raise UsageError("a method is given twice: give each --method once")
     if limit is not None and sample is not None:
         raise UsageError("give --limit or --sample, not both")
     if ranking_file or system:
         raise UsageError("--ranking and --system do not apply to eval (every prompt is ranked; IFEval has no system message)")
     layer_set = parse_layers(layers)
     for m in methods:
-        SteeringConfig(method=m, alpha=alpha, beta=beta, mode=mode, max_new_tokens=max_new_tokens)
+        SteeringConfig(method=m, alpha=alpha, beta=beta, mode=mode, layers=layer_set, max_new_tokens=max_new_tokens)
     prompts = load_ifeval(limit=limit, sample=sample, seed=seed)
-    run_dir = Path(output_dir or f"runs/{benchmark}-{'-'.join(methods)}")
+    run_dir = Path(output_dir or f"runs/{benchmark}-{'-'.join(m.split(':')[0] for m in methods)}")
     directer = _load(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode,
                      max_new_tokens=max_new_tokens)
     config = RunConfig(model=directer.model_name, alpha=alpha, beta=beta, mode=mode,
@@ -155,6 +161,54 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, max_new_t
     click.echo(markdown_table(summaries) + "\n\n" + category_table(summaries))
     click.echo(f"directer: {len(prompts)} prompts x {len(methods)} methods in {time.perf_counter() - t0:.0f} s; "
                f"responses and summary in {run_dir}", err=True)
+
+
+@cli.command(name="profile-heads")
+@click.option("--output", "-o", required=True, help="Head profile to write (JSON), for --method pasta:profile=FILE.")
+@click.option("--model", default=None, help="Hugging Face id, local folder or .gguf file (default: the bundled model).")
+@click.option("--sample", type=int, default=16, show_default=True, help="Held-out IFEval prompts scored per head.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the sample (use one your evaluation does not).")
+@click.option("--layers", default=None, help="Layers whose heads are profiled, e.g. '8-15' (default: all).")
+@click.option("--top-k", type=int, default=16, show_default=True, help="Heads kept in the profile.")
+@click.option("--alpha-p", type=float, default=0.01, show_default=True, help="PASTA's attention scale outside the instruction.")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--dtype", default="float32", show_default=True)
+@click.option("--device", default=None)
+def profile_heads_command(output, model, sample, seed, layers, top_k, alpha_p, max_new_tokens, batch_size, dtype,
+                          device) -> None:
+    """Profile attention heads for PASTA: steer each head alone on held-out IFEval prompts, keep the best.
+
+    Resumable: progress is kept in OUTPUT.partial.jsonl after every head.
+
+    \b
+    Example:
+      directer profile-heads --layers 8-15 --sample 16 --seed 1 -o heads.json
+      directer eval ifeval --method none --method pasta:profile=heads.json --sample 200 --seed 0
+    """
+    from .ifeval import load_ifeval
+    from .profiling import profile_heads
+
+    layer_set = parse_layers(layers)
+    SteeringConfig(method=f"pasta:alpha_p={alpha_p}", max_new_tokens=max_new_tokens)
+    prompts = load_ifeval(sample=sample, seed=seed)
+    directer = _load(model, dtype, None, device, method="none")
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="heads", unit="head", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        profile = profile_heads(directer, prompts, Path(output), alpha_p=alpha_p, layers=layer_set, top_k=top_k,
+                                max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+    finally:
+        bar.close()
+    best = ", ".join(f"{la}.{h} ({100 * profile['scores'][f'{la}.{h}']:+.1f})" for la, h in profile["heads"][:5])
+    click.echo(f"directer: wrote {output}: top heads (layer.head, accuracy vs unsteered): {best}", err=True)
 
 
 @cli.command()

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .methods import METHODS, MODES
+from .methods import MODES, make_method
 
 TRIAL_BATCHING = ("all", "sequential")
 SPECULATE = ("auto", "always", "never")
@@ -24,8 +24,9 @@ class SteeringConfig:
     alpha: float = 100.0
     beta: float = 0.5
     mode: str = "paper"
-    method: str = "directer"
-    layers: tuple[int, ...] | None = None  # static method only; None: all layers
+    method: str = "directer"  # a name, or NAME:KEY=VALUE:... (see methods.make_method)
+    layers: tuple[int, ...] | None = None  # static and the bias baselines; None: all layers
+    plausibility_filter: bool = False  # baselines: emit a steered token only if Eq. 2 accepts it
     gate: bool = True
     max_new_tokens: int = 256
     trial_batching: str | None = None
@@ -42,8 +43,7 @@ class SteeringConfig:
             raise UsageError(f"invalid beta {self.beta}: it must be a number >= 0 (the paper uses 0.5; above 1 nothing is accepted)")
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
-        if self.method not in METHODS:
-            raise UsageError(f"unknown method {self.method!r}: choose one of {', '.join(METHODS)}")
+        self.policy()  # an unknown method or parameter fails here, before any work
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise UsageError(f"invalid max_new_tokens {self.max_new_tokens}: it must be an integer >= 1")
         if self.trial_batching is not None and self.trial_batching not in TRIAL_BATCHING:
@@ -52,6 +52,11 @@ class SteeringConfig:
             raise UsageError(f"unknown speculate {self.speculate!r}: choose one of {', '.join(SPECULATE)}")
         if self.probe_batch_size is not None and self.probe_batch_size < 1:
             raise UsageError(f"invalid probe_batch_size {self.probe_batch_size}: it must be >= 1")
+
+    def policy(self):
+        """The method object these settings describe."""
+        return make_method(self.method, beta=self.beta, mode=self.mode, gate=self.gate, layers=self.layers,
+                           plausibility_filter=self.plausibility_filter)
 
     @property
     def effective_trial_batching(self) -> str:

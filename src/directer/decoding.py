@@ -17,11 +17,12 @@ from typing import Callable, Sequence
 import torch
 from transformers.cache_utils import DynamicCache
 
-from .methods import Method, RawStep
+from .attention_bias import BIAS_KWARG, BiasPlan, RowBias, enable_attention_bias
+from .methods import Method, RawStep, prompt_key
 from .models import attention_modules
 from .ranking import AttentionRecorder, Ranking, rank_from_scores, score_layers
 from .results import Stats, TokenTrace
-from .steering import ForwardPlan, RowSteering, SteeredCache, evicted_layers
+from .steering import ForwardPlan, RowSteering, SteeredCache, Trial, evicted_layers
 
 
 @dataclass
@@ -60,11 +61,13 @@ class DecodeOutput:
 class _Row:
     index: int  # position in the request list
     columns: torch.Tensor  # absolute cache columns of the steered positions
+    outside: torch.Tensor  # absolute cache columns of the prompt outside them (PASTA's target)
+    seed_key: int  # identifies the prompt for seeded variants (independent of batching)
     next_input: int
     next_pos: int
     ranking: Ranking | None
     max_new_tokens: int
-    schedule: list[frozenset[int]] | None = None
+    schedule: list[Trial] | None = None
     tokens: list[int] = field(default_factory=list)
     trace: list[TokenTrace] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
@@ -78,16 +81,27 @@ def _cache_keyword(model: torch.nn.Module) -> str:
 
 
 class DecodingLoop:
-    """Runs one batch of requests through a method. Create one per batch."""
+    """Runs one batch of requests through a method. Create one per batch.
+
+    The persistent cache holds one row per request (the raw model), or, for a method that steers as a
+    stream (PASTA, SpotLight, InstABoost), the steered model's row, preceded by the raw row when the
+    plausibility filter needs the raw distribution: cache row ``s * B + b`` is stream ``s`` of request
+    ``b`` (B requests still running).
+    """
 
     def __init__(self, model: torch.nn.Module, method: Method, options: DecodeOptions):
         self.model = model
         self.method = method
         self.opts = options
-        self.num_layers = model.config.get_text_config(decoder=True).num_hidden_layers
+        text_config = model.config.get_text_config(decoder=True)
+        self.num_layers = text_config.num_hidden_layers
         self.device = next(model.parameters()).device
         self._cache_kw = _cache_keyword(model)
         self.body = model.get_decoder()  # the transformer without its LM head
+        self.streams = 1 + bool(method.stream and getattr(method, "filter", False))
+        method.check_model(self.num_layers, text_config.num_attention_heads)
+        if method.stream:
+            enable_attention_bias(model)
 
     # -- forward passes -------------------------------------------------------------------------
 
@@ -97,43 +111,69 @@ class DecodingLoop:
         ``plan=None`` is the plain raw pass straight on the persistent cache (methods that never steer).
         ``body_only`` skips the LM head (ranking probes only need the attention states): no logits.
         """
+        extra = {}
         if plan is None:
             src = torch.arange(self.mask.shape[0], device=self.device)
             cache = self.cache
         else:
-            src = torch.tensor(plan.sources, device=self.device)
+            # Cache row s*B + b reads request b's input (B = requests still running).
+            src = torch.tensor(plan.sources, device=self.device).remainder(self.mask.shape[0])
             cache = SteeredCache(self.cache, plan)
+            bias = plan.bias_plan(self.cache)
+            if bias is not None:
+                extra[BIAS_KWARG] = bias
         out = (self.body if body_only else self.model)(
             input_ids=self.inputs.index_select(0, src).unsqueeze(1),
             position_ids=self.positions.index_select(0, src).unsqueeze(1),
             attention_mask=self.mask.index_select(0, src),
             use_cache=True,
             **{self._cache_kw: cache},
+            **extra,
         )
         logits = None if body_only else out.logits[:, -1, :]
         return logits, (cache if plan is not None else None)
 
-    def _prefill(self, requests: Sequence[DecodeRequest]) -> None:
+    def _rows(self, requests: Sequence[DecodeRequest]) -> list[_Row]:
+        """Left-pad the prompts (without their last token, fed at step 0) and set up each row."""
         prefix_len = [len(r.input_ids) - 1 for r in requests]
         width = max(prefix_len)
         self.pad = [width - n for n in prefix_len]
-        ids = torch.full((len(requests), width), self.opts.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(requests), width), dtype=torch.long)
+        rows = []
         for b, r in enumerate(requests):
-            if prefix_len[b]:
+            key = prompt_key(r.input_ids)
+            steered = set(self.method.steering_positions(r.input_ids, r.positions, key))
+            cols = torch.tensor(sorted(steered), dtype=torch.long) + self.pad[b]
+            outside = torch.tensor([i for i in range(len(r.input_ids)) if i not in steered], dtype=torch.long) + self.pad[b]
+            limit = r.max_new_tokens or self.opts.max_new_tokens
+            rows.append(_Row(b, cols, outside, key, r.input_ids[-1], len(r.input_ids) - 1, r.ranking, limit))
+        return rows
+
+    def _prefill(self, requests: Sequence[DecodeRequest], rows: list[_Row]) -> None:
+        B, width = len(requests), max(len(r.input_ids) - 1 for r in requests)
+        ids = torch.full((B, width), self.opts.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((B, width), dtype=torch.long)
+        for b, r in enumerate(requests):
+            if width - self.pad[b]:
                 ids[b, self.pad[b]:] = torch.tensor(r.input_ids[:-1])
                 mask[b, self.pad[b]:] = 1
         self.cache = DynamicCache(config=self.model.config)
         self.mask = mask.to(self.device)
         if width:
-            pos = (self.mask.cumsum(-1) - 1).clamp_min(0)
+            extra = {}
+            if self.method.stream and self.method.bias_prefill:  # the steered stream reads a steered prompt
+                s = (self.streams - 1) * B
+                biases = [RowSteering.of(s + b, r.schedule[0], r.columns, r.outside) for b, r in enumerate(rows)]
+                extra[BIAS_KWARG] = BiasPlan([RowBias(x.source, x.bias, x.layers, x.bias_columns) for x in biases])
+            mask = self.mask.repeat(self.streams, 1)
+            pos = (mask.cumsum(-1) - 1).clamp_min(0)
             self.model(
-                input_ids=ids.to(self.device),
-                attention_mask=self.mask,
+                input_ids=ids.to(self.device).repeat(self.streams, 1),
+                attention_mask=mask,
                 position_ids=pos,
                 use_cache=True,
                 logits_to_keep=1,
                 **{self._cache_kw: self.cache},
+                **extra,
             )
 
     # -- ranking ----------------------------------------------------------------------------------
@@ -186,14 +226,14 @@ class DecodingLoop:
             undecided = []
             for a in todo:
                 if self.method.accept(pending[a], tokens[(a, k)]):
-                    decided[a] = (tokens[(a, k)], k + 1, len(rows[a].schedule[k]))
+                    decided[a] = (tokens[(a, k)], k + 1, rows[a].schedule[k].size)
                 else:
                     undecided.append(a)
             k += 1
         return decided
 
     def _trial_rows(self, rows: list[_Row], order: list[tuple[int, int]]) -> list[RowSteering]:
-        return [RowSteering(a, rows[a].schedule[k], rows[a].columns) for a, k in order]
+        return [RowSteering.of(a, rows[a].schedule[k], rows[a].columns, rows[a].outside) for a, k in order]
 
     def _trial_tokens(self, rows: list[_Row], order: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
         if not order:
@@ -212,12 +252,9 @@ class DecodingLoop:
         """Decode every request; ``on_step(loop, rows)`` is called after each step with the rows still in
         the cache, in batch order (tests, progress)."""
         t0 = time.perf_counter()
-        self._prefill(requests)
-        rows = []
-        for b, r in enumerate(requests):
-            cols = torch.tensor(sorted(set(r.positions)), dtype=torch.long) + self.pad[b]
-            limit = r.max_new_tokens or self.opts.max_new_tokens
-            rows.append(_Row(b, cols, r.input_ids[-1], len(r.input_ids) - 1, r.ranking, limit))
+        rows = self._rows(requests)
+        self._schedule(rows)
+        self._prefill(requests, rows)
         self.recorder = AttentionRecorder(attention_modules(self.model)) if self.method.needs_ranking else None
         active = list(range(len(rows)))  # row indices, in the cache's batch order
 
@@ -263,6 +300,8 @@ class DecodingLoop:
         if not self.method.steers:
             logits, _ = self._forward(None)
             return logits, None, {}
+        if self.method.stream:
+            return self._stream_pass(view)
         # A steering method keeps the raw keys and values aside until its trials have run on the cache
         # as it was before this token.
         plan = ForwardPlan([RowSteering(i) for i in range(len(view))], self.opts.alpha, persist=len(view))
@@ -285,6 +324,18 @@ class DecodingLoop:
         known = dict(zip(speculated, torch.argmax(logits[len(view):], dim=-1).tolist()))
         return logits[: len(view)], raw_view, known
 
+    def _stream_pass(self, view: list[_Row]) -> tuple[torch.Tensor, SteeredCache, dict[tuple[int, int], int]]:
+        """One forward of the persistent streams: the steered model's row per request, after the raw row
+        when the filter needs it. The steered row's token is the step's one trial, already computed."""
+        B = len(view)
+        rows = [RowSteering(i) for i in range(B)] if self.streams == 2 else []
+        s = (self.streams - 1) * B
+        rows += [RowSteering.of(s + i, r.schedule[0], r.columns, r.outside) for i, r in enumerate(view)]
+        logits, raw_view = self._forward(ForwardPlan(rows, self.opts.alpha, persist=self.streams * B))
+        steered = torch.argmax(logits[s:], dim=-1).tolist()
+        # Without the filter the steered stream is the only one: its logits stand in for the raw pass.
+        return logits[:B], raw_view, {(i, 0): t for i, t in enumerate(steered)}
+
     def _emit(self, r: _Row, token: int, trace: TokenTrace, step: int, t0: float) -> bool:
         """Append the step's token to a row; return True when the row is finished."""
         now = time.perf_counter()
@@ -303,10 +354,10 @@ class DecodingLoop:
         return r.done
 
     def _schedule(self, view: list[_Row]) -> None:
-        """Fix each row's trial layer sets once its ranking is known (the schedule never changes)."""
+        """Fix each row's trials once its ranking is known (the schedule never changes)."""
         for r in view:
             if r.schedule is None and self.method.steers and (r.ranking is not None or not self.method.needs_ranking):
-                r.schedule = self.method.schedule(r.ranking, self.num_layers)
+                r.schedule = self.method.schedule(r.ranking, self.num_layers, r.seed_key)
 
     def _speculate(self, row: _Row) -> bool:
         if row.schedule is None or self.opts.speculate == "never":
@@ -318,6 +369,7 @@ class DecodingLoop:
         """Drop finished rows from the cache and the attention mask."""
         if not keep:
             return
+        B = self.mask.shape[0]
         idx = torch.tensor(keep, device=self.device)
-        self.cache.batch_select_indices(idx)
+        self.cache.batch_select_indices(torch.cat([idx + s * B for s in range(self.streams)]))
         self.mask = self.mask.index_select(0, idx)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -59,7 +61,9 @@ def _short(value: Any) -> str:
 
 
 def responses_path(run_dir: Path, method: str) -> Path:
-    return run_dir / f"responses-{method}.jsonl"
+    """``responses-<method>.jsonl``; a method with parameters (``static:alpha=3``) becomes ``static+alpha=3``."""
+    slug = re.sub(r"[^A-Za-z0-9._=+-]", "_", method.replace(":", "+"))
+    return run_dir / f"responses-{slug}.jsonl"
 
 
 def open_run(run_dir: Path, config: RunConfig) -> RunConfig:
@@ -128,12 +132,17 @@ def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence
                                  config=steering if s else replace(steering, method="none"))
                 for p, s, r in zip(chunk, spans, ranges)
             ]
+            t0 = time.perf_counter()
             results = directer.generate_prepared(prepared, config=steering, batch_size=len(chunk))
+            seconds = time.perf_counter() - t0
+            total = sum(len(r.token_ids) for r in results) or 1
             ppl = perplexities(directer.model, [q.input_ids for q in prepared], [r.token_ids for r in results])
             for p, s, r, x in zip(chunk, spans, results, ppl):
                 rec = {"key": p.key, "prompt": p.prompt, "response": r.text, "method": method, "spans": s,
                        "finish_reason": r.finish_reason, "num_tokens": len(r.token_ids), "perplexity": x,
-                       "stats": r.to_dict()["stats"], "trace": r.to_dict()["trace"], "ranking": r.ranking}
+                       "stats": r.to_dict()["stats"], "trace": r.to_dict()["trace"], "ranking": r.ranking,
+                       # The batch's wall time, shared out by generated tokens: sums to the method's time.
+                       "cost_seconds": seconds * len(r.token_ids) / total}
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 records.append(rec)
             out.flush()
@@ -171,7 +180,8 @@ def evaluate(directer: Directer, run_dir: Path, methods: Sequence[str], prompts:
     config = open_run(run_dir, replace(config, methods=list(methods)))
     for method in methods:
         run_method(directer, run_dir, method, prompts, config, batch_size=batch_size, progress=progress)
-    return summarize_run(run_dir, prompts, config.methods)
+    # The table follows the command's order; methods run earlier in this directory come after.
+    return summarize_run(run_dir, prompts, list(methods) + [m for m in config.methods if m not in methods])
 
 
 def score_run(run_dir: Path, prompts: Sequence[IFEvalPrompt], methods: Sequence[str]) -> dict[str, tuple[list[dict], list[Any]]]:

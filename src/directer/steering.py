@@ -14,10 +14,31 @@ Gemma3), which is exactly what ``Cache.update`` receives and returns.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicSlidingWindowLayer
+
+if TYPE_CHECKING:
+    from .attention_bias import AttentionBias, BiasPlan
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One steered variant of a decoding step, as a policy asks for it.
+
+    Key scaling (DIRECTER, static) multiplies the steered positions' keys by ``alpha`` (None: the run's
+    alpha) in ``layers``; an attention-bias method (PASTA, SpotLight, InstABoost) sets ``bias`` instead,
+    applied in ``layers``. ``size`` is what the trace reports for an accepted trial.
+    """
+
+    layers: frozenset[int]
+    alpha: float | None = None
+    bias: "AttentionBias | None" = None
+
+    @property
+    def size(self) -> int:
+        return len(self.layers)
 
 
 @dataclass
@@ -32,6 +53,17 @@ class RowSteering:
     source: int
     layers: frozenset[int] = frozenset()
     positions: torch.Tensor | None = None  # 1-D long tensor of unique absolute columns
+    alpha: float | None = None  # this row's key scale (None: the plan's)
+    bias: "AttentionBias | None" = None  # an attention-logit bias instead of key scaling
+    bias_columns: torch.Tensor | None = None  # the absolute columns the bias targets
+
+    @classmethod
+    def of(cls, source: int, trial: Trial, span: torch.Tensor, outside: torch.Tensor) -> "RowSteering":
+        """The row that evaluates ``trial`` for persistent row ``source``."""
+        if trial.bias is not None:
+            columns = span if trial.bias.target == "span" else outside
+            return cls(source, bias=trial.bias, layers=trial.layers, bias_columns=columns)
+        return cls(source, trial.layers, span, alpha=trial.alpha)
 
 
 @dataclass
@@ -54,29 +86,40 @@ class ForwardPlan:
     def sources(self) -> list[int]:
         return [r.source for r in self.rows]
 
-    def pairs(self, num_layers: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(row, column) pairs of every steered key and a [pairs, layers] membership mask, built once."""
+    def pairs(self, num_layers: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(row, column, scale) of every scaled key and a [pairs, layers] membership mask, built once."""
         if self._pairs is None:
-            rows, cols, member = [], [], []
+            rows, cols, scale, member = [], [], [], []
             for i, r in enumerate(self.rows):
-                if not r.layers or r.positions is None or r.positions.numel() == 0:
+                alpha = self.alpha if r.alpha is None else r.alpha
+                if r.bias is not None or not r.layers or r.positions is None or r.positions.numel() == 0 or alpha == 1.0:
                     continue
                 mask = torch.zeros(num_layers, dtype=torch.bool)
                 mask[list(r.layers)] = True
                 n = r.positions.numel()
                 rows.append(torch.full((n,), i, dtype=torch.long))
                 cols.append(r.positions.to(torch.long).cpu())
+                scale.append(torch.full((n,), float(alpha)))
                 member.append(mask.expand(n, num_layers))
             if rows:
                 self._pairs = (
                     torch.cat(rows).to(device),
                     torch.cat(cols).to(device),
+                    torch.cat(scale).to(device),
                     torch.cat(member).to(device),
                 )
             else:
                 empty = torch.empty(0, dtype=torch.long, device=device)
-                self._pairs = (empty, empty, torch.empty(0, num_layers, dtype=torch.bool, device=device))
+                self._pairs = (empty, empty, empty.float(), torch.empty(0, num_layers, dtype=torch.bool, device=device))
         return self._pairs
+
+    def bias_plan(self, cache: DynamicCache) -> "BiasPlan | None":
+        """The attention-bias part of the plan (None when no row carries a bias)."""
+        from .attention_bias import BiasPlan, RowBias
+
+        rows = [RowBias(i, r.bias, r.layers, r.bias_columns) for i, r in enumerate(self.rows)
+                if r.bias is not None and r.bias_columns is not None]
+        return BiasPlan(rows, cache) if rows else None
 
 
 class SteeredCache(Cache):
@@ -117,14 +160,14 @@ class SteeredCache(Cache):
         keys = torch.cat([past_k, key_states], dim=-2)
         values = torch.cat([past_v, value_states], dim=-2)
 
-        rows, cols, member = self.plan.pairs(len(self.base.layers), keys.device)
-        if rows.numel() and self.plan.alpha != 1.0:
+        rows, cols, scale, member = self.plan.pairs(len(self.base.layers), keys.device)
+        if rows.numel():
             sel = member[:, layer_idx]
             if bool(sel.any()):
-                r, c = rows[sel], cols[sel] - column_offset(layer)
+                r, c, a = rows[sel], cols[sel] - column_offset(layer), scale[sel]
                 keep = (c >= 0) & (c < past_len)  # evicted (sliding) or not yet cached columns stay as they are
-                r, c = r[keep], c[keep]
-                keys[r, :, c, :] = keys[r, :, c, :] * self.plan.alpha
+                r, c, a = r[keep], c[keep], a[keep]
+                keys[r, :, c, :] = keys[r, :, c, :] * a.to(keys.dtype)[:, None, None]
 
         n = self.plan.persist
         if n:

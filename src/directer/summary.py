@@ -30,6 +30,8 @@ class MethodSummary:
     trials_per_token: float = 0.0
     accepted: dict[str, int] = field(default_factory=dict)  # layer-set size -> count
     no_span: int = 0  # prompts where no instruction span was detected (decoded unsteered)
+    seconds_per_token: float | None = None  # decoding wall time per generated token (batched as run)
+    time_ratio: float | None = None  # seconds_per_token relative to `none` in the same run
     categories: dict[str, list[float]] = field(default_factory=dict)  # category -> [strict, loose, count]
 
 
@@ -68,6 +70,7 @@ def summarize_method(method: str, records: Sequence[dict], scores: Sequence[Any]
         trials_per_token=sum(r["stats"]["trials"] for r in records) / steps,
         accepted=dict(sorted(accepted.items(), key=lambda kv: -int(kv[0]))),
         no_span=sum(1 for r in records if not r["spans"]),
+        seconds_per_token=summarize_time(records),
         categories={k: [v[0] / v[2], v[1] / v[2], v[2]] for k, v in sorted(cats.items())},
     )
 
@@ -89,6 +92,15 @@ def compare(base: tuple[Sequence[dict], Sequence[Any]], other: tuple[Sequence[di
         summary.diffs[name] = [d.diff, d.low, d.high]
     only_base, only_other, p = mcnemar([s.prompt_strict for s in sb], [s.prompt_strict for s in so])
     summary.mcnemar = [only_base, only_other, p]
+    base_time = summarize_time(rb)
+    if base_time and summary.seconds_per_token is not None:
+        summary.time_ratio = summary.seconds_per_token / base_time
+
+
+def summarize_time(records: Sequence[dict]) -> float | None:
+    if not records or not all("cost_seconds" in r for r in records):
+        return None
+    return sum(r["cost_seconds"] for r in records) / (sum(r["num_tokens"] for r in records) or 1)
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -98,8 +110,8 @@ def _mean(xs: Sequence[float]) -> float:
 def markdown_table(summaries: Sequence[MethodSummary]) -> str:
     """Accuracy (with paired 95% intervals against `none`), quality and steering columns."""
     head = ("| method | n | prompt strict | prompt loose | inst. strict | inst. loose | McNemar p (prompt strict) "
-            "| perplexity | repeated 4-grams | length | cut | restates | gate skip | fallback | trials/token |")
-    lines = [head, "|" + "---|" * 15]
+            "| perplexity | repeated 4-grams | length | cut | restates | gate skip | fallback | trials/token | time/token |")
+    lines = [head, "|" + "---|" * 16]
     for s in summaries:
         cells = [s.method, str(s.n)]
         for m in METRICS:
@@ -111,9 +123,16 @@ def markdown_table(summaries: Sequence[MethodSummary]) -> str:
         cells.append(f"{s.mcnemar[2]:.3f} ({int(s.mcnemar[0])}↔{int(s.mcnemar[1])})" if s.mcnemar else "")
         cells += [f"{s.perplexity:.2f}" if s.perplexity is not None else "", f"{100 * s.repetition:.1f}%",
                   f"{s.length:.0f}", f"{100 * s.cut:.1f}%", f"{100 * s.restated:.1f}%", f"{100 * s.gate_skip:.1f}%",
-                  f"{100 * s.fallback:.1f}%", f"{s.trials_per_token:.2f}"]
+                  f"{100 * s.fallback:.1f}%", f"{s.trials_per_token:.2f}", _time_cell(s)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _time_cell(s: MethodSummary) -> str:
+    if s.seconds_per_token is None:
+        return ""
+    cell = f"{1000 * s.seconds_per_token:.0f} ms"
+    return cell + (f" ({s.time_ratio:.2f}x)" if s.time_ratio is not None else "")
 
 
 def category_table(summaries: Sequence[MethodSummary]) -> str:
