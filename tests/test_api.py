@@ -83,6 +83,22 @@ def test_custom_generate_matches_the_api(d):
         assert row[: len(exp)] == exp
 
 
+@pytest.mark.parametrize("method", ["pasta:filter=1", "spotlight", "static:alpha=3", "directer:ranking=reversed"])
+def test_baselines_through_the_api_and_custom_generate(d, method):
+    prepared = [d.prepare(HAIKU, NO_COMMAS), d.prepare("Name three rivers.", "Answer in lowercase.")]
+    results = d.generate_prepared(prepared, config=d._config(6, {"method": method}))
+    assert [r.method for r in results] == [method, method]
+    single = [d.generate(HAIKU, NO_COMMAS, method=method, max_new_tokens=6)]
+    assert single[0].token_ids == results[0].token_ids
+    enc = d.tokenizer.pad({"input_ids": [p.input_ids for p in prepared]}, return_tensors="pt")
+    width = enc["input_ids"].shape[1]
+    spans = [[(width - len(p.input_ids) + s.start, width - len(p.input_ids) + s.end) for s in p.spans] for p in prepared]
+    out = d.model.generate(**enc, max_new_tokens=6, custom_generate=custom_generate, instruction_spans=spans,
+                           method=method, pad_token_id=d.tokenizer.pad_token_id)
+    for row, r in zip(out[:, width:].tolist(), results):
+        assert row[: len(r.token_ids)] == r.token_ids
+
+
 def test_float16_with_large_alpha_warns_and_upcasts(tokenizer):
     cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2)

@@ -18,7 +18,6 @@ import torch
 from .config import SteeringConfig
 from .decoding import DecodeOptions, DecodeRequest, DecodingLoop
 from .errors import UsageError
-from .methods import make_method
 from .models import check_supported
 from .ranking import Ranking
 
@@ -39,10 +38,13 @@ def custom_generate(
     beta: float = 0.5,
     mode: str = "paper",
     method: str = "directer",
+    plausibility_filter: bool = False,
     ranking: Ranking | None = None,
     **model_kwargs: Any,
 ) -> torch.LongTensor:
     """Greedy DIRECTER decoding inside ``model.generate``; returns prompt plus generated ids, right-padded.
+
+    ``method`` takes any ``--method`` spec (``"pasta:filter=1"``, ``"static:alpha=3"``, ...).
 
     ``instruction_spans``: ``[(start, end), ...]`` for every row, or one such list per row, in the
     columns of ``input_ids`` as passed (left padding included).
@@ -50,7 +52,8 @@ def custom_generate(
     check_supported(model)
     batch, width = input_ids.shape
     max_new = (generation_config.max_length - width) if generation_config is not None else 20
-    config = SteeringConfig(alpha=alpha, beta=beta, mode=mode, method=method, max_new_tokens=max(1, max_new))
+    config = SteeringConfig(alpha=alpha, beta=beta, mode=mode, method=method, plausibility_filter=plausibility_filter,
+                            max_new_tokens=max(1, max_new))
     if logits_processor:
         warnings.warn("directer.custom_generate decodes greedily; logits processors are not applied", stacklevel=2)
     mask = model_kwargs.get("attention_mask")
@@ -78,7 +81,7 @@ def custom_generate(
         alpha=config.alpha, max_new_tokens=config.max_new_tokens, eos_token_ids=eos_ids, pad_token_id=int(pad),
         mode=mode, trial_batching=config.effective_trial_batching, probe_batch_size=config.effective_probe_batch_size,
     )
-    outputs = DecodingLoop(model, make_method(method, beta=beta, mode=mode), options).run(requests)
+    outputs = DecodingLoop(model, config.policy(), options).run(requests)
     longest = max(len(o.token_ids) for o in outputs)
     generated = torch.full((batch, longest), int(pad), dtype=input_ids.dtype, device=input_ids.device)
     for b, o in enumerate(outputs):
