@@ -48,7 +48,7 @@ def engine_options(f=None, *, method: bool = True):
                           "(e.g. static:alpha=3:layers=0-7, pasta:alpha_p=0.01, directer:ranking=reversed)."),
         click.option("--layers", default=None, help="Layer set of static, pasta, spotlight and instaboost, e.g. 'all' or '0-7,12' (default: all)."),
         click.option("--plausibility-filter", is_flag=True, help="Baselines: emit a steered token only if the raw model finds it plausible (Eq. 2), else the raw token."),
-        click.option("--max-new-tokens", type=int, default=256, show_default=True),
+        click.option("--max-new-tokens", type=int, default=None, help="Token limit per response (default: 256; eval: 512, so that few responses are cut)."),
         click.option("--dtype", default="float32", show_default=True, help="float32 | bfloat16 | float16 | auto."),
         click.option("--attn-implementation", default=None, help="eager | sdpa | ... (default: eager in reference mode, else sdpa)."),
         click.option("--system", default=None, help="System message (default: the chat template's)."),
@@ -95,6 +95,7 @@ def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method,
     if input_file is not None and html_file is not None:
         raise UsageError("--html shows one prompt: use it without --input")
     records = _read_jsonl(input_file) if input_file else None
+    max_new_tokens = 256 if max_new_tokens is None else max_new_tokens
     directer = _load(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode, method=method,
                      layers=parse_layers(layers), plausibility_filter=plausibility_filter, max_new_tokens=max_new_tokens)
     if records is None:
@@ -139,6 +140,7 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
     from .summary import category_table, markdown_table
 
     methods = [method_label(m, plausibility_filter) for m in (methods or ["none", "directer"])]
+    max_new_tokens = 512 if max_new_tokens is None else max_new_tokens
     if len(set(methods)) < len(methods):
         raise UsageError("a method is given twice: give each --method once")
     if limit is not None and sample is not None:
