@@ -1,9 +1,11 @@
-"""Steering policies: when to steer, which layer sets to try, and what to accept.
+"""Steering policies: when to steer, which trials to make, and what to accept.
 
 The decoding loop (``decoding.py``) runs the raw pass, asks the method whether the step may skip
-steering (the gate), evaluates the method's trial layer sets with the key-scaling mechanism
-(``steering.py``) and emits the first trial token the method accepts, else the raw token. A new
-method is a new :class:`Method` subclass; the loop does not change.
+steering (the gate), evaluates the method's trials with the mechanisms (``steering.py``: key scaling;
+``attention_bias.py``: attention-logit biases) and emits the first trial token the method accepts,
+else the raw token. A new method is a new :class:`Method` subclass registered with
+:func:`register_method` (``baselines.py`` holds PASTA, SpotLight and InstABoost); its dataclass fields
+are its ``NAME:KEY=VALUE`` parameters. The loop does not change.
 """
 
 from __future__ import annotations
