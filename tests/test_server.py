@@ -82,6 +82,14 @@ def test_plain_and_steered_completions(client):
     assert plain.choices[0].message.content != steered.choices[0].message.content
 
 
+def test_a_baseline_through_the_server(client):
+    body = {"directer": {"instructions": ["Do not use any commas."], "method": "pasta:filter=1"}}
+    r = client.chat.completions.create(model="bundled", messages=HAIKU, max_tokens=8, extra_body=body)
+    info = r.model_extra["directer"]
+    assert r.choices[0].message.content and info["method"] == "pasta:filter=1"
+    assert info["stats"]["steps"] == len(info["trace"]) == r.usage.completion_tokens
+
+
 def test_text_completion(client):
     r = client.completions.create(model="bundled", prompt="The capital of France is", max_tokens=5)
     assert r.choices[0].text.strip() and r.usage.completion_tokens <= 5
@@ -128,6 +136,9 @@ def test_concurrent_requests_match_one_at_a_time(client):
     ({"model": "m", "messages": HAIKU, "directer": {"alpha": 0, "instructions": ["x"]}}, "directer"),
     ({"model": "m", "messages": HAIKU, "directer": {"alpah": 3}}, "directer"),
     ({"model": "m", "messages": HAIKU, "directer": {"method": "directer"}}, None),  # no instruction to steer
+    ({"model": "m", "messages": HAIKU, "directer": {"method": "pasta:profile=/etc/hosts", "instructions": ["x"]}},
+     "directer.method"),
+    ({"model": "m", "messages": HAIKU, "directer": {"method": "pasta:alpha=2", "instructions": ["x"]}}, "directer"),
     ({"model": "m", "prompt": ""}, "prompt"),
 ])
 def test_malformed_requests_get_4xx_json(server, client, body, param):

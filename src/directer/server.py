@@ -219,6 +219,9 @@ def _steering(body: dict):
     if not isinstance(instructions, list) or not all(isinstance(i, str) for i in instructions):
         raise RequestError("'directer.instructions' must be a list of strings", "directer.instructions")
     settings = {k: field[k] for k in ("alpha", "beta", "method", "mode") if k in field}
+    if isinstance(settings.get("method"), str) and "profile=" in settings["method"]:
+        # A request must not make the server read files by path.
+        raise RequestError("head profiles (pasta:profile=...) cannot be given in a request", "directer.method")
     try:
         return SteeringConfig(**settings), instructions
     except DirecterError as exc:
