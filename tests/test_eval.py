@@ -34,7 +34,7 @@ def test_small_comparison_resume_and_report(tmp_path):
     assert set(summary[1]["diffs"]) == {"prompt_strict", "prompt_loose", "inst_strict", "inst_loose"}
     assert summary[1]["mcnemar"] is not None
     config = json.loads((run / "config.json").read_text())
-    assert config["selection"]["limit"] == 3 and config["alpha"] == 100 and config["methods"] == ["directer", "none"]
+    assert config["selection"]["limit"] == 3 and config["alpha"] == 100 and config["methods"] == ["none", "directer"]
 
     # Interrupted mid-write: a torn last record is redone, finished ones are kept as they are.
     path = run / "responses-directer.jsonl"

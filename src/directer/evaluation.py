@@ -70,14 +70,14 @@ def open_run(run_dir: Path, config: RunConfig) -> RunConfig:
     """Create the run directory or check that it holds a run of the same configuration."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG_FILE
-    config = replace(config, methods=sorted(set(config.methods)))
+    config = replace(config, methods=list(dict.fromkeys(config.methods)))  # in the order given
     if path.exists():
         try:
             old = RunConfig(**json.loads(path.read_text()))
         except (ValueError, TypeError) as exc:
             raise UsageError(f"corrupt {path}: {exc} (remove the directory or use another --output-dir)") from None
         config.check_compatible(old, run_dir)
-        config = replace(config, methods=sorted(set(old.methods) | set(config.methods)))
+        config = replace(config, methods=old.methods + [m for m in config.methods if m not in old.methods])
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
     os.replace(tmp, path)
