@@ -14,12 +14,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from directer.attention_bias import BIAS_KWARG, AttentionBias, BiasPlan, RowBias, _biased_attention, enable_attention_bias
+from directer.attention_bias import (BIAS_KWARG, AttentionBias, BiasPlan, RowBias, _biased_attention, _targets,
+                                     enable_attention_bias)
 from directer.decoding import DecodeOptions, DecodeRequest, DecodingLoop
 from directer.errors import UsageError
 from directer.methods import make_method, prompt_key
 
-from tiny import ARCHS, random_prompt, tiny_model
+from tiny import ARCHS, greedy, random_prompt, tiny_model
 
 NEW = 10
 SPAN = list(range(4, 11))
@@ -46,13 +47,6 @@ def run(model, ps, spec, new=NEW, batch=True, filt=False, beta=0.5, eos=frozense
     if batch:
         return DecodingLoop(model, meth, opts).run(reqs)
     return [DecodingLoop(model, meth, opts).run([r])[0] for r in reqs]
-
-
-def greedy(model, p, new=NEW):
-    ids = torch.tensor([p])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new,
-                         eos_token_id=None, pad_token_id=0)
-    return out[0, len(p):].tolist()
 
 
 def tokens(outputs):
@@ -103,7 +97,8 @@ def _attend(bias: AttentionBias, columns, q_len=1, kv=10, heads=4, kv_heads=2, d
     module = SimpleNamespace(head_dim=dim, layer_idx=0)
     row = RowBias(0, bias, frozenset({0}), torch.tensor(columns))
     mask = torch.ones(1, 1, q_len, kv, dtype=torch.bool)
-    out, weights = _biased_attention(module, q, k, v, mask, None, None, None, [row], 0)
+    targets = _targets([row], 0, heads, kv, 0, q.device)
+    out, weights = _biased_attention(module, q, k, v, mask, None, None, None, targets)
     return out, weights, v
 
 

@@ -12,7 +12,7 @@ from directer.decoding import DecodeOptions, DecodeRequest, DecodingLoop
 from directer.methods import make_method
 from directer.steering import ForwardPlan, RowSteering, SteeredCache, column_offset
 
-from tiny import ARCHS, tiny_model, random_prompt
+from tiny import ARCHS, greedy, random_prompt, tiny_model
 
 NEW = 10
 SPAN = list(range(4, 11))
@@ -37,13 +37,6 @@ def run(model, ps, method="directer", mode="paper", alpha=100.0, beta=0.5, gate=
     if batch:
         return DecodingLoop(model, meth, opts).run([DecodeRequest(p, pos) for p, pos in zip(ps, positions)], on_step)
     return [DecodingLoop(model, meth, opts).run([DecodeRequest(p, pos)], on_step)[0] for p, pos in zip(ps, positions)]
-
-
-def greedy(model, p, new=NEW):
-    ids = torch.tensor([p])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new,
-                         eos_token_id=None, pad_token_id=0)
-    return out[0, len(p):].tolist()
 
 
 def tokens(outputs):

@@ -59,3 +59,11 @@ def tiny_model(arch: str, seed: int = 0, layers: int = 4, attn: str = "eager", *
 def random_prompt(seed: int, length: int = 20) -> list[int]:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, VOCAB, (length,), generator=g).tolist()
+
+
+def greedy(model: torch.nn.Module, prompt: list[int], new: int = 10) -> list[int]:
+    """``new`` tokens of plain greedy decoding with ``model.generate`` (no end-of-sequence stop)."""
+    ids = torch.tensor([prompt])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new,
+                         eos_token_id=None, pad_token_id=0)
+    return out[0, len(prompt):].tolist()

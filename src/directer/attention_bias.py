@@ -73,17 +73,21 @@ class BiasPlan:
     def __init__(self, rows: list[RowBias], cache: Any = None):
         self.rows = [r for r in rows if r.layers and r.columns.numel()]
         self.cache = cache  # the persistent cache (to map columns on sliding-window layers)
-        self._memo: dict[tuple, dict] = {}
+        self._memo: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def rows_in(self, layer_idx: int) -> list[RowBias]:
         return [r for r in self.rows if layer_idx in r.layers]
 
-    def memo(self, layer_idx: int, rows: list[RowBias], key: torch.Tensor) -> dict:
-        """A per-forward memo shared by the layers that see the same biased keys (same rows, same heads,
-        same cache slots), so the target masks are built once per forward rather than once per layer."""
-        heads = tuple(None if r.bias.heads is None else r.bias.heads.get(layer_idx, ()) for r in rows)
-        k = (tuple(r.row for r in rows), heads, self.offset(layer_idx), key.shape[-2])
-        return self._memo.setdefault(k, {})
+    def targets(self, layer_idx: int, rows: list[RowBias], heads: int, kv_len: int,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rows' target masks in this layer (see :func:`_targets`), built once per forward for all
+        layers that see the same biased keys (same rows, same heads, same cache slots)."""
+        offset = self.offset(layer_idx)
+        layer_heads = tuple(None if r.bias.heads is None else r.bias.heads.get(layer_idx, ()) for r in rows)
+        k = (tuple(r.row for r in rows), layer_heads, offset, kv_len)
+        if k not in self._memo:
+            self._memo[k] = _targets(rows, layer_idx, heads, kv_len, offset, device)
+        return self._memo[k]
 
     def offset(self, layer_idx: int) -> int:
         if self.cache is None or layer_idx >= len(getattr(self.cache, "layers", [])):
@@ -104,9 +108,9 @@ def _causal(q_len: int, kv_len: int, sliding_window: int | None, device: torch.d
 
 def _biased_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       mask: torch.Tensor | None, scaling: float | None, softcap: float | None,
-                      sliding_window: int | None, rows: list[RowBias], offset: int,
-                      cache: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention with the rows' biases; inputs are the biased rows only.
+                      sliding_window: int | None,
+                      targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention with biases; inputs are the biased rows only, ``targets`` their :func:`_targets`.
 
     Returns the attention output [R, q, H, D] and the attention weights [R, H, q, kv]."""
     n_rep = query.shape[1] // key.shape[1]
@@ -127,10 +131,7 @@ def _biased_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
         visible = _causal(q_len, kv_len, sliding_window, logits.device)
         logits = logits.masked_fill(~visible, torch.finfo(logits.dtype).min)
 
-    targets, spot, factor = (cache or {}).get("targets") or _targets(rows, module.layer_idx, query.shape[1], kv_len,
-                                                                      offset, logits.device)
-    if cache is not None:
-        cache["targets"] = (targets, spot, factor)
+    targets, spot, factor = targets
     if not bool(spot.all()):  # constant biases: log(factor) on the target keys
         add = torch.where(spot, torch.zeros_like(factor), factor.log())
         logits = logits + (targets * add[:, None, None, None]).to(logits.dtype)
@@ -174,17 +175,21 @@ def _wrap(implementation: str) -> Callable[..., tuple[torch.Tensor, Any]]:
         out = torch.empty(batch, query.shape[2], query.shape[1], value.shape[-1], dtype=query.dtype, device=query.device)
         if plain:  # unbiased rows: the model's own attention, untouched
             idx = torch.tensor(plain, device=query.device)
-            m = attention_mask.index_select(0, idx) if attention_mask is not None and attention_mask.shape[0] == batch else attention_mask
-            out[idx] = inner(module, query[idx], key[idx], value[idx], m, **kwargs)[0]
-        m = attention_mask.index_select(0, biased) if attention_mask is not None and attention_mask.shape[0] == batch else attention_mask
+            out[idx] = inner(module, query[idx], key[idx], value[idx], _mask_rows(attention_mask, idx, batch), **kwargs)[0]
+        targets = plan.targets(module.layer_idx, rows, query.shape[1], key.shape[-2], query.device)
         out[biased] = _biased_attention(
-            module, query[biased], key[biased], value[biased], m, kwargs.get("scaling"), kwargs.get("softcap"),
-            kwargs.get("sliding_window"), rows, plan.offset(module.layer_idx), plan.memo(module.layer_idx, rows, key),
+            module, query[biased], key[biased], value[biased], _mask_rows(attention_mask, biased, batch),
+            kwargs.get("scaling"), kwargs.get("softcap"), kwargs.get("sliding_window"), targets,
         )[0]
         return out, None
 
     attention.__name__ = f"{_PREFIX}{implementation}_attention"
     return attention
+
+
+def _mask_rows(mask: torch.Tensor | None, idx: torch.Tensor, batch: int) -> torch.Tensor | None:
+    """The attention mask of some rows (a mask broadcast over the batch, or none, stays as it is)."""
+    return mask.index_select(0, idx) if mask is not None and mask.shape[0] == batch else mask
 
 
 def _inner(module: torch.nn.Module, implementation: str) -> Callable[..., tuple[torch.Tensor, Any]]:

@@ -11,13 +11,12 @@ the raw distribution that Eq. 2 checks.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from .attention_bias import AttentionBias
 from .errors import UsageError
-from .methods import FilteredMethod, layer_set, register_method
+from .methods import FilteredMethod, check_positive, layer_set, register_method
 from .ranking import Ranking
 from .steering import Trial
 
@@ -41,8 +40,7 @@ class Pasta(FilteredMethod):
     bias_prefill = True
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.alpha_p) and self.alpha_p > 0):
-            raise UsageError(f"invalid pasta alpha_p {self.alpha_p}: it must be a finite number > 0 (PASTA uses 0.01)")
+        check_positive("pasta alpha_p", self.alpha_p, " (PASTA uses 0.01)")
         self._heads = load_head_profile(self.profile) if self.profile else None
 
     def check_model(self, num_layers: int, num_heads: int) -> None:
@@ -102,8 +100,7 @@ class InstaBoost(FilteredMethod):
     bias_prefill = True
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.m) and self.m > 0):
-            raise UsageError(f"invalid instaboost m {self.m}: it must be a finite number > 0")
+        check_positive("instaboost m", self.m)
 
     def schedule(self, ranking: Ranking | None, num_layers: int, seed_key: int = 0) -> list[Trial]:
         return [Trial(layer_set(self.layers, num_layers), bias=AttentionBias("add", self.m, target="span"))]

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch
 from transformers.cache_utils import DynamicCache
 
-from .attention_bias import BIAS_KWARG, BiasPlan, RowBias, enable_attention_bias
+from .attention_bias import BIAS_KWARG, enable_attention_bias
 from .methods import Method, RawStep, prompt_key
 from .models import attention_modules
 from .ranking import AttentionRecorder, Ranking, rank_from_scores, score_layers
@@ -161,9 +161,8 @@ class DecodingLoop:
         if width:
             extra = {}
             if self.method.stream and self.method.bias_prefill:  # the steered stream reads a steered prompt
-                s = (self.streams - 1) * B
-                biases = [RowSteering.of(s + b, r.schedule[0], r.columns, r.outside) for b, r in enumerate(rows)]
-                extra[BIAS_KWARG] = BiasPlan([RowBias(x.source, x.bias, x.layers, x.bias_columns) for x in biases])
+                # No cache to map columns by: prefill attention sees every key, sliding layers included.
+                extra[BIAS_KWARG] = ForwardPlan(self._stream_rows(rows), self.opts.alpha).bias_plan(None)
             mask = self.mask.repeat(self.streams, 1)
             pos = (mask.cumsum(-1) - 1).clamp_min(0)
             self.model(
@@ -328,13 +327,18 @@ class DecodingLoop:
         """One forward of the persistent streams: the steered model's row per request, after the raw row
         when the filter needs it. The steered row's token is the step's one trial, already computed."""
         B = len(view)
-        rows = [RowSteering(i) for i in range(B)] if self.streams == 2 else []
-        s = (self.streams - 1) * B
-        rows += [RowSteering.of(s + i, r.schedule[0], r.columns, r.outside) for i, r in enumerate(view)]
-        logits, raw_view = self._forward(ForwardPlan(rows, self.opts.alpha, persist=self.streams * B))
-        steered = torch.argmax(logits[s:], dim=-1).tolist()
+        logits, raw_view = self._forward(ForwardPlan(self._stream_rows(view), self.opts.alpha, persist=self.streams * B))
+        steered = torch.argmax(logits[(self.streams - 1) * B:], dim=-1).tolist()
         # Without the filter the steered stream is the only one: its logits stand in for the raw pass.
         return logits[:B], raw_view, {(i, 0): t for i, t in enumerate(steered)}
+
+    def _stream_rows(self, view: list[_Row]) -> list[RowSteering]:
+        """Every persistent cache row of a stream method, in cache order: the raw rows when the filter
+        needs them, then the steered rows, each with its method's one trial."""
+        B = len(view)
+        raw = [RowSteering(i) for i in range(B)] if self.streams == 2 else []
+        s = (self.streams - 1) * B
+        return raw + [RowSteering.of(s + i, r.schedule[0], r.columns, r.outside) for i, r in enumerate(view)]
 
     def _emit(self, r: _Row, token: int, trace: TokenTrace, step: int, t0: float) -> bool:
         """Append the step's token to a row; return True when the row is finished."""

@@ -24,6 +24,7 @@ from .config import SteeringConfig
 from .errors import UsageError
 from .ifeval import IFEVAL_SHA256, IFEvalPrompt, score_response
 from .quality import perplexities
+from .spans import PreparedPrompt
 
 CONFIG_FILE = "config.json"
 
@@ -124,14 +125,7 @@ def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence
     bar = _bar(len(prompts), len(done), method, progress)
     with open(path, "a", encoding="utf-8") as out:
         for chunk in _chunks(todo, batch_size):
-            ranges = [detect_spans(p.prompt, p.instruction_id_list, p.kwargs) for p in chunk]
-            spans = [[p.prompt[a:b] for a, b in r] for p, r in zip(chunk, ranges)]
-            # A short span (a "***" divider, say) can also occur earlier in the prompt: steer the copy found.
-            prepared = [
-                directer.prepare(p.prompt, s, occurrence=occurrences(p.prompt, r) if s else 0,
-                                 config=steering if s else replace(steering, method="none"))
-                for p, s, r in zip(chunk, spans, ranges)
-            ]
+            prepared, spans = prepare_ifeval(directer, chunk, steering)
             t0 = time.perf_counter()
             results = directer.generate_prepared(prepared, config=steering, batch_size=len(chunk))
             seconds = time.perf_counter() - t0
@@ -153,6 +147,21 @@ def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence
         bar.close()
     order = {p.key: i for i, p in enumerate(prompts)}
     return sorted(records, key=lambda r: order[r["key"]])
+
+
+def prepare_ifeval(directer: Directer, prompts: Sequence[IFEvalPrompt],
+                   config: SteeringConfig) -> tuple[list[PreparedPrompt], list[list[str]]]:
+    """Render IFEval prompts with their automatically detected instruction spans (a prompt without one is
+    decoded unsteered); return the prepared prompts and the span texts."""
+    ranges = [detect_spans(p.prompt, p.instruction_id_list, p.kwargs) for p in prompts]
+    spans = [[p.prompt[a:b] for a, b in r] for p, r in zip(prompts, ranges)]
+    # A short span (a "***" divider, say) can also occur earlier in the prompt: steer the copy found.
+    prepared = [
+        directer.prepare(p.prompt, s, occurrence=occurrences(p.prompt, r) if s else 0,
+                         config=config if s else replace(config, method="none"))
+        for p, s, r in zip(prompts, spans, ranges)
+    ]
+    return prepared, spans
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:

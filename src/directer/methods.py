@@ -10,6 +10,7 @@ are its ``NAME:KEY=VALUE`` parameters. The loop does not change.
 
 from __future__ import annotations
 
+import math
 import random
 import zlib
 from dataclasses import dataclass, fields
@@ -208,7 +209,7 @@ class Static(FilteredMethod):
     name = "static"
 
     def __post_init__(self) -> None:
-        _check_positive("static alpha", self.alpha)
+        check_positive("static alpha", self.alpha)
 
     def schedule(self, ranking: Ranking | None, num_layers: int, seed_key: int = 0) -> list[Trial]:
         return [Trial(layer_set(self.layers, num_layers), alpha=self.alpha)]
@@ -223,9 +224,10 @@ def layer_set(layers: Sequence[int] | None, num_layers: int) -> frozenset[int]:
     return frozenset(chosen)
 
 
-def _check_positive(what: str, value: float | None) -> None:
-    if value is not None and not (isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")):
-        raise UsageError(f"invalid {what} {value}: it must be a finite number > 0")
+def check_positive(what: str, value: float | None, hint: str = "") -> None:
+    """Refuse a strength that is not a finite number > 0 (None: the run's default, accepted)."""
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise UsageError(f"invalid {what} {value}: it must be a finite number > 0{hint}")
 
 
 def _mix(seed: int, key: int) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .api import Directer
-from .autospans import detect_spans, occurrences
 from .errors import UsageError
+from .evaluation import prepare_ifeval
 from .ifeval import IFEvalPrompt, score_response
 
 
@@ -26,12 +26,7 @@ def _accuracy(directer: Directer, prompts: Sequence[IFEvalPrompt], method: str, 
               batch_size: int) -> float:
     """Instruction-level loose accuracy of ``method`` on the prompts (auto spans, greedy)."""
     config = replace(directer.config, method=method, max_new_tokens=max_new_tokens, plausibility_filter=False)
-    prepared = []
-    for p in prompts:
-        ranges = detect_spans(p.prompt, p.instruction_id_list, p.kwargs)
-        spans = [p.prompt[a:b] for a, b in ranges]
-        prepared.append(directer.prepare(p.prompt, spans, occurrence=occurrences(p.prompt, ranges) if spans else 0,
-                                         config=config if spans else replace(config, method="none")))
+    prepared, _ = prepare_ifeval(directer, prompts, config)
     results = directer.generate_prepared(prepared, config=config, batch_size=batch_size)
     followed = total = 0
     for p, r in zip(prompts, results):

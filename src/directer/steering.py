@@ -52,18 +52,15 @@ class RowSteering:
 
     source: int
     layers: frozenset[int] = frozenset()
-    positions: torch.Tensor | None = None  # 1-D long tensor of unique absolute columns
+    positions: torch.Tensor | None = None  # 1-D long tensor of unique absolute columns (scaled or biased)
     alpha: float | None = None  # this row's key scale (None: the plan's)
-    bias: "AttentionBias | None" = None  # an attention-logit bias instead of key scaling
-    bias_columns: torch.Tensor | None = None  # the absolute columns the bias targets
+    bias: "AttentionBias | None" = None  # an attention-logit bias on ``positions`` instead of key scaling
 
     @classmethod
     def of(cls, source: int, trial: Trial, span: torch.Tensor, outside: torch.Tensor) -> "RowSteering":
         """The row that evaluates ``trial`` for persistent row ``source``."""
-        if trial.bias is not None:
-            columns = span if trial.bias.target == "span" else outside
-            return cls(source, bias=trial.bias, layers=trial.layers, bias_columns=columns)
-        return cls(source, trial.layers, span, alpha=trial.alpha)
+        columns = outside if trial.bias is not None and trial.bias.target == "outside" else span
+        return cls(source, trial.layers, columns, alpha=trial.alpha, bias=trial.bias)
 
 
 @dataclass
@@ -117,8 +114,8 @@ class ForwardPlan:
         """The attention-bias part of the plan (None when no row carries a bias)."""
         from .attention_bias import BiasPlan, RowBias
 
-        rows = [RowBias(i, r.bias, r.layers, r.bias_columns) for i, r in enumerate(self.rows)
-                if r.bias is not None and r.bias_columns is not None]
+        rows = [RowBias(i, r.bias, r.layers, r.positions) for i, r in enumerate(self.rows)
+                if r.bias is not None and r.positions is not None]
         return BiasPlan(rows, cache) if rows else None
 
 
