@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py                      # bundled model, float32, 8 prompts x 64 tokens
     python scripts/benchmark.py --repeats 3 --max-new-tokens 96 --json out.json
+    python scripts/benchmark.py --context-tokens 1000   # the same tasks after ~1000 tokens of background
 
 Machines here are noisy: absolute times mean little, so every prompt is decoded by each method in
 turn (interleaved, repeated) and the script reports ratios to plain decoding from the same run.
@@ -49,6 +50,22 @@ def plain_greedy(model, ids: list[int], max_new_tokens: int, eos: list[int]) -> 
     return out.shape[1] - len(ids), t_first, total
 
 
+def background(tokenizer, tokens: int, k: int) -> str:
+    """About ``tokens`` tokens of natural text (consecutive IFEval prompts, a different stretch per task)."""
+    if tokens <= 0:
+        return ""
+    from directer.ifeval import load_ifeval
+
+    texts = [p.prompt for p in load_ifeval()]
+    parts, n, i = [], 0, 37 * k
+    while n < tokens:
+        text = texts[i % len(texts)]
+        parts.append(text)
+        n += len(tokenizer(text, add_special_tokens=False).input_ids)
+        i += 1
+    return "Background notes:\n" + "\n\n".join(parts) + "\n\nTask: "
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
@@ -57,13 +74,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=len(PROMPTS))
     ap.add_argument("--speculate", default="never", choices=["auto", "always", "never"])
+    ap.add_argument("--context-tokens", type=int, default=0,
+                    help="put about this many tokens of background text (IFEval prompts) before each task, "
+                         "to see how the ratios move with prompt length")
     ap.add_argument("--json", default=None, help="also write the raw measurements here")
     args = ap.parse_args()
 
     d = Directer.from_pretrained(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
                                   speculate=args.speculate)
     model, eos = d.model, sorted(d.eos_token_ids())
-    prepared = [d.prepare(t, i) for t, i in PROMPTS[: args.prompts]]
+    prepared = [d.prepare(background(d.tokenizer, args.context_tokens, k) + t, i)
+                for k, (t, i) in enumerate(PROMPTS[: args.prompts])]
     d.generate_prepared(prepared[:1], config=d.config)  # warm-up
     rows = []
     for rep in range(args.repeats):
@@ -89,7 +110,8 @@ def main() -> None:
     ratio_tok = [a / b for a, b in zip(dir_tok, plain_tok)]
     ratio_first = [r["directer_first_s"] / r["plain_first_s"] for r in rows]
     steps = sum(r["directer_tokens"] for r in rows)
-    print(f"\nmodel {d.model_name}, {args.dtype}, {len(prepared)} prompts x {args.repeats} repeats, "
+    print(f"\nmodel {d.model_name}, {args.dtype}, {len(prepared)} prompts of "
+          f"{min(len(p.input_ids) for p in prepared)}-{max(len(p.input_ids) for p in prepared)} tokens x {args.repeats} repeats, "
           f"max {args.max_new_tokens} new tokens, torch threads {torch.get_num_threads()}")
     print(f"plain greedy   : {1000 * statistics.median(plain_tok):7.1f} ms/token (median), "
           f"first token {1000 * statistics.median(r['plain_first_s'] for r in rows):7.1f} ms")

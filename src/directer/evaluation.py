@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import torch
+
 from .api import Directer
 from .autospans import detect_spans, occurrences
 from .config import SteeringConfig
@@ -123,6 +125,8 @@ def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence
                               layers=tuple(config.layers) if config.layers else None,
                               max_new_tokens=config.max_new_tokens)
     bar = _bar(len(prompts), len(done), method, progress)
+    # What a time ratio between methods depends on: the summary compares only like with like.
+    timing = {"threads": torch.get_num_threads(), "device": str(directer.model.device)}
     with open(path, "a", encoding="utf-8") as out:
         for chunk in _chunks(todo, batch_size):
             prepared, spans = prepare_ifeval(directer, chunk, steering)
@@ -136,7 +140,7 @@ def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence
                        "finish_reason": r.finish_reason, "num_tokens": len(r.token_ids), "perplexity": x,
                        "stats": r.to_dict()["stats"], "trace": r.to_dict()["trace"], "ranking": r.ranking,
                        # The batch's wall time, shared out by generated tokens: sums to the method's time.
-                       "cost_seconds": seconds * len(r.token_ids) / total}
+                       "cost_seconds": seconds * len(r.token_ids) / total, "timing": timing}
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 records.append(rec)
             out.flush()

@@ -32,6 +32,8 @@ class MethodSummary:
     no_span: int = 0  # prompts where no instruction span was detected (decoded unsteered)
     seconds_per_token: float | None = None  # decoding wall time per generated token (batched as run)
     time_ratio: float | None = None  # seconds_per_token relative to `none` in the same run
+    timing: list[str] = field(default_factory=list)  # the threads/device the records were timed with
+    time_note: str = ""  # why there is no time ratio although both were timed
     categories: dict[str, list[float]] = field(default_factory=dict)  # category -> [strict, loose, count]
 
 
@@ -71,6 +73,7 @@ def summarize_method(method: str, records: Sequence[dict], scores: Sequence[Any]
         accepted=dict(sorted(accepted.items(), key=lambda kv: -int(kv[0]))),
         no_span=sum(1 for r in records if not r["spans"]),
         seconds_per_token=summarize_time(records),
+        timing=timing_conditions(records),
         categories={k: [v[0] / v[2], v[1] / v[2], v[2]] for k, v in sorted(cats.items())},
     )
 
@@ -93,14 +96,24 @@ def compare(base: tuple[Sequence[dict], Sequence[Any]], other: tuple[Sequence[di
     only_base, only_other, p = mcnemar([s.prompt_strict for s in sb], [s.prompt_strict for s in so])
     summary.mcnemar = [only_base, only_other, p]
     base_time = summarize_time(rb)
+    # A ratio of times taken with different thread counts or devices would measure the machine, not the method.
     if base_time and summary.seconds_per_token is not None:
-        summary.time_ratio = summary.seconds_per_token / base_time
+        if timing_conditions(rb) == summary.timing:
+            summary.time_ratio = summary.seconds_per_token / base_time
+        else:
+            summary.time_note = f"timed with {', '.join(summary.timing)}; none with {', '.join(timing_conditions(rb))}"
 
 
 def summarize_time(records: Sequence[dict]) -> float | None:
     if not records or not all("cost_seconds" in r for r in records):
         return None
     return sum(r["cost_seconds"] for r in records) / (sum(r["num_tokens"] for r in records) or 1)
+
+
+def timing_conditions(records: Sequence[dict]) -> list[str]:
+    """The distinct (threads, device) settings the records were timed with; "unrecorded" for older records."""
+    seen = {f"{t['threads']} threads on {t['device']}" if (t := r.get("timing")) else "unrecorded" for r in records}
+    return sorted(seen)
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -132,7 +145,9 @@ def _time_cell(s: MethodSummary) -> str:
     if s.seconds_per_token is None:
         return ""
     cell = f"{1000 * s.seconds_per_token:.0f} ms"
-    return cell + (f" ({s.time_ratio:.2f}x)" if s.time_ratio is not None else "")
+    if s.time_ratio is not None:
+        return cell + f" ({s.time_ratio:.2f}x)"
+    return cell + (" (no ratio: timed unlike none)" if s.time_note else "")
 
 
 def category_table(summaries: Sequence[MethodSummary]) -> str:

@@ -1,0 +1,123 @@
+"""Cost of each steering method per generated token, against ``none``, measured in one run.
+
+    python scripts/method_speed.py                                  # the README's 14 configurations
+    python scripts/method_speed.py --method none --method directer --method spotlight:filter=1 \\
+        --sample 16 --batch-size 16 --max-new-tokens 128 --repeats 2 --json speed.json
+
+Every method decodes the same seeded sample of IFEval prompts (with the spans ``directer eval`` steers)
+in the same process, batch by batch, and the order of the methods rotates from one repeat to the next,
+so slow drifts of a noisy machine fall on all of them. Time per token is a batch's whole wall time
+(prefill, ranking and decoding) over its generated tokens, the definition of ``directer eval``'s
+``time/token`` column; the ratio to ``none`` is the median over repeats of per-repeat ratios. The
+first-token column is the batch's prefill + ranking + first step. On CUDA the peak memory of each
+method's batch is reported too (KV caches of the streams included).
+
+Use this when the eval's own time column cannot be compared (methods run in different processes,
+sessions or thread settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+
+import torch
+
+from directer import Directer
+from directer.evaluation import prepare_ifeval
+from directer.ifeval import load_ifeval
+
+TABLE_METHODS = [
+    "none", "directer", "static", "static:alpha=3", "static:filter=1", "pasta", "pasta:filter=1",
+    "spotlight", "spotlight:filter=1", "instaboost", "instaboost:filter=1", "directer:ranking=reversed",
+    "directer:ranking=random:seed=1", "directer:positions=random:seed=1",
+]
+
+
+def measure(d: Directer, prepared, method: str, batch_size: int) -> dict:
+    """Decode every prompt with one method; return its tokens, wall seconds and first-token seconds."""
+    config = replace(d.config, method=method)
+    cuda = d.model.device.type == "cuda"
+    tokens, seconds, first, peak = 0, 0.0, [], 0
+    for start in range(0, len(prepared), batch_size):
+        chunk = prepared[start:start + batch_size]
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        results = d.generate_prepared(chunk, config=config, batch_size=len(chunk))
+        if cuda:
+            torch.cuda.synchronize()
+            peak = max(peak, torch.cuda.max_memory_allocated())
+        seconds += time.perf_counter() - t0
+        tokens += sum(len(r.token_ids) for r in results)
+        first.append(max(r.stats.first_token_seconds for r in results))
+    return {"tokens": tokens, "seconds": seconds, "first_s": statistics.median(first), "peak_bytes": peak or None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--method", action="append", dest="methods", help="method spec (repeatable; default: the README's 14)")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--sample", type=int, default=16, help="seeded IFEval prompts (default 16)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--json", default=None, help="also write the raw measurements here")
+    args = ap.parse_args()
+    methods = args.methods or TABLE_METHODS
+    if "none" not in methods:
+        methods = ["none"] + methods
+    if len(set(methods)) < len(methods):
+        ap.error("a method is given twice")
+
+    d = Directer.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens)
+    prompts = load_ifeval(sample=args.sample, seed=args.seed)
+    prepared = {}
+    for m in methods:  # also validates every spec before anything is timed
+        prepared[m], _ = prepare_ifeval(d, prompts, replace(d.config, method=m))
+    d.generate_prepared(prepared["none"][:2], config=replace(d.config, method="none"), batch_size=2)  # warm-up
+
+    rows = []
+    for rep in range(args.repeats):
+        k = rep % len(methods)
+        for m in methods[k:] + methods[:k]:
+            r = measure(d, prepared[m], m, args.batch_size)
+            rows.append({"repeat": rep, "method": m, **r})
+            print(f"[{rep}] {m:36s} {r['tokens']:6d} tok {r['seconds']:8.1f} s "
+                  f"{1000 * r['seconds'] / max(1, r['tokens']):7.1f} ms/token", file=sys.stderr)
+
+    def per_token(row: dict) -> float:
+        return row["seconds"] / max(1, row["tokens"])
+
+    base = {r["repeat"]: r for r in rows if r["method"] == "none"}
+    print(f"\nmodel {d.model_name}, {args.dtype}, device {d.model.device}, torch threads {torch.get_num_threads()}; "
+          f"{len(prompts)} IFEval prompts (seed {args.seed}), batch {args.batch_size}, "
+          f"max {args.max_new_tokens} new tokens, {args.repeats} repeats\n")
+    mem = any(r["peak_bytes"] for r in rows)
+    print("| method | ms/token | vs none | first token | vs none |" + (" peak memory |" if mem else ""))
+    print("|---|---|---|---|---|" + ("---|" if mem else ""))
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        ms = 1000 * statistics.median(per_token(r) for r in mine)
+        ratio = statistics.median(per_token(r) / per_token(base[r["repeat"]]) for r in mine)
+        first = statistics.median(r["first_s"] for r in mine)
+        first_ratio = statistics.median(r["first_s"] / base[r["repeat"]]["first_s"] for r in mine)
+        line = f"| `{m}` | {ms:.1f} | {ratio:.2f}× | {1000 * first:.0f} ms | {first_ratio:.2f}× |"
+        if mem:
+            line += f" {max(r['peak_bytes'] or 0 for r in mine) / 2**20:.0f} MiB |"
+        print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "methods": methods, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
