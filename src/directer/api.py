@@ -13,7 +13,6 @@ import torch
 from .config import SteeringConfig
 from .decoding import DecodeOptions, DecodeRequest, DecodingLoop
 from .errors import UsageError
-from .methods import make_method
 from .models import LoadedModel, check_supported, load_model
 from .ranking import Ranking
 from .results import GenerationResult

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from .constraint_cues import (
     GENERAL_CUES,
@@ -74,6 +73,17 @@ from .constraint_cues import (
     PHRASE_RES,
     TASK_START,
 )
+from .segmentation import (
+    Span,
+    Unit,
+    find_all,
+    inside_any,
+    quote_regions,
+    sentences,
+    share,
+    straight_apostrophes,
+    strip_span,
+)
 
 __all__ = [
     "GENERAL_CUES",
@@ -85,7 +95,6 @@ __all__ = [
     "occurrences",
 ]
 
-Span = tuple[int, int]
 
 # Segmentation vocabulary (the cue vocabulary is in :mod:`directer.constraint_cues`).
 # Clause delimiters inside a task-led sentence (rule 4); a clause starts after the match.
@@ -99,9 +108,6 @@ _CONTINUATION = re.compile(
     r"no\b|not\b|with no|without|nothing|only\b|or\b|otherwise|except)",
     re.IGNORECASE,
 )
-_ABBREVIATIONS = {
-    "i.e.", "e.g.", "etc.", "vs.", "mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "no.", "u.s.", "a.m.", "p.m.",
-}
 _MERGE_GAP = re.compile(
     r"^(?:[\s,;:.!?\-–—()\"”“’'*]|\b(?:and|or|but|also|then|with|i\.e|e\.g|such as|like|for example|for instance)\b)*$",
     re.IGNORECASE,
@@ -152,18 +158,18 @@ def detect_spans(
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
     doc = _Doc(prompt)
     spans = doc.select_all()
-    if _share(prompt, spans) > 0.95:
+    if share(prompt, spans) > 0.95:
         # Everything looks like a constraint (one led sentence holding the task too):
         # cut every sentence into clauses so that the task is left out (rule 4).
         narrower = doc.select_all(clauses_only=True)
-        if narrower and _share(prompt, narrower) < _share(prompt, spans):
+        if narrower and share(prompt, narrower) < share(prompt, spans):
             spans = narrower
     if instruction_ids:
         kws = kwargs if kwargs is not None else [{}] * len(instruction_ids)
         for _, kw in zip(instruction_ids, kws):
             for anchor in _kwarg_strings(kw):
-                found = _find(prompt, anchor)
-                if not found or any(_inside_any(s, e, spans) for s, e in found):
+                found = find_all(prompt, anchor)
+                if not found or any(inside_any(s, e, spans) for s, e in found):
                     continue
                 hit = doc.best_occurrence(anchor)
                 spans = doc.tidy(spans + doc.select_around(*hit))
@@ -198,15 +204,15 @@ def instruction_anchors(prompt: str, instruction_id: str, kwargs: Mapping | None
     id's phrase patterns (:data:`ID_PATTERNS`) outside double quotes. An empty list
     means the instruction has no findable wording (it is *unanchored*).
     """
-    found = [occ for occ in (_find(prompt, a) for a in _kwarg_strings(kwargs)) if occ]
+    found = [occ for occ in (find_all(prompt, a) for a in _kwarg_strings(kwargs)) if occ]
     if found:
         return found
-    quotes, norm = _quote_regions(prompt), _straight_apostrophes(prompt)
+    quotes, norm = quote_regions(prompt), straight_apostrophes(prompt)
     matches = [
         (m.start(), m.end())
         for r in ID_RES.get(instruction_id, [])
         for m in r.finditer(norm)
-        if m.end() > m.start() and not _inside_any(m.start(), m.end(), quotes)
+        if m.end() > m.start() and not inside_any(m.start(), m.end(), quotes)
     ]
     return [sorted(set(matches))] if matches else []
 
@@ -216,20 +222,14 @@ def instruction_anchors(prompt: str, instruction_id: str, kwargs: Mapping | None
 # --------------------------------------------------------------------------- #
 
 
-@dataclass(frozen=True)
-class _Unit:
-    start: int
-    end: int
-
-
 class _Doc:
     """One prompt with its quote regions and sentences, and the selection rules."""
 
     def __init__(self, text: str):
         self.text = text
-        self.norm = _straight_apostrophes(text)
-        self.quotes = _quote_regions(text)
-        self.sentences = _sentences(text, self.quotes)
+        self.norm = straight_apostrophes(text)
+        self.quotes = quote_regions(text)
+        self.sentences = sentences(text, self.quotes)
 
     # ---- cues ---------------------------------------------------------------- #
 
@@ -237,8 +237,8 @@ class _Doc:
         out = []
         for r in regexes:
             for m in r.finditer(self.norm, start, end):
-                s, e = _strip(self.text, m.start(), m.end())
-                if e > s and not _inside_any(s, e, self.quotes):
+                s, e = strip_span(self.text, m.start(), m.end())
+                if e > s and not inside_any(s, e, self.quotes):
                     out.append((s, e))
         return sorted(out)
 
@@ -265,7 +265,7 @@ class _Doc:
     def select_all(self, clauses_only: bool = False) -> list[Span]:
         return self.tidy([span for unit in self.sentences for span in self.select(unit, clauses_only)])
 
-    def select(self, unit: _Unit, clauses_only: bool = False) -> list[Span]:
+    def select(self, unit: Unit, clauses_only: bool = False) -> list[Span]:
         cues = self.any_cues(unit.start, unit.end)
         if not cues:
             return []
@@ -291,11 +291,11 @@ class _Doc:
             out.extend(phrases)
         return out
 
-    def clauses(self, unit: _Unit) -> list[Span]:
+    def clauses(self, unit: Unit) -> list[Span]:
         """Clauses of a task-led sentence, cut at separators outside quotes (rule 4)."""
         cuts = [unit.start]
         for m in _CLAUSE_SEP.finditer(self.text, unit.start, unit.end):
-            if _inside_any(m.start(), m.end(), self.quotes, strict=True):
+            if inside_any(m.start(), m.end(), self.quotes, strict=True):
                 continue
             if self._is_number_and(m):
                 continue
@@ -305,7 +305,7 @@ class _Doc:
         cuts.append(unit.end)
         out = []
         for s, e in zip(cuts[0::2], cuts[1::2]):
-            s, e = _strip(self.text, s, e)
+            s, e = strip_span(self.text, s, e)
             lead = re.match(r"(?:and|but|then|so|or)\s+", self.text[s:e], re.IGNORECASE)
             if lead and s > unit.start:
                 s += lead.end()
@@ -331,9 +331,9 @@ class _Doc:
     def best_occurrence(self, anchor: str) -> Span:
         """The occurrence of a kwargs string most likely to be constraint wording."""
         best, best_score = None, None
-        for s, e in _find(self.text, anchor):
+        for s, e in find_all(self.text, anchor):
             score = 0
-            if _inside_any(s, e, self.quotes) or (s > 0 and self.text[s - 1] in "\"“'‘<*"):
+            if inside_any(s, e, self.quotes) or (s > 0 and self.text[s - 1] in "\"“'‘<*"):
                 score += 2
             before = self.text[max(0, s - 40) : s].lower()
             if re.search(r"\b(?:word|words|keyword|keywords|phrase|term|include|mention|say|use|letter)\b", before):
@@ -356,7 +356,7 @@ class _Doc:
                 return [(cs, ce)]
         return [self._phrase_around(start, end, unit)]
 
-    def _phrase_around(self, start: int, end: int, unit: _Unit) -> Span:
+    def _phrase_around(self, start: int, end: int, unit: Unit) -> Span:
         """Extend an anchor left over wording such as ``include the keyword``."""
         lead = {"include", "includes", "including", "contain", "contains", "containing", "mention", "mentions",
                 "mentioning", "use", "using", "uses", "say", "saying", "word", "words", "keyword", "keywords",
@@ -386,7 +386,7 @@ class _Doc:
 
     def tidy(self, spans: list[Span]) -> list[Span]:
         text = self.text
-        spans = sorted(_strip(text, s, e) for s, e in spans)
+        spans = sorted(strip_span(text, s, e) for s, e in spans)
         spans = [(s, e) for s, e in spans if e > s]
         spans = self._absorb_examples(spans)
         spans = [part for span in spans for part in self._cut_passages(span)]
@@ -411,11 +411,11 @@ class _Doc:
                 continue
             if _PAYLOAD_LEAD.search(self.norm[max(s, qs - 40) : qs]):
                 continue
-            parts.append(_strip(self.text, pos, qs))
+            parts.append(strip_span(self.text, pos, qs))
             pos = qe
         if not parts:
             return [span]
-        parts.append(_strip(self.text, pos, e))
+        parts.append(strip_span(self.text, pos, e))
         return [(a, b) for a, b in parts if b > a and _WORD.search(self.text, a, b)]
 
     def _mergeable(self, a: int, b: int) -> bool:
@@ -443,104 +443,6 @@ class _Doc:
         return out
 
 
-def _sentences(text: str, quotes: list[Span]) -> list[_Unit]:
-    """Sentences split at terminal punctuation (outside quotes) and at line breaks (rule 1)."""
-    units = []
-    line_start = 0
-    for line in text.split("\n"):
-        ls, le = line_start, line_start + len(line)
-        line_start = le + 1
-        start = ls
-        i = ls
-        while i < le:
-            ch = text[i]
-            if ch in ".!?" and not _inside_any(i, i + 1, quotes, strict=True):
-                j = i + 1
-                while j < le and text[j] in ".!?\"”’')]*":
-                    j += 1
-                # A terminal mark closing a quoted sentence ends the sentence only before a capital.
-                if (j == le or text[j].isspace()) and not _is_abbreviation(text, ls, i):
-                    nxt = text[j:le].lstrip()
-                    if not nxt or not nxt[0].islower():
-                        units.append(_Unit(start, j))
-                        start = j
-                i = j
-                continue
-            if ch in "\"”" and _closes_quote(i, quotes):
-                # ``... "Is this it?" Next sentence`` : the mark is inside the quote.
-                if i > ls and text[i - 1] in ".!?" and i + 1 < le and text[i + 1].isspace():
-                    nxt = text[i + 1 : le].lstrip()
-                    if nxt and nxt[0].isupper():
-                        units.append(_Unit(start, i + 1))
-                        start = i + 1
-            i += 1
-        units.append(_Unit(start, le))
-    out = []
-    for u in units:
-        s, e = _strip(text, u.start, u.end, punctuation=False)
-        if e > s:
-            out.append(_Unit(s, e))
-    return out
-
-
-def _is_abbreviation(text: str, line_start: int, i: int) -> bool:
-    """Whether the ``.`` at ``i`` ends an abbreviation or a list number (``(1.``)."""
-    if text[i] != ".":
-        return False
-    k = i
-    while k > line_start and not text[k - 1].isspace():
-        k -= 1
-    token = text[k : i + 1].lstrip("([\"'“")
-    if token.lower() in _ABBREVIATIONS:
-        return True
-    return bool(re.fullmatch(r"\d{1,2}\.", token)) and (k == line_start or text[k] == "(")
-
-
-def _straight_apostrophes(text: str) -> str:
-    """The copy that cue patterns match against: same length, so offsets carry over."""
-    return text.replace("’", "'").replace("‘", "'")
-
-
-def _quote_regions(text: str) -> list[Span]:
-    """``[start, end)`` of double-quoted regions (quote marks included), per line."""
-    return [m.span() for m in re.finditer(r"\"[^\"\n]*\"|“[^“”\n]*”", text)]
-
-
-def _closes_quote(i: int, quotes: list[Span]) -> bool:
-    return any(e - 1 == i for _, e in quotes)
-
-
-def _inside_any(s: int, e: int, regions: Iterable[Span], strict: bool = False) -> bool:
-    """Whether ``[s, e)`` lies inside one region (``strict``: not touching its quote marks)."""
-    if strict:
-        return any(rs < s and e < re_ for rs, re_ in regions)
-    return any(rs <= s and e <= re_ for rs, re_ in regions)
-
-
-def _strip(text: str, s: int, e: int, punctuation: bool = True) -> Span:
-    """Trim white space (and trailing ``,;:`` and dangling ``and``/``or``) from ``[s, e)``."""
-    while s < e and text[s].isspace():
-        s += 1
-    while True:
-        while e > s and (text[e - 1].isspace() or (punctuation and text[e - 1] in ",;")):
-            e -= 1
-        m = re.search(r"\s+(?:and|or)$", text[s:e], re.IGNORECASE) if punctuation else None
-        if not m:
-            break
-        e = s + m.start()
-    # Balance a parenthesis opened inside the span.
-    if text.count("(", s, e) > text.count(")", s, e):
-        close = text.find(")", e)
-        nl = text.find("\n", e)
-        if close >= 0 and (nl < 0 or close < nl):
-            e = close + 1
-    if text.count(")", s, e) > text.count("(", s, e) and text[e - 1 : e] == ")":
-        e -= 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-    return s, e
-
-
 # --------------------------------------------------------------------------- #
 # IFEval kwargs
 # --------------------------------------------------------------------------- #
@@ -564,20 +466,3 @@ def _kwarg_strings(kwargs: Mapping | None) -> list[str]:
     if isinstance(lang, str) and lang:
         out.append(LANGUAGES.get(lang, lang))
     return out
-
-
-def _find(text: str, needle: str) -> list[Span]:
-    """Case-insensitive occurrences of ``needle``, at word boundaries where it starts/ends with a letter."""
-    pattern = re.escape(needle)
-    if needle[:1].isalnum():
-        pattern = r"(?<!\w)" + pattern
-    if needle[-1:].isalnum():
-        pattern += r"(?!\w)"
-    return [(m.start(), m.end()) for m in re.finditer(pattern, text, re.IGNORECASE)]
-
-
-def _share(text: str, spans: list[Span]) -> float:
-    """Share of the non-blank characters of ``text`` inside ``spans``."""
-    total = sum(not c.isspace() for c in text)
-    inside = sum(not c.isspace() for s, e in spans for c in text[s:e])
-    return inside / max(total, 1)

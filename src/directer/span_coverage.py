@@ -10,7 +10,8 @@ import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 
-from .autospans import _find, _inside_any, _kwarg_strings, detect_spans, instruction_anchors
+from .autospans import _kwarg_strings, detect_spans, instruction_anchors
+from .segmentation import find_all, inside_any
 
 
 def coverage(records: Iterable[Mapping], *, use_hints: bool = True) -> dict:
@@ -55,11 +56,11 @@ def coverage(records: Iterable[Mapping], *, use_hints: bool = True) -> dict:
         over_half += share > 0.5
         for iid, kw in zip(ids, kws):
             anchors = instruction_anchors(prompt, iid, kw)
-            ok = bool(anchors) and all(any(_inside_any(s, e, spans) for s, e in occ) for occ in anchors)
+            ok = bool(anchors) and all(any(inside_any(s, e, spans) for s, e in occ) for occ in anchors)
             n_instr += 1
             covered += ok
             unanchored += not anchors
-            kind = "kwargs" if any(_find(prompt, a) for a in _kwarg_strings(kw)) else "pattern"
+            kind = "kwargs" if any(find_all(prompt, a) for a in _kwarg_strings(kw)) else "pattern"
             by_kind[kind][0] += ok
             by_kind[kind][1] += 1
             counts = by_id.setdefault(iid, [0, 0])
