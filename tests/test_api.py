@@ -133,3 +133,22 @@ def test_auto_instructions_find_the_constraint_sentence(d):
     assert d.tokenizer.decode(r.prompt_token_ids[start:end]).strip() == r.instructions[0]
     with pytest.raises(UsageError, match="auto found no instruction"):
         d.generate("Write a short poem about the sea.", "auto")
+
+
+@pytest.mark.parametrize("method", ["none", "directer", "static:alpha=3:filter=1", "pasta:filter=1",
+                                    "spotlight:filter=1", "instaboost"])
+def test_perplexity_comes_from_the_raw_passes(d, method):
+    """The raw model's log-probabilities recorded while decoding equal one scoring pass over prompt and
+    response (a batch with left padding included); a method that runs no raw model reports none."""
+    from directer.quality import perplexities
+
+    prompts = [(HAIKU, NO_COMMAS), ("Describe the sea in two sentences.", "Use only lowercase letters.")]
+    results = d.generate([p for p, _ in prompts], [[i] for _, i in prompts], method=method, max_new_tokens=8)
+    if method == "instaboost":  # the steered stream alone: no raw distribution to score against
+        assert all(r.raw_logprobs is None and r.perplexity is None for r in results)
+        return
+    direct = perplexities(d.model, [r.prompt_token_ids for r in results], [r.token_ids for r in results])
+    for r, x in zip(results, direct):
+        assert len(r.raw_logprobs) == len(r.token_ids)
+        assert r.perplexity == pytest.approx(x, rel=1e-4)
+        assert r.to_dict()["perplexity"] == r.perplexity

@@ -259,6 +259,7 @@ class Directer:
             stats=out.stats,
             trace=out.trace,
             finish_reason=out.finish_reason,
+            raw_logprobs=out.raw_logprobs,
             prompt=p.text,
             instructions=[s.text for s in p.spans],
         )

@@ -55,6 +55,7 @@ class DecodeOutput:
     stats: Stats
     ranking: Ranking | None
     finish_reason: str
+    raw_logprobs: list[float] | None = None  # the raw model's log-probability of each emitted token
 
 
 @dataclass
@@ -70,6 +71,7 @@ class _Row:
     schedule: list[Trial] | None = None
     tokens: list[int] = field(default_factory=list)
     trace: list[TokenTrace] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
     finish_reason: str = "length"
     done: bool = False
@@ -99,6 +101,8 @@ class DecodingLoop:
         self._cache_kw = _cache_keyword(model)
         self.body = model.get_decoder()  # the transformer without its LM head
         self.streams = 1 + bool(method.stream and getattr(method, "filter", False))
+        # A stream method without the filter runs no raw model: its logits stand in for the raw pass.
+        self.raw_logits_are_raw = not method.stream or self.streams == 2
         method.check_model(self.num_layers, text_config.num_attention_heads)
         if method.stream:
             enable_attention_bias(model)
@@ -280,6 +284,12 @@ class DecodingLoop:
                 decided[i] = (tok, TokenTrace(skipped=False, trials=made, layers=size))
             if raw_view is not None:
                 raw_view.commit()  # only now may the cache hold this token's raw keys and values
+            if self.raw_logits_are_raw:  # the response's perplexity under the raw model, at no extra cost
+                emitted = torch.tensor([decided[i][0] for i in range(len(view))], device=raw_logits.device)
+                z = raw_logits.float()
+                logp = (z.gather(1, emitted[:, None]).squeeze(1) - torch.logsumexp(z, dim=-1)).tolist()
+                for r, lp in zip(view, logp):
+                    r.logprobs.append(lp)
 
             keep = [i for i, r in enumerate(view) if not self._emit(r, *decided[i], step, t0)]
             if on_step is not None:
@@ -288,7 +298,8 @@ class DecodingLoop:
                 self._select(keep)
                 active = [active[i] for i in keep]
 
-        return [DecodeOutput(r.tokens, r.trace, r.stats, r.ranking, r.finish_reason) for r in rows]
+        return [DecodeOutput(r.tokens, r.trace, r.stats, r.ranking, r.finish_reason,
+                             r.logprobs if self.raw_logits_are_raw else None) for r in rows]
 
     def _raw_pass(self, view: list[_Row]) -> tuple[torch.Tensor, SteeredCache | None, dict[tuple[int, int], int]]:
         """The raw forward of every row, with the ranking probes of rows that have no ranking yet and any

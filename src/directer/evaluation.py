@@ -134,7 +134,13 @@ def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence
             results = directer.generate_prepared(prepared, config=steering, batch_size=len(chunk))
             seconds = time.perf_counter() - t0
             total = sum(len(r.token_ids) for r in results) or 1
-            ppl = perplexities(directer.model, [q.input_ids for q in prepared], [r.token_ids for r in results])
+            ppl = [r.perplexity for r in results]  # from the decoding's raw passes where it has them
+            missing = [i for i, (x, r) in enumerate(zip(ppl, results)) if x is None and r.token_ids]
+            if missing:  # a method without a raw model: one scoring pass over prompt and response
+                scored = perplexities(directer.model, [prepared[i].input_ids for i in missing],
+                                      [results[i].token_ids for i in missing])
+                for i, x in zip(missing, scored):
+                    ppl[i] = x
             for p, s, r, x in zip(chunk, spans, results, ppl):
                 rec = {"key": p.key, "prompt": p.prompt, "response": r.text, "method": method, "spans": s,
                        "finish_reason": r.finish_reason, "num_tokens": len(r.token_ids), "perplexity": x,

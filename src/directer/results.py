@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,9 +59,20 @@ class GenerationResult:
     prompt: str | None = None  # the rendered prompt text
     instructions: list[str] = field(default_factory=list)
     ranking_scores: list[float] | None = None
+    # The raw (unsteered) model's log-probability of each generated token, from the decoding's own raw
+    # passes; None for a method that runs no raw model (PASTA, SpotLight, InstABoost without the filter).
+    raw_logprobs: list[float] | None = None
+
+    @property
+    def perplexity(self) -> float | None:
+        """Perplexity of the response under the raw model, given the prompt (None when not known or empty)."""
+        if not self.raw_logprobs:
+            return None
+        return math.exp(-sum(self.raw_logprobs) / len(self.raw_logprobs))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["perplexity"] = self.perplexity
         d["instruction_token_spans"] = [list(s) for s in self.instruction_token_spans]
         d["stats"]["accepted"] = {str(k): v for k, v in sorted(self.stats.accepted.items(), reverse=True)}
         d["trace"] = [asdict(t) for t in self.trace]
