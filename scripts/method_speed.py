@@ -6,9 +6,12 @@
 
 Every method decodes the same seeded sample of IFEval prompts (with the spans ``directer eval`` steers)
 in the same process, batch by batch, and the order of the methods rotates from one repeat to the next,
-so slow drifts of a noisy machine fall on all of them. Time per token is a batch's whole wall time
-(prefill, ranking and decoding) over its generated tokens, the definition of ``directer eval``'s
-``time/token`` column; the ratio to ``none`` is the median over repeats of per-repeat ratios. The
+so slow drifts of a noisy machine fall on all of them. Every prompt decodes exactly ``--max-new-tokens``
+tokens (end-of-sequence ignored) unless ``--stop-at-eos``: with natural lengths a method whose responses
+end early leaves fewer rows in its batches and its cost per token moves for that reason alone. Time per
+token is a batch's whole wall time (prefill, ranking and decoding) over its generated tokens, the
+definition of ``directer eval``'s ``time/token`` column; the ratio to ``none`` is the median over repeats
+of per-repeat ratios. The
 first-token column is the batch's prefill + ranking + first step. On CUDA the peak memory of each
 method's batch is reported too (KV caches of the streams included).
 
@@ -38,9 +41,9 @@ TABLE_METHODS = [
 ]
 
 
-def measure(d: Directer, prepared, method: str, batch_size: int) -> dict:
+def measure(d: Directer, prepared, method: str, batch_size: int, ignore_eos: bool) -> dict:
     """Decode every prompt with one method; return its tokens, wall seconds and first-token seconds."""
-    config = replace(d.config, method=method)
+    config = replace(d.config, method=method, ignore_eos=ignore_eos)
     cuda = d.model.device.type == "cuda"
     tokens, seconds, first, peak = 0, 0.0, [], 0
     for start in range(0, len(prepared), batch_size):
@@ -70,6 +73,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--stop-at-eos", action="store_true",
+                    help="let responses end at EOS (default: every prompt decodes exactly --max-new-tokens "
+                         "tokens, so that a method whose responses end early does not look cheaper or dearer "
+                         "because fewer rows are left in its batches)")
     ap.add_argument("--json", default=None, help="also write the raw measurements here")
     args = ap.parse_args()
     methods = args.methods or TABLE_METHODS
@@ -89,7 +96,7 @@ def main() -> None:
     for rep in range(args.repeats):
         k = rep % len(methods)
         for m in methods[k:] + methods[:k]:
-            r = measure(d, prepared[m], m, args.batch_size)
+            r = measure(d, prepared[m], m, args.batch_size, not args.stop_at_eos)
             rows.append({"repeat": rep, "method": m, **r})
             print(f"[{rep}] {m:36s} {r['tokens']:6d} tok {r['seconds']:8.1f} s "
                   f"{1000 * r['seconds'] / max(1, r['tokens']):7.1f} ms/token", file=sys.stderr)
@@ -100,7 +107,7 @@ def main() -> None:
     base = {r["repeat"]: r for r in rows if r["method"] == "none"}
     print(f"\nmodel {d.model_name}, {args.dtype}, device {d.model.device}, torch threads {torch.get_num_threads()}; "
           f"{len(prompts)} IFEval prompts (seed {args.seed}), batch {args.batch_size}, "
-          f"max {args.max_new_tokens} new tokens, {args.repeats} repeats\n")
+          f"{'up to ' if args.stop_at_eos else 'exactly '}{args.max_new_tokens} new tokens, {args.repeats} repeats\n")
     mem = any(r["peak_bytes"] for r in rows)
     print("| method | ms/token | vs none | first token | vs none |" + (" peak memory |" if mem else ""))
     print("|---|---|---|---|---|" + ("---|" if mem else ""))

@@ -152,3 +152,16 @@ def test_perplexity_comes_from_the_raw_passes(d, method):
         assert len(r.raw_logprobs) == len(r.token_ids)
         assert r.perplexity == pytest.approx(x, rel=1e-4)
         assert r.to_dict()["perplexity"] == r.perplexity
+
+
+def test_ignore_eos_decodes_exactly_max_new_tokens(d):
+    first = d.generate(HAIKU, NO_COMMAS, method="none").token_ids[0]
+    saved = d.model.generation_config.eos_token_id
+    d.model.generation_config.eos_token_id = [first]  # the first token now ends the response
+    try:
+        stopped = d.generate(HAIKU, NO_COMMAS, method="none")
+        full = d.generate(HAIKU, NO_COMMAS, method="none", ignore_eos=True)
+    finally:
+        d.model.generation_config.eos_token_id = saved
+    assert stopped.token_ids == [first] and stopped.finish_reason == "eos"
+    assert len(full.token_ids) == 6 and full.token_ids[0] == first and full.finish_reason == "length"

@@ -226,7 +226,7 @@ class Directer:
         options = DecodeOptions(
             alpha=config.alpha,
             max_new_tokens=config.max_new_tokens,
-            eos_token_ids=frozenset(self.eos_token_ids(config.mode)),
+            eos_token_ids=frozenset() if config.ignore_eos else frozenset(self.eos_token_ids(config.mode)),
             pad_token_id=self._pad_id(),
             mode=config.mode,
             trial_batching=config.effective_trial_batching,

@@ -32,6 +32,7 @@ class SteeringConfig:
     trial_batching: str | None = None
     probe_batch_size: int | None = None
     speculate: str = "never"
+    ignore_eos: bool = False  # benchmarks: decode exactly max_new_tokens tokens, so methods cost the same work
 
     def __post_init__(self) -> None:
         self.validate()
