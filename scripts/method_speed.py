@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--speculate", default="never", choices=["never", "auto", "always"],
+                    help="fold DIRECTER's trials into the raw pass (see SteeringConfig.speculate)")
     ap.add_argument("--stop-at-eos", action="store_true",
                     help="let responses end at EOS (default: every prompt decodes exactly --max-new-tokens "
                          "tokens, so that a method whose responses end early does not look cheaper or dearer "
@@ -85,7 +87,8 @@ def main() -> None:
     if len(set(methods)) < len(methods):
         ap.error("a method is given twice")
 
-    d = Directer.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens)
+    d = Directer.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens,
+                                 speculate=args.speculate)
     prompts = load_ifeval(sample=args.sample, seed=args.seed)
     prepared = {}
     for m in methods:  # also validates every spec before anything is timed
@@ -107,7 +110,8 @@ def main() -> None:
     base = {r["repeat"]: r for r in rows if r["method"] == "none"}
     print(f"\nmodel {d.model_name}, {args.dtype}, device {d.model.device}, torch threads {torch.get_num_threads()}; "
           f"{len(prompts)} IFEval prompts (seed {args.seed}), batch {args.batch_size}, "
-          f"{'up to ' if args.stop_at_eos else 'exactly '}{args.max_new_tokens} new tokens, {args.repeats} repeats\n")
+          f"{'up to ' if args.stop_at_eos else 'exactly '}{args.max_new_tokens} new tokens, {args.repeats} repeats, "
+          f"speculate {args.speculate}\n")
     mem = any(r["peak_bytes"] for r in rows)
     print("| method | ms/token | vs none | first token | vs none |" + (" peak memory |" if mem else ""))
     print("|---|---|---|---|---|" + ("---|" if mem else ""))
