@@ -126,8 +126,12 @@ def demo(max_new_tokens, model) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--output-dir", default=None, help="Run directory (default: runs/ifeval-<methods>); an existing one is resumed.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Share the methods out among N processes, each with an equal share of the CPU threads "
+                   "(on a CPU, several single-threaded workers outrun one multi-threaded process on a small model).")
 def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibility_filter, max_new_tokens, dtype,
-                 attn_implementation, system, ranking_file, device, limit, sample, seed, batch_size, output_dir) -> None:
+                 attn_implementation, system, ranking_file, device, limit, sample, seed, batch_size, output_dir,
+                 workers) -> None:
     """Evaluate methods on an instruction-following benchmark, offline (resumable), and print the comparison.
 
     \b
@@ -145,6 +149,8 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
         raise UsageError("a method is given twice: give each --method once")
     if limit is not None and sample is not None:
         raise UsageError("give --limit or --sample, not both")
+    if workers < 1:
+        raise UsageError(f"invalid --workers {workers}: it must be >= 1")
     if ranking_file or system:
         raise UsageError("--ranking and --system do not apply to eval (every prompt is ranked; IFEval has no system message)")
     layer_set = parse_layers(layers)
@@ -159,7 +165,19 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
                        max_new_tokens=max_new_tokens, dtype=dtype, package_version=__version__,
                        selection={"limit": limit, "sample": sample, "seed": seed, "keys": [p.key for p in prompts]})
     t0 = time.perf_counter()
-    summaries = evaluate(directer, run_dir, methods, prompts, config, batch_size=batch_size)
+    if workers > 1 and len(methods) > 1:
+        import torch
+
+        from .workers import evaluate_parallel
+
+        del directer  # loaded to name and check the model; each worker loads its own
+        threads = max(1, torch.get_num_threads() // workers)
+        load = dict(model=model, dtype=dtype, attn_implementation=attn_implementation, device=device, alpha=alpha,
+                    beta=beta, mode=mode, max_new_tokens=max_new_tokens)
+        click.echo(f"directer: {min(workers, len(methods))} workers, {threads} thread(s) each", err=True)
+        summaries = evaluate_parallel(load, run_dir, methods, prompts, config, workers, threads, batch_size=batch_size)
+    else:
+        summaries = evaluate(directer, run_dir, methods, prompts, config, batch_size=batch_size)
     click.echo(markdown_table(summaries) + "\n\n" + category_table(summaries))
     click.echo(f"directer: {len(prompts)} prompts x {len(methods)} methods in {time.perf_counter() - t0:.0f} s; "
                f"responses and summary in {run_dir}", err=True)

@@ -111,7 +111,7 @@ def _rewrite(path: Path, records: list[dict]) -> None:
 
 
 def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence[IFEvalPrompt], config: RunConfig,
-               batch_size: int = 8, progress: bool = True) -> list[dict]:
+               batch_size: int = 8, progress: bool = True, position: int | None = None) -> list[dict]:
     """Generate (or finish generating) one method's responses; return all its records in prompt order."""
     path = responses_path(run_dir, method)
     records = read_records(path)
@@ -124,7 +124,7 @@ def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence
     steering = SteeringConfig(alpha=config.alpha, beta=config.beta, mode=config.mode, method=method,
                               layers=tuple(config.layers) if config.layers else None,
                               max_new_tokens=config.max_new_tokens)
-    bar = _bar(len(prompts), len(done), method, progress)
+    bar = _bar(len(prompts), len(done), method, progress, position)
     # What a time ratio between methods depends on: the summary compares only like with like.
     timing = {"threads": torch.get_num_threads(), "device": str(directer.model.device)}
     with open(path, "a", encoding="utf-8") as out:
@@ -179,12 +179,13 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[i:i + size]
 
 
-def _bar(total: int, initial: int, method: str, enabled: bool):
+def _bar(total: int, initial: int, method: str, enabled: bool, position: int | None = None):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=method, unit="prompt", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=method, unit="prompt", file=sys.stderr, dynamic_ncols=True,
+                position=position)
 
 
 def score_records(prompts: Sequence[IFEvalPrompt], records: Sequence[dict]) -> list[Any]:
