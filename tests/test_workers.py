@@ -16,6 +16,11 @@ def test_split_methods_balances_the_guessed_cost_and_keeps_every_method_once():
     assert [g[0] for g in groups] == ["pasta:filter=1", "spotlight:filter=1"]  # the two-stream ones apart
     assert split_methods(["none", "directer"], 4) == [["none"], ["directer"]]  # no idle worker
     assert split_methods(["none"], 1) == [["none"]]
+    # A resumed run: finished methods go to no worker, the rest by the work left.
+    left = {"none": 0, "directer": 0, "static": 150, "pasta:filter=1": 50, "spotlight": 100}
+    groups = split_methods(list(left), 2, left)
+    assert sorted(map(sorted, groups)) == [["pasta:filter=1", "spotlight"], ["static"]]
+    assert split_methods(["none", "directer"], 2, {"none": 0, "directer": 0}) == []  # all done: no worker
 
 
 @pytest.mark.slow

@@ -174,7 +174,6 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
         threads = max(1, torch.get_num_threads() // workers)
         load = dict(model=model, dtype=dtype, attn_implementation=attn_implementation, device=device, alpha=alpha,
                     beta=beta, mode=mode, max_new_tokens=max_new_tokens)
-        click.echo(f"directer: {min(workers, len(methods))} workers, {threads} thread(s) each", err=True)
         summaries = evaluate_parallel(load, run_dir, methods, prompts, config, workers, threads, batch_size=batch_size)
     else:
         summaries = evaluate(directer, run_dir, methods, prompts, config, batch_size=batch_size)

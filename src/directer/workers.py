@@ -12,24 +12,28 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .errors import DirecterError, UsageError
-from .evaluation import RunConfig, open_run, run_method, summarize_run
+from .evaluation import RunConfig, open_run, read_records, responses_path, run_method, summarize_run
 from .ifeval import IFEvalPrompt
 
 
-def split_methods(methods: Sequence[str], workers: int) -> list[list[str]]:
-    """Deal the methods out in turn, dearest first, so the workers finish at about the same time.
+def split_methods(methods: Sequence[str], workers: int, remaining: dict[str, int] | None = None) -> list[list[str]]:
+    """Deal the methods out, dearest first, each to the least loaded worker, so that they finish together.
 
-    Cost guess: a filtered bias method decodes two streams, the others about one plus trials.
+    Cost guess: a filtered bias method decodes two streams, the others about one plus trials; times the
+    prompts a method still has to do (``remaining``, for a resumed run), a finished method costing nothing.
     """
     def cost(m: str) -> int:
-        return 2 if "filter=1" in m and m.split(":")[0] in {"pasta", "spotlight", "instaboost"} else 1
+        streams = 2 if "filter=1" in m and m.split(":")[0] in {"pasta", "spotlight", "instaboost"} else 1
+        return streams * (remaining[m] if remaining is not None else 1)
 
+    methods = [m for m in methods if cost(m) > 0]
     groups: list[list[str]] = [[] for _ in range(min(workers, len(methods)))]
     load = [0] * len(groups)
     for m in sorted(methods, key=cost, reverse=True):
@@ -72,7 +76,12 @@ def evaluate_parallel(load: dict[str, Any], run_dir: Path, methods: Sequence[str
     if workers < 1 or threads < 1:
         raise UsageError(f"invalid --workers {workers} / threads {threads}: both must be >= 1")
     config = open_run(run_dir, replace(config, methods=list(methods)))  # once, before any worker writes
-    groups = split_methods(methods, workers)
+    wanted = {p.key for p in prompts}
+    remaining = {m: len(wanted - {r["key"] for r in read_records(responses_path(run_dir, m))}) for m in methods}
+    groups = split_methods(methods, workers, remaining)
+    if groups:
+        print(f"directer: {len(groups)} workers, {threads} thread(s) each: "
+              + " | ".join(", ".join(g) for g in groups), file=sys.stderr)
     ctx = multiprocessing.get_context("spawn")  # a forked torch runtime is not safe to use
     procs = []
     with _environment(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)):
