@@ -65,9 +65,15 @@ def _worker(position: int, threads: int, load: dict[str, Any], run_dir: str, met
     torch.set_num_threads(threads)
     from .api import Directer
 
-    directer = Directer.from_pretrained(**load)
-    for method in methods:
-        run_method(directer, Path(run_dir), method, prompts, config, batch_size=batch_size, position=position)
+    try:
+        directer = Directer.from_pretrained(**load)
+        for method in methods:
+            run_method(directer, Path(run_dir), method, prompts, config, batch_size=batch_size, position=position)
+    except DirecterError as exc:  # one line, like the command itself; the parent names the worker's methods
+        print(f"directer: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:  # the parent stops every worker; finished batches are on disk
+        sys.exit(130)
 
 
 def evaluate_parallel(load: dict[str, Any], run_dir: Path, methods: Sequence[str], prompts: Sequence[IFEvalPrompt],
