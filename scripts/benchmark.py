@@ -22,6 +22,7 @@ import time
 import torch
 
 from directer import Directer
+from directer.ifeval import load_ifeval
 
 PROMPTS = [
     ("Write a haiku about autumn.", "Do not use any commas."),
@@ -50,13 +51,10 @@ def plain_greedy(model, ids: list[int], max_new_tokens: int, eos: list[int]) -> 
     return out.shape[1] - len(ids), t_first, total
 
 
-def background(tokenizer, tokens: int, k: int) -> str:
-    """About ``tokens`` tokens of natural text (consecutive IFEval prompts, a different stretch per task)."""
+def background(tokenizer, texts: list[str], tokens: int, k: int) -> str:
+    """About ``tokens`` tokens of natural text (consecutive ``texts``, a different stretch per task ``k``)."""
     if tokens <= 0:
         return ""
-    from directer.ifeval import load_ifeval
-
-    texts = [p.prompt for p in load_ifeval()]
     parts, n, i = [], 0, 37 * k
     while n < tokens:
         text = texts[i % len(texts)]
@@ -83,7 +81,8 @@ def main() -> None:
     d = Directer.from_pretrained(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
                                   speculate=args.speculate)
     model, eos = d.model, sorted(d.eos_token_ids())
-    prepared = [d.prepare(background(d.tokenizer, args.context_tokens, k) + t, i)
+    texts = [p.prompt for p in load_ifeval()] if args.context_tokens > 0 else []
+    prepared = [d.prepare(background(d.tokenizer, texts, args.context_tokens, k) + t, i)
                 for k, (t, i) in enumerate(PROMPTS[: args.prompts])]
     d.generate_prepared(prepared[:1], config=d.config)  # warm-up
     rows = []

@@ -11,9 +11,8 @@ tokens (end-of-sequence ignored) unless ``--stop-at-eos``: with natural lengths 
 end early leaves fewer rows in its batches and its cost per token moves for that reason alone. Time per
 token is a batch's whole wall time (prefill, ranking and decoding) over its generated tokens, the
 definition of ``directer eval``'s ``time/token`` column; the ratio to ``none`` is the median over repeats
-of per-repeat ratios. The
-first-token column is the batch's prefill + ranking + first step. On CUDA the peak memory of each
-method's batch is reported too (KV caches of the streams included).
+of per-repeat ratios. The first-token column is the batch's prefill + ranking + first step. On CUDA the
+peak memory of each method's batch is reported too (KV caches of the streams included).
 
 Use this when the eval's own time column cannot be compared (methods run in different processes,
 sessions or thread settings).

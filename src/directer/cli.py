@@ -170,7 +170,9 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
 
         from .workers import evaluate_parallel
 
-        del directer  # loaded to name and check the model; each worker loads its own
+        # Loaded here to name and check the model, and so that the bundled model's conversion cache is
+        # written once, not raced by the workers; each worker loads its own copy.
+        del directer
         threads = max(1, torch.get_num_threads() // workers)
         load = dict(model=model, dtype=dtype, attn_implementation=attn_implementation, device=device, alpha=alpha,
                     beta=beta, mode=mode, max_new_tokens=max_new_tokens)

@@ -270,7 +270,8 @@ class DecodingLoop:
             self.mask = torch.cat([self.mask, self.mask.new_ones(len(view), 1)], dim=1)
 
             raw_logits, raw_view, known = self._raw_pass(view)           # raw pass (+ ranking on step 0)
-            probs = torch.softmax(raw_logits.float(), dim=-1)              # float32, as Eq. 2 is checked
+            z = raw_logits.float()
+            probs = torch.softmax(z, dim=-1)                               # float32, as Eq. 2 is checked
             top2 = probs.topk(2, dim=-1).values
             pending: dict[int, RawStep] = {}
             decided: dict[int, tuple[int, TokenTrace]] = {}
@@ -285,11 +286,7 @@ class DecodingLoop:
             if raw_view is not None:
                 raw_view.commit()  # only now may the cache hold this token's raw keys and values
             if self.raw_logits_are_raw:  # the response's perplexity under the raw model, at no extra cost
-                emitted = torch.tensor([decided[i][0] for i in range(len(view))], device=raw_logits.device)
-                z = raw_logits.float()
-                logp = (z.gather(1, emitted[:, None]).squeeze(1) - torch.logsumexp(z, dim=-1)).tolist()
-                for r, lp in zip(view, logp):
-                    r.logprobs.append(lp)
+                self._record_logprobs(view, z, [decided[i][0] for i in range(len(view))])
 
             keep = [i for i, r in enumerate(view) if not self._emit(r, *decided[i], step, t0)]
             if on_step is not None:
@@ -300,6 +297,14 @@ class DecodingLoop:
 
         return [DecodeOutput(r.tokens, r.trace, r.stats, r.ranking, r.finish_reason,
                              r.logprobs if self.raw_logits_are_raw else None) for r in rows]
+
+    @staticmethod
+    def _record_logprobs(view: list[_Row], raw_logits: torch.Tensor, tokens: list[int]) -> None:
+        """Append each row's raw log-probability of its emitted token (logsumexp: no underflow to -inf)."""
+        emitted = torch.tensor(tokens, device=raw_logits.device)
+        logp = raw_logits.gather(1, emitted[:, None]).squeeze(1) - torch.logsumexp(raw_logits, dim=-1)
+        for r, lp in zip(view, logp.tolist()):
+            r.logprobs.append(lp)
 
     def _raw_pass(self, view: list[_Row]) -> tuple[torch.Tensor, SteeredCache | None, dict[tuple[int, int], int]]:
         """The raw forward of every row, with the ranking probes of rows that have no ranking yet and any

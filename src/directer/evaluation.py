@@ -200,8 +200,12 @@ def evaluate(directer: Directer, run_dir: Path, methods: Sequence[str], prompts:
     config = open_run(run_dir, replace(config, methods=list(methods)))
     for method in methods:
         run_method(directer, run_dir, method, prompts, config, batch_size=batch_size, progress=progress)
-    # The table follows the command's order; methods run earlier in this directory come after.
-    return summarize_run(run_dir, prompts, list(methods) + [m for m in config.methods if m not in methods])
+    return summarize_run(run_dir, prompts, table_order(methods, config))
+
+
+def table_order(methods: Sequence[str], config: RunConfig) -> list[str]:
+    """The table follows the command's order; methods run earlier in this directory come after."""
+    return list(methods) + [m for m in config.methods if m not in methods]
 
 
 def score_run(run_dir: Path, prompts: Sequence[IFEvalPrompt], methods: Sequence[str]) -> dict[str, tuple[list[dict], list[Any]]]:

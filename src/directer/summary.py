@@ -98,10 +98,11 @@ def compare(base: tuple[Sequence[dict], Sequence[Any]], other: tuple[Sequence[di
     base_time = summarize_time(rb)
     # A ratio of times taken with different thread counts or devices would measure the machine, not the method.
     if base_time and summary.seconds_per_token is not None:
-        if timing_conditions(rb) == summary.timing:
+        base_timing = timing_conditions(rb)
+        if base_timing == summary.timing:
             summary.time_ratio = summary.seconds_per_token / base_time
         else:
-            summary.time_note = f"timed with {', '.join(summary.timing)}; none with {', '.join(timing_conditions(rb))}"
+            summary.time_note = f"timed with {', '.join(summary.timing)}; none with {', '.join(base_timing)}"
 
 
 def summarize_time(records: Sequence[dict]) -> float | None:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .errors import DirecterError, UsageError
-from .evaluation import RunConfig, open_run, read_records, responses_path, run_method, summarize_run
+from .evaluation import (RunConfig, open_run, read_records, responses_path, run_method, summarize_run,
+                         table_order)
 from .ifeval import IFEvalPrompt
 
 
@@ -109,4 +110,4 @@ def evaluate_parallel(load: dict[str, Any], run_dir: Path, methods: Sequence[str
     if failed:
         what = ", ".join(f"worker {i} ({', '.join(groups[i])}) exit code {code}" for i, code in failed)
         raise DirecterError(f"{what}: see its messages above; finished batches are kept, rerun the same command to resume")
-    return summarize_run(run_dir, prompts, list(methods) + [m for m in config.methods if m not in methods])
+    return summarize_run(run_dir, prompts, table_order(methods, config))
