@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import subprocess
@@ -129,6 +130,15 @@ def test_language_is_deterministic():
     # Unseeded, langdetect calls this text es, pt, hr or sk from one call to the next.
     mixed, kwargs = "hola ciao bonjour", [{"language": "es"}]
     assert len({tuple(verdict(ids, mixed, kwargs)[0]) for _ in range(5)}) == 1
+
+
+def test_undetectable_language_is_followed_quietly(caplog):
+    # The reference verdict (no features -> followed) is kept; its root-logger error is not shown.
+    ids, kwargs = ["language:response_language"], [{"language": "fr"}]
+    with caplog.at_level("DEBUG"):
+        assert verdict(ids, "1. 1.1.1: 1.1.1.1: 1.1.1.1:", kwargs) == ([True], [True])
+    assert not [r for r in caplog.records if "detect language" in r.getMessage()]
+    assert ifeval._undetected_language not in logging.getLogger().filters
 
 
 def test_loose_only_passes():

@@ -13,6 +13,11 @@ so a score here is the reference score. This module only makes them run offline 
   code paths then find it there. Nothing is monkeypatched and ``nltk.download`` is never called.
 * ``langdetect`` (used by the language and case checkers) samples at random unless its factory is
   seeded; importing this module sets ``langdetect.DetectorFactory.seed = 0``.
+* When langdetect finds no features in a response (digits and punctuation only, e.g. a degenerate
+  ``1.1.1.1: ...``), the reference checkers count the language instruction as *followed* and report it
+  with ``logging.error`` on the root logger, response text included. The verdict is kept (it is the
+  reference score); the log line, which would reach the user as an ``ERROR`` in the middle of a progress
+  bar, is dropped while :func:`score_response` runs.
 * A few reference checkers draw from the global ``random`` module when an argument is missing or out of
   range: ``keywords:letter_frequency`` replaces a non-letter such as ``#`` (prompt 1122) or ``!``
   (1129) with a random letter, separately for the strict and the loose pass. :func:`score_response`
@@ -36,6 +41,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import random
 import shutil
 import sys
@@ -295,6 +301,21 @@ def _seeded_global_random(seed: int) -> Iterator[None]:
             random.setstate(state)
 
 
+def _undetected_language(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Unable to detect language")
+
+
+@contextlib.contextmanager
+def _quiet_language_errors() -> Iterator[None]:
+    """Drop the reference checkers' "Unable to detect language" root-logger errors for the block."""
+    root = logging.getLogger()
+    root.addFilter(_undetected_language)
+    try:
+        yield
+    finally:
+        root.removeFilter(_undetected_language)
+
+
 def score_response(prompt: IFEvalPrompt, response: str) -> PromptScore:
     """Check ``response`` against every instruction of ``prompt``, strict and loose, as IFEval does.
 
@@ -309,9 +330,9 @@ def score_response(prompt: IFEvalPrompt, response: str) -> PromptScore:
     # The reference functions look the response up by prompt text.
     responses = {prompt.prompt: response}
     # The same seed for both passes, so that a randomly drawn checker argument is the same in each.
-    with _seeded_global_random(prompt.key):
+    with _quiet_language_errors(), _seeded_global_random(prompt.key):
         strict = package.test_instruction_following_strict(example, responses)
-    with _seeded_global_random(prompt.key):
+    with _quiet_language_errors(), _seeded_global_random(prompt.key):
         loose = package.test_instruction_following_loose(example, responses)
     return PromptScore(key=prompt.key, instruction_ids=list(prompt.instruction_id_list),
                        strict=[bool(v) for v in strict.follow_instruction_list],
