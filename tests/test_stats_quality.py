@@ -99,3 +99,24 @@ def test_time_ratio_only_between_records_timed_alike(other_timing, comparable):
     else:
         assert s.time_ratio is None and "none with 2 threads on cpu" in s.time_note
         assert "no ratio" in markdown_table([s])
+
+
+def test_wilson_interval_contains_the_proportion():
+    # Rounding once put the lower bound of 0/27 above 0, which the report's error bars refused.
+    from directer.report import wilson
+
+    for n in range(1, 61):
+        for k in range(n + 1):
+            lo, hi = wilson(k / n, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)
+
+
+def test_report_figures_with_zero_and_full_categories():
+    from directer.report import _figures
+    from directer.summary import MethodSummary
+
+    summaries = [MethodSummary(m, 27, 0.0, 0.0, 1.0, 1.0, categories={"combination": [0.0, 0.0, 27],
+                                                                      "startend": [1.0, 1.0, 21]})
+                 for m in ("none", "directer")]
+    figs = _figures(summaries)
+    assert set(figs) >= {"accuracy", "categories"} and all(f.startswith(b"\x89PNG") for f in figs.values())

@@ -25,7 +25,9 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
         return 0.0, 0.0
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval contains p; clamping to it removes rounding (0/27 gave lo = 7e-18 > p, which
+    # matplotlib refuses as a negative error bar).
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def _figures(summaries: Sequence[MethodSummary]) -> dict[str, bytes]:
