@@ -281,24 +281,8 @@ def _validate(prompt: IFEvalPrompt, registry: Any) -> None:
                          "use ids from the IFEval instruction registry")
 
 
-# Guards the global random state while it is seeded for the checkers (see _seeded_global_random).
+# Guards the global random state while it is seeded for the checkers (see _checking).
 _random_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _seeded_global_random(seed: int) -> Iterator[None]:
-    """Seed the global ``random`` generator for the block and give the caller its state back after.
-
-    The reference checkers call ``random.choice`` & co. on the module-level generator; seeding it per
-    prompt makes their verdicts reproducible without disturbing the caller's own random stream.
-    """
-    with _random_lock:
-        state = random.getstate()
-        random.seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(state)
 
 
 def _undetected_language(record: logging.LogRecord) -> bool:
@@ -306,14 +290,23 @@ def _undetected_language(record: logging.LogRecord) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_language_errors() -> Iterator[None]:
-    """Drop the reference checkers' "Unable to detect language" root-logger errors for the block."""
+def _checking(seed: int) -> Iterator[None]:
+    """Prepare a block of reference-checker calls; restore the caller's state after.
+
+    The checkers call ``random.choice`` & co. on the module-level generator: seeding it per prompt makes
+    their verdicts reproducible without disturbing the caller's own random stream. Their "Unable to
+    detect language" root-logger errors are dropped (the verdict is kept; see the module docstring).
+    """
     root = logging.getLogger()
-    root.addFilter(_undetected_language)
-    try:
-        yield
-    finally:
-        root.removeFilter(_undetected_language)
+    with _random_lock:
+        state = random.getstate()
+        random.seed(seed)
+        root.addFilter(_undetected_language)
+        try:
+            yield
+        finally:
+            root.removeFilter(_undetected_language)
+            random.setstate(state)
 
 
 def score_response(prompt: IFEvalPrompt, response: str) -> PromptScore:
@@ -330,9 +323,9 @@ def score_response(prompt: IFEvalPrompt, response: str) -> PromptScore:
     # The reference functions look the response up by prompt text.
     responses = {prompt.prompt: response}
     # The same seed for both passes, so that a randomly drawn checker argument is the same in each.
-    with _quiet_language_errors(), _seeded_global_random(prompt.key):
+    with _checking(prompt.key):
         strict = package.test_instruction_following_strict(example, responses)
-    with _quiet_language_errors(), _seeded_global_random(prompt.key):
+    with _checking(prompt.key):
         loose = package.test_instruction_following_loose(example, responses)
     return PromptScore(key=prompt.key, instruction_ids=list(prompt.instruction_id_list),
                        strict=[bool(v) for v in strict.follow_instruction_list],
