@@ -150,3 +150,14 @@ def test_ranking_file_round_trip(tmp_path):
 ])
 def test_bad_input_on_the_bundled_model(args, code, words):
     assert_one_line_error(directer("generate", *args), code, *words)
+
+
+def test_compare_header_names_only_the_settings_a_method_uses():
+    from directer.cli import compare_header
+
+    assert compare_header("directer", 100, 0.5, "paper") == "DIRECTER (alpha=100, beta=0.5, paper)"
+    assert compare_header("static", 100, 0.5, "paper") == "STATIC (alpha=100)"
+    # Once showed "STATIC:ALPHA=3 (alpha=100, ...)": the run's alpha, not the one static used.
+    assert compare_header("static:alpha=3", 100, 0.5, "paper") == "STATIC:ALPHA=3"
+    assert compare_header("pasta:filter=1", 100, 0.5, "paper") == "PASTA:FILTER=1"
+    assert compare_header("none", 100, 0.5, "paper") == "UNSTEERED"

@@ -301,11 +301,10 @@ def _generate_one(directer, prompt, instructions, system, ranking_file, compare,
             record["unsteered"] = plain.to_dict()
         click.echo(json.dumps(record, indent=2, ensure_ascii=False))
         return
-    label = result.method.upper() if result.method != "none" else "UNSTEERED"
     if plain is None:
         click.echo(result.text)
     else:
-        click.echo(f"=== {label} (alpha={result.alpha:g}, beta={result.beta:g}, {result.mode}) ===\n{result.text}\n")
+        click.echo(f"=== {compare_header(result.method, result.alpha, result.beta, result.mode)} ===\n{result.text}\n")
         click.echo(f"=== UNSTEERED ===\n{plain.text}")
     s = result.stats
     click.echo(
@@ -313,6 +312,20 @@ def _generate_one(directer, prompt, instructions, system, ranking_file, compare,
         f"accepted {dict(sorted(s.accepted.items(), reverse=True))}, raw fallbacks {s.fallbacks}",
         err=True,
     )
+
+
+def compare_header(method: str, alpha: float, beta: float, mode: str) -> str:
+    """The title of the steered text in ``--compare``: the method and the run-wide settings it uses."""
+    from .methods import parse_method
+
+    name, params = parse_method(method)
+    if name == "none":
+        return "UNSTEERED"
+    if name == "directer":
+        return f"{method.upper()} (alpha={alpha:g}, beta={beta:g}, {mode})"
+    if name == "static" and "alpha" not in params:  # static takes the run's alpha unless given its own
+        return f"{method.upper()} (alpha={alpha:g})"
+    return method.upper()  # a baseline's own parameters are in its spec; the run's alpha does not apply
 
 
 def _generate_batch(directer, records, default_instructions, system, ranking_file, compare, output_file, batch_size,
