@@ -154,10 +154,16 @@ def test_bad_input_on_the_bundled_model(args, code, words):
 
 def test_compare_header_names_only_the_settings_a_method_uses():
     from directer.cli import compare_header
+    from directer.config import SteeringConfig
 
-    assert compare_header("directer", 100, 0.5, "paper") == "DIRECTER (alpha=100, beta=0.5, paper)"
-    assert compare_header("static", 100, 0.5, "paper") == "STATIC (alpha=100)"
+    def header(method, **kw):
+        return compare_header(SteeringConfig(method=method, **{"alpha": 100, "beta": 0.5, **kw}))
+
+    assert header("directer") == "DIRECTER (alpha=100, beta=0.5, paper)"
+    assert header("static") == "STATIC (alpha=100)"
     # Once showed "STATIC:ALPHA=3 (alpha=100, ...)": the run's alpha, not the one static used.
-    assert compare_header("static:alpha=3", 100, 0.5, "paper") == "STATIC:ALPHA=3"
-    assert compare_header("pasta:filter=1", 100, 0.5, "paper") == "PASTA:FILTER=1"
-    assert compare_header("none", 100, 0.5, "paper") == "UNSTEERED"
+    assert header("static:alpha=3") == "STATIC:ALPHA=3"
+    assert header("pasta") == "PASTA"
+    assert header("pasta:filter=1") == "PASTA:FILTER=1 (beta=0.5)"
+    assert header("spotlight", plausibility_filter=True, beta=0.3) == "SPOTLIGHT (beta=0.3, plausibility filter)"
+    assert header("none") == "UNSTEERED"

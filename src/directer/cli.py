@@ -13,7 +13,7 @@ import click
 
 from .config import SteeringConfig
 from .errors import DirecterError, UsageError
-from .methods import MODES, method_label, method_names, parse_layers
+from .methods import MODES, method_label, method_names, parse_layers, parse_method
 
 DEMO_PROMPT = "Write a haiku about autumn."
 DEMO_INSTRUCTION = "Do not use any commas."
@@ -304,7 +304,7 @@ def _generate_one(directer, prompt, instructions, system, ranking_file, compare,
     if plain is None:
         click.echo(result.text)
     else:
-        click.echo(f"=== {compare_header(result.method, result.alpha, result.beta, result.mode)} ===\n{result.text}\n")
+        click.echo(f"=== {compare_header(directer.config)} ===\n{result.text}\n")
         click.echo(f"=== UNSTEERED ===\n{plain.text}")
     s = result.stats
     click.echo(
@@ -314,18 +314,26 @@ def _generate_one(directer, prompt, instructions, system, ranking_file, compare,
     )
 
 
-def compare_header(method: str, alpha: float, beta: float, mode: str) -> str:
-    """The title of the steered text in ``--compare``: the method and the run-wide settings it uses."""
-    from .methods import parse_method
+def compare_header(config: SteeringConfig) -> str:
+    """The title of the steered text in ``--compare``: the method and the run-wide settings its resolved
+    policy takes (the run's alpha only where it scales keys with it, beta only where Eq. 2 is checked)."""
+    from .methods import Directer as DirecterPolicy
 
-    name, params = parse_method(method)
-    if name == "none":
+    policy = config.policy()
+    if parse_method(config.method)[0] == "none":
         return "UNSTEERED"
-    if name == "directer":
-        return f"{method.upper()} (alpha={alpha:g}, beta={beta:g}, {mode})"
-    if name == "static" and "alpha" not in params:  # static takes the run's alpha unless given its own
-        return f"{method.upper()} (alpha={alpha:g})"
-    return method.upper()  # a baseline's own parameters are in its spec; the run's alpha does not apply
+    directer = isinstance(policy, DirecterPolicy)
+    filtered = getattr(policy, "filter", False)
+    settings = []
+    if directer or getattr(policy, "alpha", False) is None:  # None: the run's alpha (static)
+        settings.append(f"alpha={config.alpha:g}")
+    if directer or filtered:
+        settings.append(f"beta={policy.beta:g}")
+    if filtered and "filter" not in parse_method(config.method)[1]:  # from --plausibility-filter
+        settings.append("plausibility filter")
+    if directer:
+        settings.append(policy.mode)
+    return config.method.upper() + (f" ({', '.join(settings)})" if settings else "")
 
 
 def _generate_batch(directer, records, default_instructions, system, ranking_file, compare, output_file, batch_size,
