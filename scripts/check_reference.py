@@ -46,7 +46,7 @@ def _first_diff(a: list, b: list) -> int | None:
 
 
 def _trial_sizes(num_layers: int) -> list[int]:
-    from directer.methods import REFERENCE_MAX_TRIALS, halving_sizes
+    from directer.methods.directer import REFERENCE_MAX_TRIALS, halving_sizes
 
     return [s for k, s in enumerate(halving_sizes(num_layers), start=1) if s > 1 and k <= REFERENCE_MAX_TRIALS]
 

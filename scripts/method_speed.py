@@ -30,8 +30,8 @@ from dataclasses import replace
 import torch
 
 from directer import Directer
-from directer.evaluation import prepare_ifeval
-from directer.ifeval import load_ifeval
+from directer.evaluation.runs import prepare_ifeval
+from directer.evaluation.tasks.ifeval import load_ifeval
 
 TABLE_METHODS = [
     "none", "directer", "static", "static:alpha=3", "static:filter=1", "pasta", "pasta:filter=1",

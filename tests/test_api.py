@@ -71,18 +71,6 @@ def test_batch_equals_one_at_a_time(d):
     assert len(batch[1].instruction_token_spans) == 2
 
 
-def test_custom_generate_matches_the_api(d):
-    prepared = [d.prepare(HAIKU, NO_COMMAS), d.prepare("Name three rivers.", "Answer in lowercase.")]
-    expected = [r.token_ids for r in d.generate_prepared(prepared)]
-    enc = d.tokenizer.pad({"input_ids": [p.input_ids for p in prepared]}, return_tensors="pt")
-    width = enc["input_ids"].shape[1]
-    spans = [[(width - len(p.input_ids) + s.start, width - len(p.input_ids) + s.end) for s in p.spans] for p in prepared]
-    out = d.model.generate(**enc, max_new_tokens=6, custom_generate=custom_generate, instruction_spans=spans,
-                           alpha=100.0, beta=0.5, pad_token_id=d.tokenizer.pad_token_id)
-    for row, exp in zip(out[:, width:].tolist(), expected):
-        assert row[: len(exp)] == exp
-
-
 @pytest.mark.parametrize("method", ["pasta:filter=1", "spotlight", "static:alpha=3", "directer:ranking=reversed"])
 def test_baselines_through_the_api_and_custom_generate(d, method):
     prepared = [d.prepare(HAIKU, NO_COMMAS), d.prepare("Name three rivers.", "Answer in lowercase.")]
@@ -140,7 +128,7 @@ def test_auto_instructions_find_the_constraint_sentence(d):
 def test_perplexity_comes_from_the_raw_passes(d, method):
     """The raw model's log-probabilities recorded while decoding equal one scoring pass over prompt and
     response (a batch with left padding included); a method that runs no raw model reports none."""
-    from directer.quality import perplexities
+    from directer.evaluation.quality import perplexities
 
     prompts = [(HAIKU, NO_COMMAS), ("Describe the sea in two sentences.", "Use only lowercase letters.")]
     results = d.generate([p for p, _ in prompts], [[i] for _, i in prompts], method=method, max_new_tokens=8)

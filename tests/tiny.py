@@ -1,4 +1,5 @@
-"""Tiny randomly initialised models built from configs, for fast property tests (float32)."""
+"""Tiny randomly initialised models built from configs, for fast property tests (float32), and the
+helpers that run the decoding loop on them."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ from transformers import (
     Qwen3Config,
 )
 
+from directer.engine.decoding import DecodeOptions, DecodeRequest, DecodingLoop
+from directer.methods import make_method
+
 VOCAB = 96
 ARCHS = ("llama", "qwen2", "qwen3", "gemma3", "mistral")
+NEW = 10  # tokens decoded by the property tests
+SPAN = list(range(4, 11))  # the steered prompt positions
 
 
 def tiny_config(arch: str, layers: int = 4, sliding_window: int = 12):
@@ -67,3 +73,27 @@ def greedy(model: torch.nn.Module, prompt: list[int], new: int = 10) -> list[int
     out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new,
                          eos_token_id=None, pad_token_id=0)
     return out[0, len(prompt):].tolist()
+
+
+def prompts(n: int = 3) -> list[list[int]]:
+    # Different lengths, so that batches are left-padded.
+    return [random_prompt(seed, 18 + 5 * seed) for seed in range(n)]
+
+
+def run(model, ps, method="directer", mode="paper", alpha=100.0, beta=0.5, gate=True, batch=True,
+        trial_batching="all", probe_batch_size=64, positions=None, on_step=None, new=NEW, speculate="never",
+        filt=False, eos=frozenset(), limits=None):
+    """Decode prompts ``ps`` with ``method`` (a spec) through the loop, as one batch or one at a time."""
+    positions = positions or [SPAN] * len(ps)
+    opts = DecodeOptions(alpha=alpha, max_new_tokens=new, eos_token_ids=eos, pad_token_id=0, mode=mode,
+                         trial_batching=trial_batching, probe_batch_size=probe_batch_size, speculate=speculate)
+    meth = make_method(method, beta=beta, mode=mode, gate=gate, plausibility_filter=filt)
+    reqs = [DecodeRequest(p, pos, max_new_tokens=(limits[i] if limits else None))
+            for i, (p, pos) in enumerate(zip(ps, positions))]
+    if batch:
+        return DecodingLoop(model, meth, opts).run(reqs, on_step)
+    return [DecodingLoop(model, meth, opts).run([r], on_step)[0] for r in reqs]
+
+
+def tokens(outputs) -> list[list[int]]:
+    return [o.token_ids for o in outputs]

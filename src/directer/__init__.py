@@ -9,14 +9,13 @@ Public API::
 
 from .api import Directer
 from .config import SteeringConfig
+from .engine.spans import PreparedPrompt, TokenSpan, prepare_prompt
 from .errors import DirecterError, SpanNotFoundError, UnsupportedModelError, UsageError
-from .generate import custom_generate
 from .methods import Directer as DirecterPolicy
 from .methods import Method, NoSteering, Static, make_method
 from .models import BUNDLED_MODEL_ID, LoadedModel, load_model
-from .ranking import Ranking
-from .results import GenerationResult, Stats, TokenTrace
-from .spans import PreparedPrompt, TokenSpan, prepare_prompt
+from .results import GenerationResult, Ranking, Stats, TokenTrace
+from .transformers_hook import custom_generate
 
 __version__ = "0.1.0"
 

@@ -11,12 +11,13 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import torch
 
 from .config import SteeringConfig
-from .decoding import DecodeOptions, DecodeRequest, DecodingLoop
+from .engine.decoding import DecodeOptions, DecodeRequest, DecodingLoop
 from .errors import UsageError
-from .models import LoadedModel, check_supported, load_model
-from .ranking import Ranking
-from .results import GenerationResult
-from .spans import PreparedPrompt, prepare_prompt
+from .models.loading import LoadedModel, check_supported, load_model
+from .results import GenerationResult, Ranking
+from .engine.spans import PreparedPrompt, prepare_prompt
+
+__all__ = ["FLOAT16_SAFE_ALPHA", "Directer"]
 
 Messages = Sequence[Mapping[str, str]]
 Prompt = Union[str, Messages]

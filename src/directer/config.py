@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from .errors import UsageError
 from .methods import MODES, make_method
 
+__all__ = ["SPECULATE", "TRIAL_BATCHING", "SteeringConfig"]
+
 TRIAL_BATCHING = ("all", "sequential")
 SPECULATE = ("auto", "always", "never")
 

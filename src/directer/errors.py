@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["DirecterError", "SpanNotFoundError", "UnsupportedModelError", "UsageError"]
+
 
 class DirecterError(Exception):
     """An error caused by the user's input or environment, shown as one line (CLI exit code 1)."""

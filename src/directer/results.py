@@ -1,10 +1,17 @@
-"""Result records: what one generation produced and what the steering did, step by step."""
+"""Result records: what one generation produced, what the steering did step by step, and the layer
+ranking of a prompt (reusable as JSON). Plain data that every layer of the package may import."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from .errors import DirecterError, UsageError
+
+__all__ = ["GenerationResult", "Ranking", "Stats", "TokenTrace"]
 
 
 @dataclass
@@ -77,3 +84,49 @@ class GenerationResult:
         d["stats"]["accepted"] = {str(k): v for k, v in sorted(self.stats.accepted.items(), reverse=True)}
         d["trace"] = [asdict(t) for t in self.trace]
         return d
+
+
+@dataclass
+class Ranking:
+    """Layers ordered from most to least sensitive, with their scores."""
+
+    order: list[int]
+    scores: list[float]  # aligned with ``order``
+    mode: str = "paper"
+    model: str | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.order)
+
+    def top(self, k: int) -> list[int]:
+        return self.order[:k]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path, num_layers: int | None = None) -> "Ranking":
+        """Read a ranking written by :meth:`save` (or ``--json`` output), checking it fits the model."""
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"ranking file not found: {p} (write one with `directer generate --json` or Ranking.save)")
+        try:
+            data = json.loads(p.read_text())
+            if "ranking" in data and isinstance(data["ranking"], (dict, list)):  # a --json result
+                data = data["ranking"] if isinstance(data["ranking"], dict) else {"order": data["ranking"]}
+            order = [int(x) for x in data["order"]]
+            scores = [float(x) for x in data.get("scores") or [0.0] * len(order)]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DirecterError(f"corrupt ranking file {p}: {exc} (expected JSON with an 'order' list of layer indices)") from None
+        if sorted(order) != list(range(len(order))):
+            raise DirecterError(f"corrupt ranking file {p}: 'order' must be a permutation of 0..L-1")
+        if num_layers is not None and len(order) != num_layers:
+            raise UsageError(
+                f"ranking file {p} has {len(order)} layers but the model has {num_layers}: "
+                "compute a ranking with this model"
+            )
+        return cls(order=order, scores=scores, mode=data.get("mode", "paper"), model=data.get("model"))

@@ -1,0 +1,143 @@
+"""``directer eval``, ``directer profile-heads`` and ``directer report``: the evaluation commands (their
+modules are imported only when the command runs)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..config import SteeringConfig
+from ..errors import UsageError
+from ..methods import method_label, parse_layers
+from .options import engine_options, load_directer
+
+__all__ = ["eval_command", "profile_heads_command", "report"]
+
+
+@click.command(name="eval")
+@click.argument("benchmark", type=click.Choice(["ifeval"]))
+@click.option("--method", "methods", multiple=True, help="Method to run (repeatable; default: none and directer), "
+              "with optional parameters, e.g. --method static:alpha=3 --method pasta:filter=1.")
+@engine_options(method=False)
+@click.option("--limit", type=int, default=None, help="Only the first N prompts.")
+@click.option("--sample", type=int, default=None, help="A seeded random sample of N prompts.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--output-dir", default=None, help="Run directory (default: runs/ifeval-<methods>); an existing one is resumed.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Share the methods out among N processes, each with an equal share of the CPU threads "
+                   "(on a CPU, several single-threaded workers outrun one multi-threaded process on a small model).")
+def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibility_filter, max_new_tokens, dtype,
+                 attn_implementation, system, ranking_file, device, limit, sample, seed, batch_size, output_dir,
+                 workers) -> None:
+    """Evaluate methods on an instruction-following benchmark, offline (resumable), and print the comparison.
+
+    \b
+    Example:
+      directer eval ifeval --method none --method directer --sample 50 --max-new-tokens 512
+    """
+    from .. import __version__
+    from ..evaluation.runs import RunConfig, evaluate
+    from ..evaluation.tasks.ifeval import load_ifeval
+    from ..evaluation.summary import category_table, markdown_table
+
+    methods = [method_label(m, plausibility_filter) for m in (methods or ["none", "directer"])]
+    max_new_tokens = 512 if max_new_tokens is None else max_new_tokens
+    if len(set(methods)) < len(methods):
+        raise UsageError("a method is given twice: give each --method once")
+    if limit is not None and sample is not None:
+        raise UsageError("give --limit or --sample, not both")
+    if workers < 1:
+        raise UsageError(f"invalid --workers {workers}: it must be >= 1")
+    if ranking_file or system:
+        raise UsageError("--ranking and --system do not apply to eval (every prompt is ranked; IFEval has no system message)")
+    layer_set = parse_layers(layers)
+    for m in methods:
+        SteeringConfig(method=m, alpha=alpha, beta=beta, mode=mode, layers=layer_set, max_new_tokens=max_new_tokens)
+    prompts = load_ifeval(limit=limit, sample=sample, seed=seed)
+    run_dir = Path(output_dir or f"runs/{benchmark}-{'-'.join(m.split(':')[0] for m in methods)}")
+    directer = load_directer(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode,
+                     max_new_tokens=max_new_tokens)
+    config = RunConfig(model=directer.model_name, alpha=alpha, beta=beta, mode=mode,
+                       layers=list(layer_set) if layer_set else None,
+                       max_new_tokens=max_new_tokens, dtype=dtype, package_version=__version__,
+                       selection={"limit": limit, "sample": sample, "seed": seed, "keys": [p.key for p in prompts]})
+    t0 = time.perf_counter()
+    if workers > 1 and len(methods) > 1:
+        import torch
+
+        from ..evaluation.workers import evaluate_parallel
+
+        # Loaded here to name and check the model, and so that the bundled model's conversion cache is
+        # written once, not raced by the workers; each worker loads its own copy.
+        del directer
+        threads = max(1, torch.get_num_threads() // workers)
+        load = dict(model=model, dtype=dtype, attn_implementation=attn_implementation, device=device, alpha=alpha,
+                    beta=beta, mode=mode, max_new_tokens=max_new_tokens)
+        summaries = evaluate_parallel(load, run_dir, methods, prompts, config, workers, threads, batch_size=batch_size)
+    else:
+        summaries = evaluate(directer, run_dir, methods, prompts, config, batch_size=batch_size)
+    click.echo(markdown_table(summaries) + "\n\n" + category_table(summaries))
+    click.echo(f"directer: {len(prompts)} prompts x {len(methods)} methods in {time.perf_counter() - t0:.0f} s; "
+               f"responses and summary in {run_dir}", err=True)
+
+
+@click.command(name="profile-heads")
+@click.option("--output", "-o", required=True, help="Head profile to write (JSON), for --method pasta:profile=FILE.")
+@click.option("--model", default=None, help="Hugging Face id, local folder or .gguf file (default: the bundled model).")
+@click.option("--sample", type=int, default=16, show_default=True, help="Held-out IFEval prompts scored per head.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the sample (use one your evaluation does not).")
+@click.option("--layers", default=None, help="Layers whose heads are profiled, e.g. '8-15' (default: all).")
+@click.option("--top-k", type=int, default=16, show_default=True, help="Heads kept in the profile.")
+@click.option("--alpha-p", type=float, default=0.01, show_default=True, help="PASTA's attention scale outside the instruction.")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--dtype", default="float32", show_default=True)
+@click.option("--device", default=None)
+def profile_heads_command(output, model, sample, seed, layers, top_k, alpha_p, max_new_tokens, batch_size, dtype,
+                          device) -> None:
+    """Profile attention heads for PASTA: steer each head alone on held-out IFEval prompts, keep the best.
+
+    Resumable: progress is kept in OUTPUT.partial.jsonl after every head.
+
+    \b
+    Example:
+      directer profile-heads --layers 8-15 --sample 16 --seed 1 -o heads.json
+      directer eval ifeval --method none --method pasta:profile=heads.json --sample 200 --seed 0
+    """
+    from ..evaluation.tasks.ifeval import load_ifeval
+    from ..evaluation.profiling import profile_heads
+
+    layer_set = parse_layers(layers)
+    SteeringConfig(method=f"pasta:alpha_p={alpha_p}", max_new_tokens=max_new_tokens)
+    prompts = load_ifeval(sample=sample, seed=seed)
+    directer = load_directer(model, dtype, None, device, method="none")
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="heads", unit="head", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        profile = profile_heads(directer, prompts, Path(output), alpha_p=alpha_p, layers=layer_set, top_k=top_k,
+                                max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+    finally:
+        bar.close()
+    best = ", ".join(f"{la}.{h} ({100 * profile['scores'][f'{la}.{h}']:+.1f})" for la, h in profile["heads"][:5])
+    click.echo(f"directer: wrote {output}: top heads (layer.head, accuracy vs unsteered): {best}", err=True)
+
+
+@click.command()
+@click.argument("run_dir")
+def report(run_dir) -> None:
+    """Write report.html and report.md for an evaluation run directory."""
+    from ..evaluation.report import write_report
+
+    html, md = write_report(Path(run_dir))
+    click.echo(f"directer: wrote {html} and {md}", err=True)

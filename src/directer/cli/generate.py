@@ -1,0 +1,183 @@
+"""``directer generate`` (one prompt, or a JSONL file in batch mode) and ``directer demo``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from ..config import SteeringConfig
+from ..errors import DirecterError, UsageError
+from ..methods import parse_layers, parse_method
+from .options import engine_options, load_directer
+
+__all__ = ["compare_header", "demo", "generate"]
+
+DEMO_PROMPT = "Write a haiku about autumn."
+DEMO_INSTRUCTION = "Do not use any commas."
+
+
+@click.command()
+@click.argument("prompt", required=False)
+@click.option("--instruction", "-i", "instructions", multiple=True, help="Instruction text to steer (repeatable). Steered in place if it occurs in the prompt, else appended after a blank line. 'auto': detect the constraint sentences of the prompt.")
+@click.option("--occurrence", type=int, default=0, show_default=True, help="Which occurrence of an instruction repeated in the prompt to steer (0 = first, -1 = last).")
+@engine_options
+@click.option("--compare", is_flag=True, help="Also print the unsteered response (--method none).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON (text, token ids, spans, ranking, stats, trace).")
+@click.option("--save-ranking", default=None, help="Write the layer ranking of the (first) prompt to this JSON file.")
+@click.option("--html", "html_file", default=None, help="Write a per-token steering view (self-contained HTML page) to this file.")
+@click.option("--input", "input_file", default=None, help="Batch mode: JSONL of {id, prompt, instructions | instruction[, system]}.")
+@click.option("--output", "output_file", default=None, help="Batch mode: JSONL to write, one record per prompt (default: stdout).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts decoded together in batch mode.")
+def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method, layers, plausibility_filter,
+             max_new_tokens, dtype, attn_implementation, system, ranking_file, device, compare, as_json, save_ranking,
+             html_file, input_file, output_file, batch_size) -> None:
+    """Generate a response to PROMPT with the instructions steered.
+
+    \b
+    Example:
+      directer generate "Write a haiku about autumn." --instruction "Do not use any commas." --compare
+    """
+    if (prompt is None) == (input_file is None):
+        raise UsageError("give either a PROMPT argument or --input FILE (batch mode), not both or neither")
+    if input_file is None and output_file is not None:
+        raise UsageError("--output needs --input (batch mode); for one prompt use --json")
+    if input_file is not None and html_file is not None:
+        raise UsageError("--html shows one prompt: use it without --input")
+    records = _read_jsonl(input_file) if input_file else None
+    max_new_tokens = 256 if max_new_tokens is None else max_new_tokens
+    directer = load_directer(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode, method=method,
+                     layers=parse_layers(layers), plausibility_filter=plausibility_filter, max_new_tokens=max_new_tokens)
+    if records is None:
+        _generate_one(directer, prompt, list(instructions), system, ranking_file, compare, as_json, save_ranking,
+                      occurrence, html_file)
+    else:
+        _generate_batch(directer, records, list(instructions), system, ranking_file, compare, output_file, batch_size,
+                        occurrence)
+
+
+@click.command()
+@click.option("--max-new-tokens", type=int, default=48, show_default=True)
+@click.option("--model", default=None, help="Model to demo (default: the bundled SmolLM2-135M-Instruct).")
+def demo(max_new_tokens, model) -> None:
+    """Steer the bundled model on a short example and show the unsteered response beside it."""
+    directer = load_directer(model, "float32", None, None, max_new_tokens=max_new_tokens)
+    click.echo(f'Prompt:      {DEMO_PROMPT}\nInstruction: {DEMO_INSTRUCTION}\n', err=False)
+    _generate_one(directer, DEMO_PROMPT, [DEMO_INSTRUCTION], None, None, True, False, None)
+
+
+def _generate_one(directer, prompt, instructions, system, ranking_file, compare, as_json, save_ranking,
+                  occurrence=0, html_file=None) -> None:
+    result = directer.generate(prompt, instructions, system=system, ranking=ranking_file, occurrence=occurrence)
+    plain = directer.generate(prompt, instructions, system=system, occurrence=occurrence, method="none") if compare else None
+    if save_ranking and result.ranking is not None:
+        from ..results import Ranking
+
+        Ranking(result.ranking, result.ranking_scores or [], result.mode, result.model).save(save_ranking)
+    if html_file:
+        from ..view.html import render_html
+
+        Path(html_file).write_text(render_html(result, directer.tokenizer, unsteered=plain), encoding="utf-8")
+        click.echo(f"directer: wrote the steering view to {html_file}", err=True)
+    if as_json:
+        record = result.to_dict()
+        if plain is not None:
+            record["unsteered"] = plain.to_dict()
+        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+        return
+    if plain is None:
+        click.echo(result.text)
+    else:
+        click.echo(f"=== {compare_header(directer.config)} ===\n{result.text}\n")
+        click.echo(f"=== UNSTEERED ===\n{plain.text}")
+    s = result.stats
+    click.echo(
+        f"directer: {s.steps} tokens in {s.seconds:.2f}s; gate skips {s.gate_skips}, trials {s.trials}, "
+        f"accepted {dict(sorted(s.accepted.items(), reverse=True))}, raw fallbacks {s.fallbacks}",
+        err=True,
+    )
+
+
+def compare_header(config: SteeringConfig) -> str:
+    """The title of the steered text in ``--compare``: the method and the run-wide settings its resolved
+    policy takes (the run's alpha only where it scales keys with it, beta only where Eq. 2 is checked)."""
+    from ..methods import Directer as DirecterPolicy
+
+    policy = config.policy()
+    if parse_method(config.method)[0] == "none":
+        return "UNSTEERED"
+    directer = isinstance(policy, DirecterPolicy)
+    filtered = getattr(policy, "filter", False)
+    settings = []
+    if directer or getattr(policy, "alpha", False) is None:  # None: the run's alpha (static)
+        settings.append(f"alpha={config.alpha:g}")
+    if directer or filtered:
+        settings.append(f"beta={policy.beta:g}")
+    if filtered and "filter" not in parse_method(config.method)[1]:  # from --plausibility-filter
+        settings.append("plausibility filter")
+    if directer:
+        settings.append(policy.mode)
+    return config.method.upper() + (f" ({', '.join(settings)})" if settings else "")
+
+
+def _generate_batch(directer, records, default_instructions, system, ranking_file, compare, output_file, batch_size,
+                    occurrence=0) -> None:
+    from ..api import _progress_bar
+
+    prepared, ids = [], []
+    for line_no, rec in records:
+        instr = rec.get("instructions", rec.get("instruction", default_instructions))
+        if isinstance(instr, str):
+            instr = [instr]
+        try:
+            prepared.append(directer.prepare(rec["prompt"], instr, system=rec.get("system", system),
+                                             occurrence=rec.get("occurrence", occurrence)))
+        except DirecterError as exc:
+            raise type(exc)(f"input line {line_no} (id {rec.get('id')!r}): {exc}") from None
+        ids.append(rec.get("id", line_no))
+    out = open(output_file, "w", encoding="utf-8") if output_file else sys.stdout
+    bar = _progress_bar(len(prepared), True)
+    try:
+        for start in range(0, len(prepared), batch_size):
+            chunk = prepared[start:start + batch_size]
+            results = directer.generate_prepared(chunk, batch_size=batch_size, ranking=ranking_file)
+            plain = directer.generate_prepared(chunk, batch_size=batch_size, config=directer._config(None, {"method": "none"})) if compare else None
+            for k, result in enumerate(results):
+                record = {"id": ids[start + k], **result.to_dict()}
+                if plain is not None:
+                    record["unsteered"] = plain[k].to_dict()
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if out is not sys.stdout:
+            out.close()
+
+
+def _read_jsonl(path: str) -> list[tuple[int, dict[str, Any]]]:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"input file not found: {p}")
+    records = []
+    for line_no, line in _lines(p):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"malformed JSON on line {line_no} of {p}: {exc.msg} (one JSON object per line)") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), (str, list)):
+            raise UsageError(f"line {line_no} of {p} needs a \"prompt\" field (a string or chat messages)")
+        records.append((line_no, rec))
+    if not records:
+        raise UsageError(f"input file {p} has no records")
+    return records
+
+
+def _lines(p: Path) -> Iterator[tuple[int, str]]:
+    with open(p, encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            if line.strip():
+                yield i, line

@@ -1,0 +1,55 @@
+"""The ``directer`` command group and its entry point: one-line errors, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import click
+
+from ..errors import DirecterError
+from .evaluate import eval_command, profile_heads_command, report
+from .generate import demo, generate
+from .serve import serve
+
+__all__ = ["cli", "main"]
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"directer: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"directer: warning: {message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="directer")
+def cli() -> None:
+    """DIRECTER: steer a causal LM toward the instructions in its prompt (dynamic rejection steering)."""
+
+
+for _command in (generate, demo, eval_command, profile_heads_command, report, serve):
+    cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one-line errors, exit code 2 for usage errors and 1 for the others."""
+    warnings.showwarning = _warning
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    try:
+        cli.main(args=argv, prog_name="directer", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("interrupted", 130)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), 2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except DirecterError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)

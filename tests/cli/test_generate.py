@@ -1,0 +1,167 @@
+"""The command line, end to end on the bundled model, and its handling of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+import cli_runner
+
+HAIKU = "Write a haiku about autumn."
+NO_COMMAS = "Do not use any commas."
+
+
+def directer(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return cli_runner.directer(*args, timeout=timeout, warnings="ignore::DeprecationWarning")
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("directer: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w.lower() in lines[0].lower(), lines[0]
+
+
+# -- errors caught before the model loads (fast) --------------------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--alpha", "0"], ["alpha"]),
+    (["--alpha", "-3"], ["alpha"]),
+    (["--beta", "-0.1"], ["beta"]),
+    (["--mode", "fast"], ["mode", "paper"]),
+    (["--method", "pasta2"], ["method", "directer"]),
+    (["--method", "pasta:alpha=2"], ["pasta", "no parameter", "alpha_p"]),
+    (["--method", "static:alpha=-1"], ["static alpha"]),
+    (["--method", "pasta:profile=/nonexistent.json"], ["head profile", "not found"]),
+    (["--max-new-tokens", "0"], ["max_new_tokens"]),
+])
+def test_invalid_options_are_usage_errors(args, words):
+    assert_one_line_error(directer("generate", HAIKU, "-i", NO_COMMAS, *args), 2, *words)
+
+
+def test_missing_and_malformed_input_files(tmp_path):
+    assert_one_line_error(directer("generate", "--input", str(tmp_path / "nope.jsonl")), 2, "not found")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "prompt": "hi"}\n{"id": 2, "prompt": \n')
+    assert_one_line_error(directer("generate", "--input", str(bad)), 2, "line 2")
+    noprompt = tmp_path / "noprompt.jsonl"
+    noprompt.write_text('{"id": 1, "text": "hi"}\n')
+    assert_one_line_error(directer("generate", "--input", str(noprompt)), 2, "prompt")
+
+
+def test_prompt_and_input_are_exclusive(tmp_path):
+    assert_one_line_error(directer("generate"), 2, "PROMPT")
+
+
+def test_unknown_model_path():
+    assert_one_line_error(directer("generate", HAIKU, "-i", NO_COMMAS, "--model", "./no/such/model"), 1, "not found")
+
+
+def test_unsupported_architecture(tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, T5Config
+
+    folder = tmp_path / "t5"
+    cfg = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
+    AutoModelForSeq2SeqLM.from_config(cfg).save_pretrained(folder)
+    assert_one_line_error(directer("generate", HAIKU, "-i", NO_COMMAS, "--model", str(folder)), 1, "t5")
+
+
+# -- the bundled model (slow) ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_generate_json_end_to_end():
+    proc = directer("generate", HAIKU, "--instruction", NO_COMMAS, "--max-new-tokens", "12", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    for key in ("text", "token_ids", "prompt_token_ids", "instruction_token_spans", "method", "mode", "alpha",
+                "beta", "model", "ranking", "stats", "trace"):
+        assert key in r
+    assert r["method"] == "directer" and r["mode"] == "paper" and r["alpha"] == 100 and r["beta"] == 0.5
+    assert 1 <= len(r["token_ids"]) <= 12 and len(r["trace"]) == len(r["token_ids"])
+    assert sorted(r["ranking"]) == list(range(30))
+    (start, end), = r["instruction_token_spans"]
+    assert NO_COMMAS.split()[-1].rstrip(".") in "".join(r["prompt"])  # the instruction was appended
+    assert end - start >= 5
+    s = r["stats"]
+    assert s["steps"] == len(r["token_ids"]) and s["seconds"] > 0
+    assert set(s) >= {"gate_skips", "trials", "accepted", "fallbacks"}
+    assert all(set(t) == {"skipped", "trials", "layers"} for t in r["trace"])
+
+
+@pytest.mark.slow
+def test_compare_prints_both_responses_and_writes_the_html_view(tmp_path):
+    page = tmp_path / "view.html"
+    proc = directer("generate", HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "8", "--compare", "--html", str(page))
+    assert proc.returncode == 0, proc.stderr
+    assert "=== DIRECTER" in proc.stdout and "=== UNSTEERED ===" in proc.stdout
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "UNSTEERED" in html.upper() and "steered" in html
+
+
+@pytest.mark.slow
+def test_batch_mode_matches_single_prompts(tmp_path):
+    records = [
+        {"id": "a", "prompt": HAIKU, "instructions": [NO_COMMAS]},
+        {"id": 7, "prompt": "Name three rivers in Europe.", "instruction": "Answer in lowercase letters only."},
+        {"id": "c", "prompt": [{"role": "user", "content": "List two fruits. Use exactly two words."}],
+         "instructions": ["Use exactly two words."]},
+    ]
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    proc = directer("generate", "--input", str(inp), "--output", str(out), "--batch-size", "2", "--max-new-tokens", "6")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["id"] for x in lines] == ["a", 7, "c"]
+    single = json.loads(directer("generate", "Name three rivers in Europe.", "-i", "Answer in lowercase letters only.",
+                                 "--max-new-tokens", "6", "--json").stdout)
+    assert lines[1]["token_ids"] == single["token_ids"]
+    assert lines[1]["instruction_token_spans"] == single["instruction_token_spans"]
+
+
+@pytest.mark.slow
+def test_ranking_file_round_trip(tmp_path):
+    path = tmp_path / "ranking.json"
+    first = directer("generate", HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "4", "--json", "--save-ranking", str(path))
+    assert first.returncode == 0, first.stderr
+    saved = json.loads(path.read_text())
+    again = directer("generate", HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "4", "--json", "--ranking", str(path))
+    assert again.returncode == 0, again.stderr
+    a, b = json.loads(first.stdout), json.loads(again.stdout)
+    assert saved["order"] == a["ranking"] == b["ranking"]
+    assert a["token_ids"] == b["token_ids"]
+    assert b["stats"]["ranking_seconds"] == 0
+    path.write_text("{not json")
+    assert_one_line_error(directer("generate", HAIKU, "-i", NO_COMMAS, "--ranking", str(path)), 1, "corrupt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, code, words", [
+    (["", "-i", NO_COMMAS], 2, ["empty"]),
+    ([HAIKU, "-i", "   "], 2, ["empty instruction"]),
+    ([HAIKU], 2, ["no instruction"]),
+    ([HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "9000"], 2, ["context length"]),
+    (["Do not use any commas in the reply.", "-i", "commas", "--mode", "reference"], 2, ["commas"]),
+])
+def test_bad_input_on_the_bundled_model(args, code, words):
+    assert_one_line_error(directer("generate", *args), code, *words)
+
+
+def test_compare_header_names_only_the_settings_a_method_uses():
+    from directer.cli.generate import compare_header
+    from directer.config import SteeringConfig
+
+    def header(method, **kw):
+        return compare_header(SteeringConfig(method=method, **{"alpha": 100, "beta": 0.5, **kw}))
+
+    assert header("directer") == "DIRECTER (alpha=100, beta=0.5, paper)"
+    assert header("static") == "STATIC (alpha=100)"
+    # Once showed "STATIC:ALPHA=3 (alpha=100, ...)": the run's alpha, not the one static used.
+    assert header("static:alpha=3") == "STATIC:ALPHA=3"
+    assert header("pasta") == "PASTA"
+    assert header("pasta:filter=1") == "PASTA:FILTER=1 (beta=0.5)"
+    assert header("spotlight", plausibility_filter=True, beta=0.3) == "SPOTLIGHT (beta=0.3, plausibility filter)"
+    assert header("none") == "UNSTEERED"

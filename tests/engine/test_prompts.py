@@ -1,0 +1,33 @@
+"""Tests for directer.spans and directer.prompts, on the real bundled SmolLM2 tokenizer (ChatML template)."""
+
+from __future__ import annotations
+
+from directer.engine import prompts
+from directer.engine import spans as spans_module
+from directer.engine.spans import compose_user_message
+
+TASK = "Write a poem about the sea."
+NO_COMMAS = "Do not use any commas."
+SHORT = "Keep it under 50 words."
+
+
+# --------------------------------------------------------------------------- #
+# Helpers
+# --------------------------------------------------------------------------- #
+
+
+def test_prompt_building_is_reexported():
+    assert spans_module.compose_user_message is prompts.compose_user_message
+    assert set(spans_module.__all__) <= set(dir(spans_module))
+
+
+def test_compose_user_message():
+    assert compose_user_message(TASK, [NO_COMMAS]) == TASK + "\n\n" + NO_COMMAS
+    assert compose_user_message(TASK, [NO_COMMAS, SHORT]) == TASK + "\n\n" + NO_COMMAS + "\n" + SHORT
+    assert compose_user_message(TASK, []) == TASK
+    assert compose_user_message("", [NO_COMMAS]) == NO_COMMAS
+
+
+# --------------------------------------------------------------------------- #
+# Rendering
+# --------------------------------------------------------------------------- #

@@ -1,0 +1,71 @@
+"""`directer eval ifeval` and `directer report`, end to end on the bundled model (a few prompts, few tokens)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli_runner import directer
+
+pytestmark = pytest.mark.slow
+
+
+def test_small_comparison_resume_and_report(tmp_path):
+    run = tmp_path / "run"
+    args = ["eval", "ifeval", "--method", "none", "--method", "directer", "--limit", "3", "--max-new-tokens", "8",
+            "--batch-size", "2", "--output-dir", str(run)]
+    first = directer(*args)
+    assert first.returncode == 0, first.stderr
+    assert "| none | 3 |" in first.stdout and "| directer | 3 |" in first.stdout
+    for method in ("none", "directer"):
+        lines = (run / f"responses-{method}.jsonl").read_text().splitlines()
+        assert len(lines) == 3
+        rec = json.loads(lines[0])
+        assert {"key", "prompt", "response", "spans", "stats", "trace", "perplexity"} <= set(rec)
+    summary = json.loads((run / "summary.json").read_text())
+    assert [s["method"] for s in summary] == ["none", "directer"]
+    assert set(summary[1]["diffs"]) == {"prompt_strict", "prompt_loose", "inst_strict", "inst_loose"}
+    assert summary[1]["mcnemar"] is not None
+    config = json.loads((run / "config.json").read_text())
+    assert config["selection"]["limit"] == 3 and config["alpha"] == 100 and config["methods"] == ["none", "directer"]
+
+    # Interrupted mid-write: a torn last record is redone, finished ones are kept as they are.
+    path = run / "responses-directer.jsonl"
+    kept = path.read_text().splitlines()[:2]
+    path.write_text("\n".join(kept) + "\n" + kept[1][: len(kept[1]) // 2])
+    again = directer(*args)
+    assert again.returncode == 0, again.stderr
+    lines = path.read_text().splitlines()
+    assert lines[:2] == kept and len(lines) == 3 and json.loads(lines[2])["key"]
+
+    # A different configuration is refused, not mixed in.
+    other = directer(*args[:-2], "--alpha", "10", "--output-dir", str(run))
+    assert other.returncode == 2 and "different alpha" in other.stderr and "Traceback" not in other.stderr
+
+    rep = directer("report", str(run))
+    assert rep.returncode == 0, rep.stderr
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "none" in page and "directer" in page
+    assert (run / "report.md").read_text().startswith("# IFEval report")
+
+
+def test_baselines_with_parameters_and_the_filter(tmp_path):
+    run = tmp_path / "run"
+    args = ["eval", "ifeval", "--method", "none", "--method", "static:alpha=3", "--method", "pasta",
+            "--method", "instaboost:m=2", "--plausibility-filter", "--limit", "2", "--max-new-tokens", "6",
+            "--batch-size", "2", "--output-dir", str(run)]
+    proc = directer(*args)
+    assert proc.returncode == 0, proc.stderr
+    names = ["none", "static:alpha=3:filter=1", "pasta:filter=1", "instaboost:m=2:filter=1"]
+    summary = {s["method"]: s for s in json.loads((run / "summary.json").read_text())}
+    assert list(summary) == names
+    for name in names[1:]:
+        assert (run / f"responses-{name.replace(':', '+')}.jsonl").exists()
+        assert summary[name]["time_ratio"] > 0 and summary[name]["diffs"]
+    assert "| pasta:filter=1 | 2 |" in proc.stdout and " ms (" in proc.stdout
+    for line in (run / "responses-pasta+filter=1.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        assert rec["cost_seconds"] > 0 and rec["stats"]["steps"] == len(rec["trace"])
+    twice = directer("eval", "ifeval", "--method", "pasta", "--method", "pasta", "--limit", "2")
+    assert twice.returncode == 2 and "given twice" in twice.stderr

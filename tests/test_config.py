@@ -1,0 +1,25 @@
+"""SteeringConfig (config.py): validation and the mode-dependent defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from directer.config import SteeringConfig
+from directer.errors import UsageError
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"alpha": 0}, "alpha"), ({"alpha": -1.0}, "alpha"), ({"alpha": float("inf")}, "alpha"),
+    ({"beta": -0.5}, "beta"), ({"mode": "fast"}, "mode"), ({"method": "pasta2"}, "method"),
+    ({"max_new_tokens": 0}, "max_new_tokens"), ({"trial_batching": "some"}, "trial_batching"),
+    ({"speculate": "maybe"}, "speculate"), ({"probe_batch_size": 0}, "probe_batch_size"),
+])
+def test_invalid_configuration(kw, word):
+    with pytest.raises(UsageError, match=word):
+        SteeringConfig(**kw)
+
+
+def test_reference_mode_defaults_to_one_at_a_time_evaluation():
+    assert SteeringConfig(mode="reference").effective_trial_batching == "sequential"
+    assert SteeringConfig(mode="reference").effective_probe_batch_size == 1
+    assert SteeringConfig().effective_trial_batching == "all"
