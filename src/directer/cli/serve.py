@@ -5,18 +5,18 @@ from __future__ import annotations
 import click
 
 from ..errors import UsageError
-from .options import load_directer
+from .options import ATTENTION, DEVICE_HELP, DTYPE_HELP, DTYPES, load_directer
 
 __all__ = ["serve"]
 
 
 @click.command()
 @click.option("--model", default=None, help="Hugging Face id, local folder or .gguf file (default: the bundled model).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--dtype", default="float32", show_default=True)
-@click.option("--attn-implementation", default=None, help="eager | sdpa | ... (default: sdpa).")
-@click.option("--device", default=None)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--dtype", type=DTYPES, default="float32", show_default=True, help=DTYPE_HELP)
+@click.option("--attn-implementation", type=ATTENTION, default=None, help="Attention implementation (default: sdpa).")
+@click.option("--device", default=None, help=DEVICE_HELP)
 @click.option("--max-batch-size", type=int, default=8, show_default=True, help="Requests decoded together.")
 @click.option("--max-tokens-limit", type=int, default=1024, show_default=True, help="Largest max_tokens a request may ask for.")
 @click.option("--max-prompt-tokens", type=int, default=4096, show_default=True, help="Longest prompt accepted, in tokens.")

@@ -71,7 +71,7 @@ def render_prompt(
     if not _use_chat_template(tokenizer, chat_template):
         text = _plain_prompt(prompt, system, instructions, append_missing)
         return RenderedPrompt(text, None, [(0, len(text))], [])
-    messages = _build_messages(prompt, system)
+    messages = build_messages(prompt, system)
     _append_missing(messages, instructions, append_missing)
     text = _render(tokenizer, messages)
     regions = _content_regions(tokenizer, messages, text)
@@ -92,7 +92,7 @@ def _use_chat_template(tokenizer: Any, chat_template: bool | None) -> bool:
     return has_template if chat_template is None else bool(chat_template)
 
 
-def _build_messages(prompt: str | Sequence[Mapping[str, str]], system: str | None) -> list[dict]:
+def build_messages(prompt: str | Sequence[Mapping[str, str]], system: str | None) -> list[dict]:
     """Turn ``prompt`` (+ ``system``) into a fresh, validated list of message dicts."""
     if isinstance(prompt, str):
         if not prompt.strip():

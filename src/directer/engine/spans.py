@@ -115,7 +115,7 @@ def prepare_prompt(
     """
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}; use one of: {', '.join(MODES)}")
-    instructions = _validate_instructions(instructions)
+    instructions = validate_instructions(instructions)
     occurrences = _normalize_occurrences(occurrence, len(instructions))
     rendered = render_prompt(
         tokenizer, prompt, instructions, system=system, chat_template=chat_template, append_missing=append_missing
@@ -180,7 +180,7 @@ def char_span_to_tokens(
 # --------------------------------------------------------------------------- #
 
 
-def _validate_instructions(instructions: Sequence[str] | str) -> list[str]:
+def validate_instructions(instructions: Sequence[str] | str) -> list[str]:
     """Return the instructions as a list, rejecting non-strings and empty texts."""
     if instructions is None:
         raise UsageError("instructions is None; pass a list of instruction strings")

@@ -16,24 +16,25 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-import torch
-
-from ..api import Directer
 from ..autospans import detect_spans, occurrences
 from ..config import SteeringConfig
 from ..errors import UsageError
 from .tasks.ifeval import IFEVAL_SHA256, IFEvalPrompt, score_response
-from .quality import perplexities
-from ..engine.spans import PreparedPrompt
+
+if TYPE_CHECKING:  # torch and the model are imported only where responses are generated
+    from ..api import Directer
+    from ..engine.spans import PreparedPrompt
 
 __all__ = [
     "CONFIG_FILE",
+    "check_run",
     "evaluate",
     "open_run",
     "prepare_ifeval",
     "read_records",
+    "remaining",
     "responses_path",
     "run_method",
     "RunConfig",
@@ -84,17 +85,43 @@ def responses_path(run_dir: Path, method: str) -> Path:
     return run_dir / f"responses-{slug}.jsonl"
 
 
+def _saved_config(run_dir: Path) -> RunConfig | None:
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        return RunConfig(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"corrupt {path}: {exc} (remove the directory or use another --output-dir)") from None
+
+
+def check_run(run_dir: Path, config: RunConfig) -> None:
+    """Refuse a run directory made with other settings, or one that cannot be written; writes nothing
+    (so that a mismatch is reported before any model is loaded)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--output-dir {run_dir} is a file: give a folder")
+    existing = next((p for p in [run_dir, *run_dir.parents] if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise UsageError(f"--output-dir {run_dir} cannot be written (no permission in {existing}): choose another")
+    old = _saved_config(run_dir) if run_dir.is_dir() else None
+    if old is not None:
+        config.check_compatible(old, run_dir)
+
+
+def remaining(run_dir: Path, method: str, prompts: Sequence[IFEvalPrompt]) -> int:
+    """How many of ``prompts`` a method has no finished response for in ``run_dir``."""
+    done = {r["key"] for r in read_records(responses_path(run_dir, method))}
+    return sum(p.key not in done for p in prompts)
+
+
 def open_run(run_dir: Path, config: RunConfig) -> RunConfig:
     """Create the run directory or check that it holds a run of the same configuration."""
+    check_run(run_dir, config)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG_FILE
     config = replace(config, methods=list(dict.fromkeys(config.methods)))  # in the order given
-    if path.exists():
-        try:
-            old = RunConfig(**json.loads(path.read_text()))
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"corrupt {path}: {exc} (remove the directory or use another --output-dir)") from None
-        config.check_compatible(old, run_dir)
+    old = _saved_config(run_dir)
+    if old is not None:
         config = replace(config, methods=old.methods + [m for m in config.methods if m not in old.methods])
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
@@ -125,9 +152,13 @@ def _rewrite(path: Path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence[IFEvalPrompt], config: RunConfig,
-               batch_size: int = 8, progress: bool = True, position: int | None = None) -> list[dict]:
-    """Generate (or finish generating) one method's responses; return all its records in prompt order."""
+def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: Sequence[IFEvalPrompt],
+               config: RunConfig, batch_size: int = 8, progress: bool = True, position: int | None = None) -> list[dict]:
+    """Generate (or finish generating) one method's responses; return all its records in prompt order.
+
+    ``directer`` may be None when nothing is left to generate (a finished run, summarized again)."""
+    if batch_size < 1:
+        raise UsageError(f"invalid batch size {batch_size}: it must be >= 1")
     path = responses_path(run_dir, method)
     records = read_records(path)
     wanted = {p.key for p in prompts}
@@ -136,6 +167,14 @@ def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence
         _rewrite(path, records)  # drop a torn line before appending
     done = {r["key"] for r in records}
     todo = [p for p in prompts if p.key not in done]
+    order = {p.key: i for i, p in enumerate(prompts)}
+    if not todo:
+        return sorted(records, key=lambda r: order[r["key"]])
+    if directer is None:
+        raise UsageError(f"method {method!r} has {len(todo)} prompts left to generate: pass a model")
+    import torch  # here, so that checking or summarizing a run directory needs no torch
+
+    from .quality import perplexities
     steering = SteeringConfig(alpha=config.alpha, beta=config.beta, mode=config.mode, method=method,
                               layers=tuple(config.layers) if config.layers else None,
                               max_new_tokens=config.max_new_tokens)
@@ -170,7 +209,6 @@ def run_method(directer: Directer, run_dir: Path, method: str, prompts: Sequence
                 bar.update(len(chunk))
     if bar is not None:
         bar.close()
-    order = {p.key: i for i, p in enumerate(prompts)}
     return sorted(records, key=lambda r: order[r["key"]])
 
 
@@ -209,7 +247,7 @@ def score_records(prompts: Sequence[IFEvalPrompt], records: Sequence[dict]) -> l
     return [score_response(by_key[r["key"]], r["response"]) for r in records]
 
 
-def evaluate(directer: Directer, run_dir: Path, methods: Sequence[str], prompts: Sequence[IFEvalPrompt],
+def evaluate(directer: Directer | None, run_dir: Path, methods: Sequence[str], prompts: Sequence[IFEvalPrompt],
              config: RunConfig, batch_size: int = 8, progress: bool = True) -> list[Any]:
     """Run (or resume) every method, score all methods of the run directory, write the summary files."""
     config = open_run(run_dir, replace(config, methods=list(methods)))

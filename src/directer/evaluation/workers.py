@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..errors import DirecterError, UsageError
-from .runs import (RunConfig, open_run, read_records, responses_path, run_method, summarize_run,
-                         table_order)
+from .runs import RunConfig, open_run, remaining, run_method, summarize_run, table_order
 from .tasks.ifeval import IFEvalPrompt
 
 __all__ = ["evaluate_parallel", "split_methods"]
@@ -85,9 +84,7 @@ def evaluate_parallel(load: dict[str, Any], run_dir: Path, methods: Sequence[str
     if workers < 1 or threads < 1:
         raise UsageError(f"invalid --workers {workers} / threads {threads}: both must be >= 1")
     config = open_run(run_dir, replace(config, methods=list(methods)))  # once, before any worker writes
-    wanted = {p.key for p in prompts}
-    remaining = {m: len(wanted - {r["key"] for r in read_records(responses_path(run_dir, m))}) for m in methods}
-    groups = split_methods(methods, workers, remaining)
+    groups = split_methods(methods, workers, {m: remaining(run_dir, m, prompts) for m in methods})
     if groups:
         print(f"directer: {len(groups)} workers, {threads} thread(s) each: "
               + " | ".join(", ".join(g) for g in groups), file=sys.stderr)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Sequence
-
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import UsageError
 from ..results import Ranking
 from .trial import Trial
+
+if TYPE_CHECKING:  # policies only read tensors the loop hands them; importing torch here would slow the CLI
+    import torch
 
 __all__ = [
     "MODES",
@@ -46,7 +47,7 @@ class RawStep:
 
     @property
     def token(self) -> int:
-        return int(torch.argmax(self.logits))
+        return int(self.logits.argmax())
 
 
 def plausible(raw: RawStep, token: int, beta: float) -> bool:
@@ -90,6 +91,11 @@ class Method:
     def check_model(self, num_layers: int, num_heads: int) -> None:
         """Refuse settings the model cannot take (layers, heads out of range)."""
 
+    @property
+    def uses_beta(self) -> bool:
+        """Whether the plausibility check (Eq. 2, threshold ``beta``) decides what this policy emits."""
+        return False
+
 
 @dataclass
 class FilteredMethod(Method):
@@ -108,14 +114,30 @@ class FilteredMethod(Method):
     def accept(self, raw: RawStep, token: int) -> bool:
         return plausible(raw, token, self.beta) if self.filter else True
 
+    @property
+    def uses_beta(self) -> bool:
+        return self.filter
+
 
 def layer_set(layers: Sequence[int] | None, num_layers: int) -> frozenset[int]:
     """The layers of ``--layers`` (None: all), checked against the model."""
     chosen = range(num_layers) if layers is None else layers
     bad = [layer for layer in chosen if not 0 <= layer < num_layers]
     if bad:
-        raise UsageError(f"--layers {bad} out of range: the model has layers 0..{num_layers - 1}")
+        raise UsageError(f"--layers {_ranges(bad)} out of range: the model has {num_layers} layers, "
+                         f"0-{num_layers - 1}")
     return frozenset(chosen)
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """``[0, 1, 2, 5, 30, 31]`` as ``0-2,5,30-31``."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def check_positive(what: str, value: float | None, hint: str = "") -> None:

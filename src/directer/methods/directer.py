@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Sequence
-
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import UsageError
 from ..results import Ranking
 from .base import MODES, Method, RawStep, plausible
 from .registry import register_method
 from .trial import Trial
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Directer", "halving_sizes"]
 
@@ -57,6 +58,10 @@ class Directer(Method):
     def needs_ranking(self) -> bool:  # type: ignore[override]
         return self.ranking != "random"
 
+    @property
+    def uses_beta(self) -> bool:
+        return True
+
     def skip(self, raw: RawStep) -> bool:
         if not self.gate:
             return False
@@ -82,8 +87,8 @@ class Directer(Method):
 
     def accept(self, raw: RawStep, token: int) -> bool:
         if self.mode == "reference":
-            p = torch.softmax(raw.logits, dim=-1)  # model dtype, as released
-            return float(p[token] - self.beta * p[int(torch.argmax(raw.logits))]) > 0
+            p = raw.logits.softmax(dim=-1)  # model dtype, as released
+            return float(p[token] - self.beta * p[int(raw.logits.argmax())]) > 0
         return plausible(raw, token, self.beta)
 
     def steering_positions(self, input_ids: Sequence[int], positions: Sequence[int], seed_key: int = 0) -> list[int]:

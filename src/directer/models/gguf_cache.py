@@ -48,10 +48,10 @@ ModelAndTokenizer = tuple[Any, Any]
 # --------------------------------------------------------------------------- helpers (models uses them too)
 
 
-def _short(exc: BaseException, limit: int = 200) -> str:
-    """First line of an exception message, for one-line errors."""
+def _short(exc: BaseException, limit: int = 600) -> str:
+    """An exception message whole, its lines joined into one (for one-line errors)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
+    text = " ".join(lines) if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

