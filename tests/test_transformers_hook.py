@@ -1,4 +1,5 @@
-"""The Python API and model.generate(custom_generate=...), on a tiny model with the bundled tokenizer."""
+"""``model.generate(custom_generate=...)`` (transformers_hook.py), on a tiny model with the bundled tokenizer:
+the same tokens as the API, and every setting greedy decoding cannot honour refused by name."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import os
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LogitsProcessorList,
+                          TemperatureLogitsWarper)
 
-from directer import Directer, custom_generate
+from directer import Directer, UsageError, custom_generate
 
 HAIKU, NO_COMMAS = "Write a haiku about autumn.", "Do not use any commas."
 
@@ -49,3 +51,30 @@ def test_custom_generate_matches_the_api(d):
                            alpha=100.0, beta=0.5, pad_token_id=d.tokenizer.pad_token_id)
     for row, exp in zip(out[:, width:].tolist(), expected):
         assert row[: len(exp)] == exp
+
+
+@pytest.mark.parametrize("setting, name", [
+    ({"num_beams": 2}, "num_beams=2"), ({"do_sample": True}, "do_sample=True"),
+    ({"repetition_penalty": 1.3}, "repetition_penalty=1.3"), ({"no_repeat_ngram_size": 2}, "no_repeat_ngram_size=2"),
+    ({"min_new_tokens": 3}, "min_new_tokens=3"),
+])
+def test_settings_greedy_decoding_cannot_honour_are_refused(model, tokenizer, setting, name):
+    enc = tokenizer([HAIKU], return_tensors="pt")
+    with pytest.raises(UsageError, match=name) as exc_info:
+        model.generate(**enc, max_new_tokens=4, custom_generate=custom_generate, instruction_spans=[(1, 4)], **setting)
+    assert "\n" not in str(exc_info.value) and "min_length" not in str(exc_info.value)
+
+
+def test_logits_processors_are_refused_and_model_defaults_warned(model, tokenizer):
+    enc = tokenizer([HAIKU], return_tensors="pt")
+    kw = dict(max_new_tokens=4, custom_generate=custom_generate, instruction_spans=[(1, 4)])
+    with pytest.raises(UsageError, match="TemperatureLogitsWarper"):
+        model.generate(**enc, logits_processor=LogitsProcessorList([TemperatureLogitsWarper(0.5)]), **kw)
+    greedy_out = model.generate(**enc, **kw)
+    model.generation_config.repetition_penalty = 1.2  # the model's own default, not the caller's
+    try:
+        with pytest.warns(UserWarning, match="generation config sets repetition_penalty=1.2"):
+            out = model.generate(**enc, **kw)
+    finally:
+        model.generation_config.repetition_penalty = 1.0
+    assert torch.equal(out, greedy_out)  # ignored, as the warning says

@@ -4,8 +4,9 @@
                          custom_generate=directer.custom_generate, instruction_spans=[(12, 27)])
 
 ``model.generate`` prepares inputs, the generation config and the length limits, then hands over to
-this loop. Decoding is greedy: sampling settings, logits processors and stopping criteria other than
-the length and end-of-sequence ids are not applied (a warning says so when any are set).
+this loop. Decoding is greedy, one beam, with no logits processor: a setting it cannot honour that the
+caller passed (``num_beams=2``, ``do_sample=True``, ``repetition_penalty``, ...) is refused with an error
+naming it; one that only the model's own generation config sets is ignored with a warning naming it.
 """
 
 from __future__ import annotations
@@ -56,8 +57,7 @@ def custom_generate(
     max_new = (generation_config.max_length - width) if generation_config is not None else 20
     config = SteeringConfig(alpha=alpha, beta=beta, mode=mode, method=method, plausibility_filter=plausibility_filter,
                             max_new_tokens=max(1, max_new))
-    if logits_processor:
-        warnings.warn("directer.custom_generate decodes greedily; logits processors are not applied", stacklevel=2)
+    _check_greedy(model, generation_config, logits_processor)
     mask = model_kwargs.get("attention_mask")
     mask = torch.ones_like(input_ids) if mask is None else mask
     spans = _per_row_spans(instruction_spans, batch, method)
@@ -104,3 +104,41 @@ def _per_row_spans(spans: Any, batch: int, method: str) -> list[list[tuple[int, 
     if len(rows) != batch:
         raise UsageError(f"instruction_spans has {len(rows)} rows but the batch has {batch}")
     return [[(int(s), int(e)) for s, e in r] for r in rows]
+
+
+# Settings of a generation config that greedy DIRECTER decoding cannot honour, with the value that
+# means "off". Sampling parameters (temperature, top_k, top_p, ...) only act with do_sample.
+_NOT_GREEDY = {
+    "do_sample": False, "num_beams": 1, "num_beam_groups": 1, "num_return_sequences": 1, "penalty_alpha": None,
+    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "min_length": 0, "min_new_tokens": None, "bad_words_ids": None, "suppress_tokens": None,
+    "begin_suppress_tokens": None, "sequence_bias": None, "forced_bos_token_id": None,
+    "forced_eos_token_id": None, "exponential_decay_length_penalty": None, "stop_strings": None,
+    "guidance_scale": None, "prompt_lookup_num_tokens": None, "assistant_model": None,
+}
+
+
+def _check_greedy(model: torch.nn.Module, generation_config: Any, logits_processor: Any) -> None:
+    """Refuse what the caller asked for and greedy decoding cannot honour; warn about model defaults."""
+    if generation_config is None:
+        return
+    defaults = getattr(model, "generation_config", None)
+    asked, inherited = [], []
+    for name, off in _NOT_GREEDY.items():
+        value = getattr(generation_config, name, off)
+        if value in (off, None) or (name == "min_length" and not value):
+            continue
+        from_model = defaults is not None and getattr(defaults, name, off) == value
+        (inherited if from_model else asked).append(f"{name}={value!r}")
+    if any(a.startswith("min_new_tokens=") for a in asked):  # transformers derives min_length from it
+        asked = [a for a in asked if not a.startswith("min_length=")]
+    if asked:
+        raise UsageError(f"directer.custom_generate decodes greedily (one beam, no logits processors) and cannot "
+                         f"honour {', '.join(asked)}: drop {'it' if len(asked) == 1 else 'them'} from the call")
+    if inherited:
+        warnings.warn(f"the model's generation config sets {', '.join(inherited)}; directer.custom_generate "
+                      "ignores it and decodes greedily", stacklevel=3)
+    elif logits_processor:
+        names = ", ".join(sorted({type(p).__name__ for p in logits_processor}))
+        raise UsageError(f"directer.custom_generate applies no logits processors and cannot honour {names}: "
+                         "drop logits_processor from the call")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -51,6 +52,62 @@ def test_missing_and_malformed_input_files(tmp_path):
     noprompt = tmp_path / "noprompt.jsonl"
     noprompt.write_text('{"id": 1, "text": "hi"}\n')
     assert_one_line_error(directer("generate", "--input", str(noprompt)), 2, "prompt")
+
+
+def assert_refused_before_loading(proc: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    assert_one_line_error(proc, code, *words)
+    assert "loading" not in proc.stderr, proc.stderr  # the model was never loaded
+
+
+@pytest.mark.parametrize("args, words", [
+    (["", "-i", NO_COMMAS], ["empty prompt"]),
+    ([HAIKU, "-i", "   "], ["empty instruction"]),
+    ([HAIKU], ["no instruction"]),
+    ([HAIKU, "-i", NO_COMMAS, "--ranking", "no-such-ranking.json"], ["ranking file not found"]),
+    ([HAIKU, "-i", NO_COMMAS, "--dtype", "fp8"], ["--dtype", "float32"]),
+    ([HAIKU, "-i", NO_COMMAS, "--attn-implementation", "fast"], ["--attn-implementation", "sdpa"]),
+    ([HAIKU, "-i", NO_COMMAS, "--html", "/no/such/folder/view.html"], ["--html", "does not exist"]),
+    ([HAIKU, "-i", NO_COMMAS, "--save-ranking", "/no/such/folder/r.json"], ["--save-ranking", "does not exist"]),
+    ([HAIKU, "-i", NO_COMMAS, "--model", "./no/such/model"], ["model not found"]),
+])
+def test_what_needs_no_model_is_checked_before_loading(args, words):
+    code = 1 if "--model" in args else 2
+    assert_refused_before_loading(directer("generate", *args), code, *words)
+
+
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_batch_size_below_one_is_a_usage_error(tmp_path, size):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"prompt": HAIKU, "instruction": NO_COMMAS}) + "\n")
+    proc = directer("generate", "--input", str(inp), "--output", str(out), "--batch-size", size)
+    assert_refused_before_loading(proc, 2, "--batch-size", "x>=1")
+    assert not out.exists()  # no empty output file: nothing was (or seemed to be) done
+    assert_refused_before_loading(directer("eval", "ifeval", "--batch-size", size), 2, "--batch-size")
+
+
+def test_batch_input_is_checked_before_loading(tmp_path):
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(json.dumps({"prompt": "ok"}).encode() + b"\n" + '{"prompt": "café"}\n'.encode("latin-1"))
+    assert_refused_before_loading(directer("generate", "--input", str(latin1), "-i", "x"), 2, "line 2", "not UTF-8")
+    empty = tmp_path / "empty-instruction.jsonl"
+    empty.write_text(json.dumps({"id": "a", "prompt": HAIKU, "instruction": NO_COMMAS}) + "\n"
+                     + json.dumps({"prompt": HAIKU, "instructions": [""]}) + "\n")
+    assert_refused_before_loading(directer("generate", "--input", str(empty)), 2, "line 2", "id '2'", "empty instruction")
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text(json.dumps({"prompt": HAIKU, "instruction": NO_COMMAS}) + "\n")
+    proc = directer("generate", "--input", str(ok), "--output", str(tmp_path / "missing" / "out.jsonl"))
+    assert_refused_before_loading(proc, 2, "--output", "does not exist")
+
+
+def test_help_and_argument_errors_import_no_torch():
+    probe = ("import sys, directer, directer.cli.main; from directer.cli.main import cli\n"
+             "from click.testing import CliRunner\n"
+             "for args in (['--help'], ['generate', '--help'], ['eval', '--help'], ['generate', 'x']):\n"
+             "    CliRunner().invoke(cli, args)\n"
+             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_prompt_and_input_are_exclusive(tmp_path):
@@ -140,9 +197,6 @@ def test_ranking_file_round_trip(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, code, words", [
-    (["", "-i", NO_COMMAS], 2, ["empty"]),
-    ([HAIKU, "-i", "   "], 2, ["empty instruction"]),
-    ([HAIKU], 2, ["no instruction"]),
     ([HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "9000"], 2, ["context length"]),
     (["Do not use any commas in the reply.", "-i", "commas", "--mode", "reference"], 2, ["commas"]),
 ])

@@ -63,3 +63,9 @@ def test_a_new_module_is_a_new_method(tmp_path, monkeypatch):
     finally:
         METHODS.pop("late_static", None)
         sys.modules.pop("directer.methods.late_static", None)
+
+
+def test_out_of_range_layers_name_the_valid_range_once():
+    with pytest.raises(UsageError) as exc_info:
+        make_method("static:layers=0-99").schedule(None, 30)
+    assert str(exc_info.value) == "--layers 30-99 out of range: the model has 30 layers, 0-29"

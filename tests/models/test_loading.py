@@ -267,8 +267,26 @@ def test_hub_failure_is_one_line_error(monkeypatch):
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
     with pytest.raises(DirecterError) as exc_info:
         models.load_model("some-org/some-model", device="cpu")
-    expected = "cannot load Hugging Face model some-org/some-model: We couldn't connect to 'https://huggingface.co'."
+    expected = ("cannot load Hugging Face model some-org/some-model: We couldn't connect to 'https://huggingface.co'. "
+                "Check your connection.; to use only models already downloaded, set HF_HUB_OFFLINE=1")
     assert one_line(exc_info) == expected
+
+
+def test_unreachable_hub_fails_at_once_naming_hf_hub_offline(monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)  # nothing leaves the machine
+    with pytest.raises(DirecterError) as exc_info:
+        models.load_model("some-org/not-downloaded", device="cpu")
+    assert one_line(exc_info) == ("cannot reach the Hugging Face Hub (huggingface.co: Name or service not known) and "
+                                  "some-org/not-downloaded is not in the local cache: check the connection, or set "
+                                  "HF_HUB_OFFLINE=1 and use a model you have downloaded")
 
 
 def test_local_folder_without_model_is_one_line_error(tmp_path):
@@ -285,3 +303,17 @@ def test_unknown_attention_implementation_is_a_usage_error(cache_dir, fake_gguf,
 
 
 # --------------------------------------------------------------------------- the real bundled model (slow)
+
+
+def test_local_folder_without_tokenizer_says_so_before_loading_weights(tmp_path):
+    tiny_model(seed=3).save_pretrained(tmp_path / "m")
+    with pytest.raises(DirecterError) as exc_info:
+        models.load_model(str(tmp_path / "m"), device="cpu")
+    assert "has no tokenizer" in one_line(exc_info) and "tokenizer.json" in one_line(exc_info)
+
+
+def test_library_errors_are_summarised_whole_in_one_line():
+    from directer.models.gguf_cache import _short
+
+    exc = ValueError("Couldn't do it from one of:\n(1) a file,\n(2) a class\n\nInstall the missing piece.")
+    assert _short(exc) == "Couldn't do it from one of: (1) a file, (2) a class Install the missing piece."

@@ -12,7 +12,7 @@ import click
 from ..config import SteeringConfig
 from ..errors import UsageError
 from ..methods import method_label, parse_layers
-from ..models.locate import display_name
+from ..models.locate import check_model_source, display_name
 from .options import DEVICE_HELP, DTYPE_HELP, DTYPES, engine_options, load_directer
 
 __all__ = ["eval_command", "profile_heads_command", "report"]
@@ -66,6 +66,7 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
                        max_new_tokens=max_new_tokens, dtype=dtype, package_version=__version__,
                        selection={"limit": limit, "sample": sample, "seed": seed, "keys": [p.key for p in prompts]})
     check_run(run_dir, config)  # a run directory made with other settings is refused before the model loads
+    check_model_source(model)
     t0 = time.perf_counter()
     if not any(remaining(run_dir, m, prompts) for m in methods):
         click.echo(f"directer: every method is finished in {run_dir}; summarizing (no model needed)", err=True)

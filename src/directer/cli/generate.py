@@ -14,7 +14,7 @@ from ..config import SteeringConfig
 from ..errors import DirecterError, UsageError
 from ..inputs import check_output_file, check_prompt, resolve_instructions
 from ..methods import parse_layers, parse_method
-from ..models.locate import display_name
+from ..models.locate import check_model_source
 from ..results import Ranking
 from .options import engine_options, load_directer
 
@@ -69,7 +69,7 @@ def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method,
         check_output_file(path, option)
     if ranking_file is not None:
         Ranking.load(ranking_file)  # exists and is a ranking; whether it fits the model is checked after loading
-    display_name(model)  # a model path that does not exist
+    check_model_source(model)  # a path that does not exist, an unreachable Hub
     directer = load_directer(model, dtype, attn_implementation, device, **settings)
     if records is None:
         _generate_one(directer, prompt, list(instructions), system, ranking_file, compare, as_json, save_ranking,

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import DirecterError, UnsupportedModelError, UsageError
 from .locate import (BUNDLED_DISPLAY_NAME, BUNDLED_GGUF_NAME, BUNDLED_MODEL_ID, BUNDLED_PACKAGE, BUNDLED_PIP_SPEC,
-                     _classify, bundled_gguf_path, display_name)
+                     _classify, bundled_gguf_path, display_name, hub_unreachable)
 from .gguf_cache import (
     _LOAD_LOCK,
     ModelAndTokenizer,
@@ -231,29 +231,38 @@ def _kind(local: bool) -> str:
     return "folder" if local else "Hugging Face model"
 
 
-def _check_config_before_load(target: Path | str, name: str, local: bool) -> None:
+def _check_config_before_load(target: Path | str, name: str, local: bool, offline: bool = False) -> None:
     """Reject unsupported architectures from config.json alone, before downloading/reading weights."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(target, local_files_only=local)
+        config = AutoConfig.from_pretrained(target, local_files_only=local or offline)
     except Exception as exc:
-        raise DirecterError(f"cannot load {_kind(local)} {name}: {_short(exc)}") from exc
+        hint = "" if local else "; to use only models already downloaded, set HF_HUB_OFFLINE=1"
+        raise DirecterError(f"cannot load {_kind(local)} {name}: {_short(exc)}{hint}") from exc
     problem = _config_problem(config)
     if problem is not None:
         raise _unsupported(getattr(config, "model_type", None) or "unknown", problem)
 
 
+# Files of which a saved tokenizer has at least one (fast, SentencePiece, BPE and WordPiece vocabularies).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
 def _load_pretrained(target: Path | str, name: str, dtype: torch.dtype, local: bool) -> ModelAndTokenizer:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _check_config_before_load(target, name, local)
+    offline = not local and hub_unreachable(str(target))
+    _check_config_before_load(target, name, local, offline)
+    if local and not any((Path(target) / f).is_file() for f in _TOKENIZER_FILES):
+        raise DirecterError(f"folder {name} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}): save the "
+                            "model's tokenizer there too, e.g. tokenizer.save_pretrained(folder)")
     # Hub downloads keep their progress bars; a local load is quick and needs none.
     quiet = _no_progress_bars() if local else contextlib.nullcontext()
     try:
         with _LOAD_LOCK, quiet:
-            tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=local)
-            model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, local_files_only=local)
+            tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=local or offline)
+            model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, local_files_only=local or offline)
     except Exception as exc:
         raise DirecterError(f"cannot load {_kind(local)} {name}: {_short(exc)}") from exc
     return model, tokenizer

@@ -20,8 +20,10 @@ __all__ = [
     "BUNDLED_PACKAGE",
     "BUNDLED_PIP_SPEC",
     "bundled_gguf_path",
+    "check_model_source",
     "classify",
     "display_name",
+    "hub_unreachable",
 ]
 
 BUNDLED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -84,3 +86,31 @@ def display_name(model: str | None) -> str:
         return BUNDLED_DISPLAY_NAME
     source, target = classify(model)
     return f"{Path(target).name} (GGUF)" if source == "gguf" else str(target)
+
+
+def hub_unreachable(repo: str) -> bool:
+    """True when the Hub's host does not resolve but ``repo`` is in the local cache (load it from there);
+    an error at once, rather than after the Hub client's retries, when it is not cached either."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE:
+        return False  # transformers reads the local cache only, without retries
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+        return False
+    except OSError as exc:
+        if isinstance(try_to_load_from_cache(repo, "config.json"), str):
+            return True
+        raise DirecterError(f"cannot reach the Hugging Face Hub ({host}: {exc.strerror or exc}) and {repo} is not "
+                            "in the local cache: check the connection, or set HF_HUB_OFFLINE=1 and use a model you "
+                            "have downloaded") from None
+
+
+def check_model_source(model: str | None) -> None:
+    """What can be known about ``model`` before loading it: the path exists, the Hub (if needed) answers."""
+    if model is not None and classify(model)[0] == "hub":
+        hub_unreachable(model)
