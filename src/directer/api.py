@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from .config import SteeringConfig
 from .engine.decoding import DecodeOptions, DecodeRequest, DecodingLoop
 from .errors import UsageError
 from .inputs import resolve_instructions
+from .progress import progress_bar
 from .models.loading import LoadedModel, check_supported, load_model
 from .results import GenerationResult, Ranking
 from .engine.spans import PreparedPrompt, prepare_prompt
@@ -103,12 +103,16 @@ class Directer:
         ranking: Ranking | str | Path | None = None,
         occurrence: int | Sequence[int] = 0,
         progress: bool = False,
+        append_missing: bool = True,
         **overrides: Any,
     ) -> GenerationResult | list[GenerationResult]:
         """Generate for one prompt or a list of prompts.
 
         ``overrides`` replace configuration fields for this call (``alpha``, ``beta``, ``method``, ...).
         ``ranking`` reuses a layer ranking (an object or a JSON file) instead of ranking each prompt.
+        An instruction is looked for in the prompt ignoring case and spacing; one that is not there is
+        appended after a blank line (``result.appended_instructions``), or is an error with
+        ``append_missing=False``.
         """
         single = _is_single_prompt(prompt)
         prompts: list[Prompt] = [prompt] if single else list(prompt)  # type: ignore[list-item]
@@ -124,18 +128,19 @@ class Directer:
                     "(a string or a list of strings)"
                 )
         config = self._config(max_new_tokens, overrides)
-        prepared = [self.prepare(p, i, system=system, occurrence=occurrence, config=config) for p, i in zip(prompts, per_prompt)]
+        prepared = [self.prepare(p, i, system=system, occurrence=occurrence, config=config, append_missing=append_missing)
+                    for p, i in zip(prompts, per_prompt)]
         results = self.generate_prepared(prepared, config=config, batch_size=batch_size, ranking=ranking, progress=progress)
         return results[0] if single else results
 
     def prepare(self, prompt: Prompt, instructions: Instructions = None, *, system: str | None = None,
                 occurrence: int | Sequence[int] = 0, config: SteeringConfig | None = None,
-                chat_template: bool | None = None) -> PreparedPrompt:
+                chat_template: bool | None = None, append_missing: bool = True) -> PreparedPrompt:
         """Render one prompt (with the chat template unless ``chat_template=False``) and locate its spans."""
         config = config or self.config
         instr, occurrence = resolve_instructions(prompt, instructions, method=config.method, occurrence=occurrence)
         prepared = prepare_prompt(self.tokenizer, prompt, instr, system=system, mode=config.mode, occurrence=occurrence,
-                                  chat_template=chat_template)
+                                  chat_template=chat_template, append_missing=append_missing)
         self.check_length(len(prepared.input_ids), config.max_new_tokens)
         return prepared
 
@@ -159,7 +164,7 @@ class Directer:
         if batch_size < 1:
             raise UsageError(f"invalid batch size {batch_size}: it must be >= 1")
         fixed = self._load_ranking(ranking)
-        bar = _progress_bar(len(prepared), progress)
+        bar = progress_bar(len(prepared), enabled=progress)
         results: list[GenerationResult] = []
         for start in range(0, len(prepared), batch_size):
             chunk = prepared[start:start + batch_size]
@@ -257,6 +262,7 @@ class Directer:
             raw_logprobs=out.raw_logprobs,
             prompt=p.text,
             instructions=[s.text for s in p.spans],
+            appended_instructions=list(p.appended),
         )
 
     def eos_token_ids(self, mode: str | None = None) -> set[int]:
@@ -318,11 +324,4 @@ def _is_single_prompt(prompt: Any) -> bool:
         return True  # one chat (a list of messages)
     return False
 
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="prompt", file=sys.stderr, dynamic_ncols=True)
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .engine.prompts import build_messages
+from .engine.prompts import build_messages, find_instructions, not_in_prompt
 from .engine.spans import validate_instructions
 from .errors import UsageError
 
@@ -31,11 +31,18 @@ def resolve_instructions(prompt: Any, instructions: str | Sequence[str] | None, 
     return instr, occurrence
 
 
-def check_prompt(prompt: Any, instructions: Sequence[str], system: str | None = None) -> None:
+def check_prompt(prompt: Any, instructions: Sequence[str], system: str | None = None, *,
+                 append_missing: bool = True) -> None:
     """What :func:`~directer.engine.spans.prepare_prompt` refuses before it needs a tokenizer: an empty
-    or malformed prompt, an empty or non-text instruction, a system message given twice."""
+    or malformed prompt, an empty or non-text instruction, a system message given twice, and (with
+    ``append_missing=False``) an instruction that is not in the prompt."""
     validate_instructions(instructions)
-    build_messages(prompt, system)
+    messages = build_messages(prompt, system)
+    if not append_missing:
+        contents = [m["content"] for m in messages]
+        for instr in find_instructions(list(instructions), contents):
+            if not any(instr in c for c in contents):
+                raise not_in_prompt(instr)
 
 
 def check_output_file(path: str | os.PathLike | None, option: str) -> None:

@@ -69,6 +69,7 @@ class GenerationResult:
     # The raw (unsteered) model's log-probability of each generated token, from the decoding's own raw
     # passes; None for a method that runs no raw model (PASTA, SpotLight, InstABoost without the filter).
     raw_logprobs: list[float] | None = None
+    appended_instructions: list[str] = field(default_factory=list)  # not in the prompt: appended after it
 
     @property
     def perplexity(self) -> float | None:

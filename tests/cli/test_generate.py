@@ -219,3 +219,22 @@ def test_compare_header_names_only_the_settings_a_method_uses():
     assert header("pasta:filter=1") == "PASTA:FILTER=1 (beta=0.5)"
     assert header("spotlight", plausibility_filter=True, beta=0.3) == "SPOTLIGHT (beta=0.3, plausibility filter)"
     assert header("none") == "UNSTEERED"
+
+
+def test_strict_instructions_refuse_a_missing_instruction_before_loading():
+    proc = directer("generate", HAIKU, "-i", NO_COMMAS, "--strict-instructions")
+    assert_refused_before_loading(proc, 2, "not in the prompt", "case and spacing ignored")
+
+
+@pytest.mark.slow
+def test_instructions_found_ignoring_case_or_appended_are_reported():
+    prompt = "Write a haiku about autumn and  do not use any commas."
+    found = directer("generate", prompt, "-i", NO_COMMAS, "--max-new-tokens", "4", "--json")
+    assert found.returncode == 0, found.stderr
+    record = json.loads(found.stdout)
+    assert record["instructions"] == ["do not use any commas."] and record["appended_instructions"] == []
+    assert record["prompt"].count("commas") == 1  # steered in place, not appended a second time
+    assert "found in the prompt as 'do not use any commas.'" in found.stderr
+    appended = directer("generate", HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "4", "--json")
+    assert json.loads(appended.stdout)["appended_instructions"] == [NO_COMMAS]
+    assert "is not in the prompt: appended" in appended.stderr

@@ -31,3 +31,13 @@ def test_compose_user_message():
 # --------------------------------------------------------------------------- #
 # Rendering
 # --------------------------------------------------------------------------- #
+
+
+def test_instructions_are_found_ignoring_case_and_spacing():
+    from directer.engine.prompts import find_instructions
+
+    contents = ["Write a poem.\nDo  NOT use\nany commas, please.", "Be brief."]
+    assert find_instructions(["do not use any commas"], contents) == ["Do  NOT use\nany commas"]
+    assert find_instructions(["Write a poem."], contents) == ["Write a poem."]  # verbatim: unchanged
+    assert find_instructions(["be BRIEF."], contents) == ["Be brief."]
+    assert find_instructions(["Use no emoji."], contents) == ["Use no emoji."]  # missing: left to be appended

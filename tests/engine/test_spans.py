@@ -405,14 +405,18 @@ def test_plain_text_without_chat_template(tok):
 
 def test_tokenizer_without_template(tok):
     no_template = Wrapped(tok, "none", chat_template=None)
-    prepared = prepare_prompt(no_template, TASK, [NO_COMMAS])  # chat_template=None: plain text
+    with pytest.warns(UserWarning, match="no chat template: prompts are used as plain text"):
+        prepared = prepare_prompt(no_template, TASK, [NO_COMMAS])  # chat_template=None: plain text
     assert prepared.messages is None and prepared.text == TASK + "\n\n" + NO_COMMAS
     with pytest.raises(UsageError, match="chat_template=False"):
         prepare_prompt(no_template, TASK, [NO_COMMAS], chat_template=True)
-    with pytest.raises(UsageError, match="chat template"):
-        prepare_prompt(no_template, [{"role": "user", "content": TASK}], [NO_COMMAS])
-    with pytest.raises(UsageError, match="system"):
-        prepare_prompt(no_template, TASK, [NO_COMMAS], system="Be nice.")
+    # One rule for chat messages too (CLI, batch files, the server's chat endpoint): joined into plain text.
+    chat = [{"role": "system", "content": "Be nice."}, {"role": "user", "content": TASK}]
+    with pytest.warns(UserWarning, match="chat messages joined"):
+        joined = prepare_prompt(no_template, chat, [NO_COMMAS])
+    assert joined.text == "Be nice.\n\n" + TASK + "\n\n" + NO_COMMAS
+    with pytest.warns(UserWarning):
+        assert prepare_prompt(no_template, TASK, [NO_COMMAS], system="Be nice.").text == joined.text
 
 
 @pytest.mark.parametrize("prompt", ["", "   \n", [], [{"role": "user", "content": ""}]])

@@ -39,9 +39,16 @@ def test_small_comparison_resume_and_report(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[:2] == kept and len(lines) == 3 and json.loads(lines[2])["key"]
 
-    # A different configuration is refused, not mixed in.
+    # A different configuration is refused, not mixed in, before the model loads.
     other = directer(*args[:-2], "--alpha", "10", "--output-dir", str(run))
     assert other.returncode == 2 and "different alpha" in other.stderr and "Traceback" not in other.stderr
+    assert "loading" not in other.stderr
+
+    # Everything finished: summarized again without loading the model.
+    done = directer(*args)
+    assert done.returncode == 0, done.stderr
+    assert "no model needed" in done.stderr and "loading" not in done.stderr
+    assert "| directer | 3 |" in done.stdout and "3 prompts x 2 methods" in done.stderr
 
     rep = directer("report", str(run))
     assert rep.returncode == 0, rep.stderr

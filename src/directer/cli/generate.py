@@ -15,6 +15,7 @@ from ..errors import DirecterError, UsageError
 from ..inputs import check_output_file, check_prompt, resolve_instructions
 from ..methods import parse_layers, parse_method
 from ..models.locate import check_model_source
+from ..progress import progress_bar
 from ..results import Ranking
 from .options import engine_options, load_directer
 
@@ -27,6 +28,8 @@ DEMO_INSTRUCTION = "Do not use any commas."
 @click.command()
 @click.argument("prompt", required=False)
 @click.option("--instruction", "-i", "instructions", multiple=True, help="Instruction text to steer (repeatable). Steered in place if it occurs in the prompt, else appended after a blank line. 'auto': detect the constraint sentences of the prompt.")
+@click.option("--strict-instructions", is_flag=True,
+              help="Refuse an instruction that is not in the prompt (case and spacing ignored) instead of appending it.")
 @click.option("--occurrence", type=int, default=0, show_default=True, help="Which occurrence of an instruction repeated in the prompt to steer (0 = first, -1 = last).")
 @engine_options
 @click.option("--compare", is_flag=True, help="Also print the unsteered response (--method none).")
@@ -36,7 +39,7 @@ DEMO_INSTRUCTION = "Do not use any commas."
 @click.option("--input", "input_file", default=None, help="Batch mode: JSONL of {id, prompt, instructions | instruction[, system]}.")
 @click.option("--output", "output_file", default=None, help="Batch mode: JSONL to write, one record per prompt (default: stdout).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts decoded together in batch mode.")
-def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method, layers, plausibility_filter,
+def generate(prompt, instructions, strict_instructions, occurrence, model, alpha, beta, mode, method, layers, plausibility_filter,
              max_new_tokens, dtype, attn_implementation, system, ranking_file, device, compare, as_json, save_ranking,
              html_file, input_file, output_file, batch_size) -> None:
     """Generate a response to PROMPT with the instructions steered.
@@ -58,13 +61,13 @@ def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method,
     # Everything else that needs no model is checked before the (slow) load too.
     if records is None:
         instructions, occurrence = resolve_instructions(prompt, list(instructions), method=method, occurrence=occurrence)
-        check_prompt(prompt, instructions, system)
+        check_prompt(prompt, instructions, system, append_missing=not strict_instructions)
     else:
         for line_no, rec in records:
             with _about_record(line_no, rec):
                 instr, _ = resolve_instructions(rec["prompt"], _record_instructions(rec, list(instructions)),
                                                 method=method)
-                check_prompt(rec["prompt"], instr, rec.get("system", system))
+                check_prompt(rec["prompt"], instr, rec.get("system", system), append_missing=not strict_instructions)
     for path, option in ((output_file, "--output"), (html_file, "--html"), (save_ranking, "--save-ranking")):
         check_output_file(path, option)
     if ranking_file is not None:
@@ -73,10 +76,10 @@ def generate(prompt, instructions, occurrence, model, alpha, beta, mode, method,
     directer = load_directer(model, dtype, attn_implementation, device, **settings)
     if records is None:
         _generate_one(directer, prompt, list(instructions), system, ranking_file, compare, as_json, save_ranking,
-                      occurrence, html_file)
+                      occurrence, html_file, not strict_instructions)
     else:
         _generate_batch(directer, records, list(instructions), system, ranking_file, compare, output_file, batch_size,
-                        occurrence)
+                        occurrence, not strict_instructions)
 
 
 @click.command()
@@ -90,9 +93,12 @@ def demo(max_new_tokens, model) -> None:
 
 
 def _generate_one(directer, prompt, instructions, system, ranking_file, compare, as_json, save_ranking,
-                  occurrence=0, html_file=None) -> None:
-    result = directer.generate(prompt, instructions, system=system, ranking=ranking_file, occurrence=occurrence)
-    plain = directer.generate(prompt, instructions, system=system, occurrence=occurrence, method="none") if compare else None
+                  occurrence=0, html_file=None, append_missing=True) -> None:
+    result = directer.generate(prompt, instructions, system=system, ranking=ranking_file, occurrence=occurrence,
+                               append_missing=append_missing)
+    _note_instructions(instructions, result)
+    plain = directer.generate(prompt, instructions, system=system, occurrence=occurrence, method="none",
+                              append_missing=append_missing) if compare else None
     if save_ranking and result.ranking is not None:
         Ranking(result.ranking, result.ranking_scores or [], result.mode, result.model).save(save_ranking)
     if html_file:
@@ -119,6 +125,17 @@ def _generate_one(directer, prompt, instructions, system, ranking_file, compare,
     )
 
 
+def _note_instructions(given: list[str], result) -> None:
+    """Say when an instruction was appended, or found in words that differ in case or spacing."""
+    for instr in result.appended_instructions:
+        click.echo(f"directer: note: instruction {instr!r} is not in the prompt: appended after a blank line "
+                   "(--strict-instructions makes this an error)", err=True)
+    for asked, found in zip(given, result.instructions):
+        if asked != found and found not in result.appended_instructions:
+            click.echo(f"directer: note: instruction {asked!r} found in the prompt as {found!r} (case and spacing "
+                       "ignored); steering the prompt's words", err=True)
+
+
 def compare_header(config: SteeringConfig) -> str:
     """The title of the steered text in ``--compare``: the method and the run-wide settings its resolved
     policy takes (the run's alpha only where it scales keys with it, beta only where Eq. 2 is checked)."""
@@ -142,18 +159,22 @@ def compare_header(config: SteeringConfig) -> str:
 
 
 def _generate_batch(directer, records, default_instructions, system, ranking_file, compare, output_file, batch_size,
-                    occurrence=0) -> None:
-    from ..api import _progress_bar
-
+                    occurrence=0, append_missing=True) -> None:
     prepared, ids = [], []
     for line_no, rec in records:
         with _about_record(line_no, rec):
             prepared.append(directer.prepare(rec["prompt"], _record_instructions(rec, default_instructions),
                                              system=rec.get("system", system),
-                                             occurrence=rec.get("occurrence", occurrence)))
+                                             occurrence=rec.get("occurrence", occurrence),
+                                             append_missing=append_missing))
         ids.append(rec.get("id", str(line_no)))  # a record without an id is named by its line, as a string
+    appended = sum(bool(p.appended) for p in prepared)
+    if appended:
+        click.echo(f"directer: note: {appended} of {len(prepared)} records have instructions that are not in their "
+                   "prompt: appended after a blank line (see appended_instructions in the output; "
+                   "--strict-instructions makes this an error)", err=True)
     out = open(output_file, "w", encoding="utf-8") if output_file else sys.stdout
-    bar = _progress_bar(len(prepared), True)
+    bar = progress_bar(len(prepared))
     try:
         for start in range(0, len(prepared), batch_size):
             chunk = prepared[start:start + batch_size]

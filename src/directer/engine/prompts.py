@@ -7,20 +7,28 @@ prompts out: task, blank line, one instruction per line. The chat template is
 applied with the generation prompt, and the character range of each message's
 content in the rendered text is recovered, so that instructions are searched in
 contents, never in template scaffolding such as ``<|im_start|>user``. Without a
-chat template the whole prompt text is the content.
+chat template the prompt is plain text (chat messages joined into it, system first,
+a blank line apart; a warning says so once) and the whole text is the content.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import re
+import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SpanNotFoundError, UsageError
 
-__all__ = ["CharRange", "RenderedPrompt", "compose_user_message", "quote", "render_prompt"]
+__all__ = ["NO_TEMPLATE_NOTICE", "CharRange", "RenderedPrompt", "build_messages", "compose_user_message", "find_instructions", "not_in_prompt",
+           "quote", "render_prompt"]
 
 CharRange = tuple[int, int]
+
+# The one rule for tokenizers without a chat template, everywhere (API, CLI, batch files, server).
+NO_TEMPLATE_NOTICE = ("the model's tokenizer has no chat template: prompts are used as plain text, chat messages "
+                      "joined into it (contents in order, system first, a blank line apart)")
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,8 @@ class RenderedPrompt:
     messages: list[dict] | None  # the messages rendered; None without a chat template
     user_regions: list[CharRange]  # contents of the user messages, in message order
     other_regions: list[CharRange]  # contents of the other messages (system, assistant)
+    instructions: list[str] = field(default_factory=list)  # as found in the prompt (case, spacing), in order
+    appended: list[str] = field(default_factory=list)  # the instructions the prompt lacked, appended to it
 
 
 def compose_user_message(task: str, instructions: Sequence[str]) -> str:
@@ -69,15 +79,39 @@ def render_prompt(
     ``append_missing=False`` a missing instruction raises SpanNotFoundError.
     """
     if not _use_chat_template(tokenizer, chat_template):
-        text = _plain_prompt(prompt, system, instructions, append_missing)
-        return RenderedPrompt(text, None, [(0, len(text))], [])
+        if chat_template is None:  # the tokenizer has none: say once what happens instead
+            warnings.warn(NO_TEMPLATE_NOTICE, stacklevel=2)
+        plain = _plain_text(build_messages(prompt, system))
+        instructions = find_instructions(instructions, [plain])
+        text, appended = _plain_prompt(plain, instructions, append_missing)
+        return RenderedPrompt(text, None, [(0, len(text))], [], list(instructions), appended)
     messages = build_messages(prompt, system)
-    _append_missing(messages, instructions, append_missing)
+    contents = [m["content"] for m in messages if m["role"] == "user"] + [m["content"] for m in messages
+                                                                          if m["role"] != "user"]
+    instructions = find_instructions(instructions, contents)
+    appended = _append_missing(messages, instructions, append_missing)
     text = _render(tokenizer, messages)
     regions = _content_regions(tokenizer, messages, text)
     user = [r for m, r in zip(messages, regions) if r is not None and m["role"] == "user"]
     other = [r for m, r in zip(messages, regions) if r is not None and m["role"] != "user"]
-    return RenderedPrompt(text, messages, user, other)
+    return RenderedPrompt(text, messages, user, other, list(instructions), appended)
+
+
+def find_instructions(instructions: Sequence[str], contents: Sequence[str]) -> list[str]:
+    """Each instruction as the prompt words it: the text itself where it occurs verbatim, else the first
+    passage of ``contents`` (searched in order) that equals it ignoring case and spacing, else the text
+    itself (then it is missing, and appended). So ``-i "Do not use any commas."`` finds "do not use any
+    commas." in the prompt instead of appending a second copy."""
+    found = []
+    for instr in instructions:
+        if any(instr in c for c in contents):
+            found.append(instr)
+            continue
+        words = instr.split()
+        pattern = re.compile(r"\s+".join(re.escape(w) for w in words), re.IGNORECASE) if words else None
+        match = next((m for c in contents if pattern is not None for m in [pattern.search(c)] if m), None)
+        found.append(match.group(0) if match else instr)
+    return found
 
 
 # --------------------------------------------------------------------------- #
@@ -117,13 +151,13 @@ def build_messages(prompt: str | Sequence[Mapping[str, str]], system: str | None
     return messages
 
 
-def _append_missing(messages: list[dict], instructions: list[str], append_missing: bool) -> None:
-    """Append the instructions found in no message content to the last user message."""
+def _append_missing(messages: list[dict], instructions: list[str], append_missing: bool) -> list[str]:
+    """Append the instructions found in no message content to the last user message; return them."""
     missing = _missing(instructions, [m["content"] for m in messages])
     if not missing:
-        return
+        return []
     if not append_missing:
-        raise _not_in_prompt(missing[0])
+        raise not_in_prompt(missing[0])
     users = [m for m in messages if m["role"] == "user"]
     if not users:
         raise UsageError(
@@ -131,22 +165,20 @@ def _append_missing(messages: list[dict], instructions: list[str], append_missin
             "add a user message"
         )
     users[-1]["content"] = compose_user_message(users[-1]["content"], missing)
+    return missing
 
 
-def _plain_prompt(
-    prompt: str | Sequence[Mapping[str, str]], system: str | None, instructions: list[str], append_missing: bool
-) -> str:
-    """The prompt text used without a chat template, with the missing instructions appended."""
-    if not isinstance(prompt, str):
-        raise UsageError("chat messages need a chat template, and the tokenizer has none; pass the prompt as a string")
-    if system is not None:
-        raise UsageError("system needs a chat template, and none is used; put it in the prompt text")
-    if not prompt.strip():
-        raise UsageError("empty prompt; pass the task text")
+def _plain_text(messages: list[dict]) -> str:
+    """Messages as plain text, for a model without a chat template: their contents, a blank line apart."""
+    return "\n\n".join(m["content"] for m in messages if m["content"].strip())
+
+
+def _plain_prompt(prompt: str, instructions: list[str], append_missing: bool) -> tuple[str, list[str]]:
+    """The prompt text used without a chat template, with the missing instructions appended (and those)."""
     missing = _missing(instructions, [prompt])
     if missing and not append_missing:
-        raise _not_in_prompt(missing[0])
-    return compose_user_message(prompt, missing)
+        raise not_in_prompt(missing[0])
+    return compose_user_message(prompt, missing), missing
 
 
 def _missing(instructions: list[str], contents: list[str]) -> list[str]:
@@ -158,9 +190,10 @@ def _missing(instructions: list[str], contents: list[str]) -> list[str]:
     return missing
 
 
-def _not_in_prompt(instr: str) -> SpanNotFoundError:
+def not_in_prompt(instr: str) -> SpanNotFoundError:
     return SpanNotFoundError(
-        f"instruction {quote(instr)} is not in the prompt; add it to the prompt text or pass append_missing=True"
+        f"instruction {quote(instr)} is not in the prompt (case and spacing ignored); add it to the prompt text, "
+        "or drop --strict-instructions / pass append_missing=True to append it"
     )
 
 

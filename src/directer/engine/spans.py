@@ -30,7 +30,7 @@ text is the scope.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -74,6 +74,7 @@ class PreparedPrompt:
     input_ids: list[int]
     spans: list[TokenSpan]  # one per instruction, in the order given
     messages: list[dict] | None  # messages actually rendered; None without chat template
+    appended: list[str] = field(default_factory=list)  # instructions the prompt lacked, appended to it
 
 
 def prepare_prompt(
@@ -120,6 +121,7 @@ def prepare_prompt(
     rendered = render_prompt(
         tokenizer, prompt, instructions, system=system, chat_template=chat_template, append_missing=append_missing
     )
+    instructions = rendered.instructions  # as the prompt words them (case and spacing may differ)
     # Without a template nothing else adds BOS, so let the tokenizer add its
     # special tokens the way the model was trained to see plain text.
     input_ids, offsets = encode(tokenizer, rendered.text, add_special_tokens=rendered.messages is None)
@@ -130,7 +132,8 @@ def prepare_prompt(
         spans = [
             locator.locate(instr, _char_start(rendered, instr, occ)) for instr, occ in zip(instructions, occurrences)
         ]
-    return PreparedPrompt(text=rendered.text, input_ids=input_ids, spans=spans, messages=rendered.messages)
+    return PreparedPrompt(text=rendered.text, input_ids=input_ids, spans=spans, messages=rendered.messages,
+                          appended=rendered.appended)
 
 
 def find_subsequence(haystack: Sequence[int], needle: Sequence[int]) -> int:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from ..autospans import detect_spans, occurrences
 from ..config import SteeringConfig
 from ..errors import UsageError
+from ..progress import progress_bar
 from .tasks.ifeval import IFEVAL_SHA256, IFEvalPrompt, score_response
 
 if TYPE_CHECKING:  # torch and the model are imported only where responses are generated
@@ -178,7 +179,7 @@ def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: S
     steering = SteeringConfig(alpha=config.alpha, beta=config.beta, mode=config.mode, method=method,
                               layers=tuple(config.layers) if config.layers else None,
                               max_new_tokens=config.max_new_tokens)
-    bar = _bar(len(prompts), len(done), method, progress, position)
+    bar = progress_bar(len(prompts), desc=method, initial=len(done), position=position, enabled=progress)
     # What a time ratio between methods depends on: the summary compares only like with like.
     timing = {"threads": torch.get_num_threads(), "device": str(directer.model.device)}
     with open(path, "a", encoding="utf-8") as out:
@@ -230,15 +231,6 @@ def prepare_ifeval(directer: Directer, prompts: Sequence[IFEvalPrompt],
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
-
-
-def _bar(total: int, initial: int, method: str, enabled: bool, position: int | None = None):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=method, unit="prompt", file=sys.stderr, dynamic_ncols=True,
-                position=position)
 
 
 def score_records(prompts: Sequence[IFEvalPrompt], records: Sequence[dict]) -> list[Any]:
