@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -238,3 +239,14 @@ def test_instructions_found_ignoring_case_or_appended_are_reported():
     appended = directer("generate", HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "4", "--json")
     assert json.loads(appended.stdout)["appended_instructions"] == [NO_COMMAS]
     assert "is not in the prompt: appended" in appended.stderr
+
+
+@pytest.mark.slow
+def test_the_example_input_file_runs(tmp_path):
+    example = Path(__file__).resolve().parents[2] / "examples" / "prompts.jsonl"
+    out = tmp_path / "out.jsonl"
+    proc = directer("generate", "--input", str(example), "--output", str(out), "--max-new-tokens", "4")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [json.loads(x)["id"] for x in example.read_text().splitlines()]
+    assert all(r["instruction_token_spans"] for r in records)

@@ -39,7 +39,6 @@ def _figures(summaries: Sequence[MethodSummary]) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     figs = {}
-    names = [s.method for s in summaries]
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
     width = 0.8 / len(summaries)
@@ -56,11 +55,11 @@ def _figures(summaries: Sequence[MethodSummary]) -> dict[str, bytes]:
     ax.set_xticks(range(len(METRICS)), [LABELS[m] for m in METRICS])
     ax.set_ylabel("accuracy (%)")
     ax.set_title("IFEval accuracy (prompt-level bars: 95% Wilson intervals)")
-    ax.legend()
+    _legend_outside(ax)
     figs["accuracy"] = _png(fig)
 
     cats = sorted({c for s in summaries for c in s.categories})
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig, ax = plt.subplots(figsize=(10, 3.8))
     for k, s in enumerate(summaries):
         vals = [s.categories.get(c, [0, 0, 0]) for c in cats]
         lo_hi = [wilson(v[0], int(v[2])) for v in vals]
@@ -71,30 +70,40 @@ def _figures(summaries: Sequence[MethodSummary]) -> dict[str, bytes]:
     ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
     ax.set_ylabel("instruction-level strict (%)")
     ax.set_title("Accuracy per instruction category (95% Wilson intervals)")
-    ax.legend()
+    _legend_outside(ax)
     figs["categories"] = _png(fig)
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    sizes = sorted({int(k) for s in summaries for k in s.accepted}, reverse=True)
-    for k, s in enumerate(summaries):
+    steered = [s for s in summaries if s.method.split(":")[0] != "none"]  # none has no steering to show
+    if not steered:
+        return figs
+    names = [s.method for s in steered]
+    width = 0.8 / len(steered)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    sizes = sorted({int(k) for s in steered for k in s.accepted}, reverse=True)
+    for k, s in enumerate(steered):
         total = sum(s.accepted.values()) or 1
-        xs = [i + (k - (len(summaries) - 1) / 2) * width for i in range(len(sizes))]
+        xs = [i + (k - (len(steered) - 1) / 2) * width for i in range(len(sizes))]
         a1.bar(xs, [100 * s.accepted.get(str(z), 0) / total for z in sizes], width, label=s.method)
     a1.set_xticks(range(len(sizes)), [str(z) for z in sizes])
     a1.set_xlabel("accepted layer-set size")
     a1.set_ylabel("% of steered tokens")
     a1.set_title("Accepted layer-set sizes")
-    a1.legend(fontsize=8)
+    a1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     xs = range(len(names))
-    a2.bar([x - 0.2 for x in xs], [100 * s.gate_skip for s in summaries], 0.4, label="gate skip")
-    a2.bar([x + 0.2 for x in xs], [100 * s.fallback for s in summaries], 0.4, label="raw fallback")
-    a2.set_xticks(list(xs), names)
+    a2.bar([x - 0.2 for x in xs], [100 * s.gate_skip for s in steered], 0.4, label="gate skip")
+    a2.bar([x + 0.2 for x in xs], [100 * s.fallback for s in steered], 0.4, label="raw fallback")
+    a2.set_xticks(list(xs), names, rotation=20, ha="right", fontsize=8)
     a2.set_ylabel("% of steps")
     a2.set_title("Gate skips and raw fallbacks")
-    a2.legend(fontsize=8)
+    a2.legend(fontsize=8, loc="lower left", bbox_to_anchor=(1.01, 0.0), frameon=False)
     fig.tight_layout()
     figs["steering"] = _png(fig)
     return figs
+
+
+def _legend_outside(ax) -> None:
+    """The legend beside the plot, where it cannot hide a bar."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
 
 def _png(fig) -> bytes:
@@ -150,7 +159,8 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
         (run_dir / f"report-{name}.png").write_bytes(data)
     md = [f"# IFEval report\n\n{setting}\n", table, "", cats, ""]
     md += [f"![{n}](report-{n}.png)\n" for n in figs]
-    md.append("## Where the methods disagree (prompt-level strict)\n")
+    if pairs:
+        md.append("## Where the methods disagree (prompt-level strict)\n")
     for d in pairs:
         md.append(f"**{d['method']}** {'passes' if d['other_ok'] else 'fails'}, **none** "
                   f"{'passes' if d['none_ok'] else 'fails'}\n\n> {d['prompt'][:600]}\n\n"
@@ -160,7 +170,8 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
 
     body = [f"<h1>IFEval report</h1><p>{html.escape(setting)}</p>", _md_table_html(table), _md_table_html(cats)]
     body += [f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">' for n, d in figs.items()]
-    body.append("<h2>Where the methods disagree (prompt-level strict)</h2>")
+    if pairs:
+        body.append("<h2>Where the methods disagree (prompt-level strict)</h2>")
     for d in pairs:
         body.append(
             f"<div class=pair><p class=prompt>{html.escape(d['prompt'])}</p><div class=cols>"
