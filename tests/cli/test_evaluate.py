@@ -31,3 +31,9 @@ def test_bad_arguments_are_refused_before_loading(tmp_path):
     (tmp_path / "file").write_text("x")
     proc = directer("eval", "ifeval", "--limit", "1", "--output-dir", str(tmp_path / "file"))
     assert proc.returncode == 2 and "is a file" in proc.stderr
+
+
+def test_counts_are_pluralised():
+    from directer.cli.evaluate import _count
+
+    assert (_count(1, "method"), _count(4, "prompt")) == ("1 method", "4 prompts")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -167,13 +167,14 @@ def test_batch_mode_matches_single_prompts(tmp_path):
         {"id": 7, "prompt": "Name three rivers in Europe.", "instruction": "Answer in lowercase letters only."},
         {"id": "c", "prompt": [{"role": "user", "content": "List two fruits. Use exactly two words."}],
          "instructions": ["Use exactly two words."]},
+        {"prompt": HAIKU, "instructions": [NO_COMMAS]},  # no id: named by its line, as a string like the others
     ]
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in records))
     proc = directer("generate", "--input", str(inp), "--output", str(out), "--batch-size", "2", "--max-new-tokens", "6")
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [x["id"] for x in lines] == ["a", 7, "c"]
+    assert [x["id"] for x in lines] == ["a", 7, "c", "4"]
     single = json.loads(directer("generate", "Name three rivers in Europe.", "-i", "Answer in lowercase letters only.",
                                  "--max-new-tokens", "6", "--json").stdout)
     assert lines[1]["token_ids"] == single["token_ids"]
