@@ -89,14 +89,16 @@ def demo(max_new_tokens, model) -> None:
     """Steer the bundled model on a short example and show the unsteered response beside it."""
     directer = load_directer(model, "float32", None, None, max_new_tokens=max_new_tokens)
     click.echo(f'Prompt:      {DEMO_PROMPT}\nInstruction: {DEMO_INSTRUCTION}\n', err=False)
-    _generate_one(directer, DEMO_PROMPT, [DEMO_INSTRUCTION], None, None, True, False, None)
+    # The demo appends its instruction on purpose (the paper's layout): no note about it.
+    _generate_one(directer, DEMO_PROMPT, [DEMO_INSTRUCTION], None, None, True, False, None, notes=False)
 
 
 def _generate_one(directer, prompt, instructions, system, ranking_file, compare, as_json, save_ranking,
-                  occurrence=0, html_file=None, append_missing=True) -> None:
+                  occurrence=0, html_file=None, append_missing=True, notes=True) -> None:
     result = directer.generate(prompt, instructions, system=system, ranking=ranking_file, occurrence=occurrence,
                                append_missing=append_missing)
-    _note_instructions(instructions, result)
+    if notes:
+        _note_instructions(instructions, result)
     plain = directer.generate(prompt, instructions, system=system, occurrence=occurrence, method="none",
                               append_missing=append_missing) if compare else None
     if save_ranking and result.ranking is not None:
