@@ -28,14 +28,14 @@ def progress_bar(total: int, *, desc: str | None = None, initial: int = 0, posit
 
 class _Lines:
     def __init__(self, total: int, desc: str | None, initial: int, unit: str):
-        self.total, self.n, self.unit = total, initial, unit
-        self.prefix = f"directer: {desc}: " if desc else "directer: "
+        self.total, self.n, self.unit, self.desc = total, initial, unit, desc
         self.start = time.perf_counter()
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        elapsed = time.perf_counter() - self.start
-        print(f"{self.prefix}{self.n}/{self.total} {self.unit}s done ({elapsed:.0f} s)", file=sys.stderr, flush=True)
+        elapsed = f"{time.perf_counter() - self.start:.0f} s"
+        what = f"{self.desc}, {elapsed}" if self.desc else elapsed
+        print(f"directer: {self.n}/{self.total} {self.unit}s done ({what})", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         pass
