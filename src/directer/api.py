@@ -11,12 +11,12 @@ import torch
 
 from .config import SteeringConfig
 from .engine.decoding import DecodeOptions, DecodeRequest, DecodingLoop
+from .engine.spans import PreparedPrompt, prepare_prompt
 from .errors import UsageError
 from .inputs import resolve_instructions
-from .progress import progress_bar
 from .models.loading import LoadedModel, check_supported, load_model
+from .progress import progress_bar
 from .results import GenerationResult, Ranking
-from .engine.spans import PreparedPrompt, prepare_prompt
 
 __all__ = ["FLOAT16_SAFE_ALPHA", "Directer"]
 

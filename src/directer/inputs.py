@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .engine.prompts import build_messages, find_instructions, not_in_prompt
+from .engine.prompts import build_messages, find_instructions, missing_instructions, not_in_prompt
 from .engine.spans import validate_instructions
 from .errors import UsageError
 
@@ -40,9 +40,9 @@ def check_prompt(prompt: Any, instructions: Sequence[str], system: str | None = 
     messages = build_messages(prompt, system)
     if not append_missing:
         contents = [m["content"] for m in messages]
-        for instr in find_instructions(list(instructions), contents):
-            if not any(instr in c for c in contents):
-                raise not_in_prompt(instr)
+        missing = missing_instructions(find_instructions(instructions, contents), contents)
+        if missing:
+            raise not_in_prompt(missing[0])
 
 
 def check_output_file(path: str | os.PathLike | None, option: str) -> None:

@@ -67,6 +67,8 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
                        selection={"limit": limit, "sample": sample, "seed": seed, "keys": [p.key for p in prompts]})
     check_run(run_dir, config)  # a run directory made with other settings is refused before the model loads
     check_model_source(model)
+    load = dict(model=model, dtype=dtype, attn_implementation=attn_implementation, device=device, alpha=alpha,
+                beta=beta, mode=mode, max_new_tokens=max_new_tokens)
     t0 = time.perf_counter()
     if not any(remaining(run_dir, m, prompts) for m in methods):
         click.echo(f"directer: every method is finished in {run_dir}; summarizing (no model needed)", err=True)
@@ -78,16 +80,11 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
 
         # Loaded here to check the model, and so that the bundled model's conversion cache is written
         # once, not raced by the workers; each worker loads its own copy.
-        load_directer(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode,
-                      max_new_tokens=max_new_tokens)
+        load_directer(**load)
         threads = max(1, torch.get_num_threads() // workers)
-        load = dict(model=model, dtype=dtype, attn_implementation=attn_implementation, device=device, alpha=alpha,
-                    beta=beta, mode=mode, max_new_tokens=max_new_tokens)
         summaries = evaluate_parallel(load, run_dir, methods, prompts, config, workers, threads, batch_size=batch_size)
     else:
-        directer = load_directer(model, dtype, attn_implementation, device, alpha=alpha, beta=beta, mode=mode,
-                                 max_new_tokens=max_new_tokens)
-        summaries = evaluate(directer, run_dir, methods, prompts, config, batch_size=batch_size)
+        summaries = evaluate(load_directer(**load), run_dir, methods, prompts, config, batch_size=batch_size)
     click.echo(markdown_table(summaries) + "\n\n" + category_table(summaries))
     click.echo(f"directer: {_count(len(prompts), 'prompt')} x {_count(len(methods), 'method')} in "
                f"{time.perf_counter() - t0:.0f} s; responses and summary in {run_dir}", err=True)

@@ -13,16 +13,26 @@ a blank line apart; a warning says so once) and the whole text is the content.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import re
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SpanNotFoundError, UsageError
 
-__all__ = ["NO_TEMPLATE_NOTICE", "CharRange", "RenderedPrompt", "build_messages", "compose_user_message", "find_instructions", "not_in_prompt",
-           "quote", "render_prompt"]
+__all__ = [
+    "NO_TEMPLATE_NOTICE",
+    "CharRange",
+    "RenderedPrompt",
+    "build_messages",
+    "compose_user_message",
+    "find_instructions",
+    "missing_instructions",
+    "not_in_prompt",
+    "quote",
+    "render_prompt",
+]
 
 CharRange = tuple[int, int]
 
@@ -153,7 +163,7 @@ def build_messages(prompt: str | Sequence[Mapping[str, str]], system: str | None
 
 def _append_missing(messages: list[dict], instructions: list[str], append_missing: bool) -> list[str]:
     """Append the instructions found in no message content to the last user message; return them."""
-    missing = _missing(instructions, [m["content"] for m in messages])
+    missing = missing_instructions(instructions, [m["content"] for m in messages])
     if not missing:
         return []
     if not append_missing:
@@ -175,13 +185,13 @@ def _plain_text(messages: list[dict]) -> str:
 
 def _plain_prompt(prompt: str, instructions: list[str], append_missing: bool) -> tuple[str, list[str]]:
     """The prompt text used without a chat template, with the missing instructions appended (and those)."""
-    missing = _missing(instructions, [prompt])
+    missing = missing_instructions(instructions, [prompt])
     if missing and not append_missing:
         raise not_in_prompt(missing[0])
     return compose_user_message(prompt, missing), missing
 
 
-def _missing(instructions: list[str], contents: list[str]) -> list[str]:
+def missing_instructions(instructions: Sequence[str], contents: Sequence[str]) -> list[str]:
     """Instructions (deduplicated, in order) that occur in none of ``contents``."""
     missing: list[str] = []
     for instr in instructions:

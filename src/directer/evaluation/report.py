@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import UsageError
-from .runs import CONFIG_FILE, RunConfig, score_run, summarize_run
+from .runs import CONFIG_FILE, saved_config, score_run, summarize_run
 from .tasks.ifeval import load_ifeval
 from .summary import METRICS, MethodSummary, category_table, markdown_table
 
@@ -138,10 +137,9 @@ def _disagreements(scored: dict, methods: Sequence[str], limit: int = 4) -> list
 
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
-    path = run_dir / CONFIG_FILE
-    if not path.exists():
+    config = saved_config(run_dir)
+    if config is None:
         raise UsageError(f"{run_dir} is not an evaluation run directory (no {CONFIG_FILE}): run `directer eval` first")
-    config = RunConfig(**json.loads(path.read_text()))
     keys = config.selection.get("keys") or []
     by_key = {p.key: p for p in load_ifeval()}
     # The run's own prompt order: the bootstrap resamples by position, so order matters for its interval.

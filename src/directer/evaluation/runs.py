@@ -39,6 +39,7 @@ __all__ = [
     "responses_path",
     "run_method",
     "RunConfig",
+    "saved_config",
     "score_records",
     "score_run",
     "summarize_run",
@@ -86,7 +87,8 @@ def responses_path(run_dir: Path, method: str) -> Path:
     return run_dir / f"responses-{slug}.jsonl"
 
 
-def _saved_config(run_dir: Path) -> RunConfig | None:
+def saved_config(run_dir: Path) -> RunConfig | None:
+    """The configuration a run directory was made with (None: not made yet)."""
     path = run_dir / CONFIG_FILE
     if not path.exists():
         return None
@@ -104,7 +106,7 @@ def check_run(run_dir: Path, config: RunConfig) -> None:
     existing = next((p for p in [run_dir, *run_dir.parents] if p.exists()), None)
     if existing is not None and not os.access(existing, os.W_OK):
         raise UsageError(f"--output-dir {run_dir} cannot be written (no permission in {existing}): choose another")
-    old = _saved_config(run_dir) if run_dir.is_dir() else None
+    old = saved_config(run_dir) if run_dir.is_dir() else None
     if old is not None:
         config.check_compatible(old, run_dir)
 
@@ -121,7 +123,7 @@ def open_run(run_dir: Path, config: RunConfig) -> RunConfig:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG_FILE
     config = replace(config, methods=list(dict.fromkeys(config.methods)))  # in the order given
-    old = _saved_config(run_dir)
+    old = saved_config(run_dir)
     if old is not None:
         config = replace(config, methods=old.methods + [m for m in config.methods if m not in old.methods])
     tmp = path.with_suffix(".tmp")

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import DirecterError
 
-__all__ = ["CACHE_FORMAT", "CACHE_MARKER", "T", "cache_root"]
+__all__ = ["CACHE_FORMAT", "CACHE_MARKER", "cache_root"]
 
 CACHE_MARKER = "directer-cache.json"
 # Bump when the cached folder layout changes, so old caches are rebuilt rather than misread.
