@@ -10,7 +10,9 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import torch
 
 from .config import SteeringConfig
-from .engine.decoding import DecodeOptions, DecodeRequest, DecodingLoop
+from .engine.continuous import Engine, EngineOptions, output, supports
+from .engine.decoding import DecodeOptions, DecodeOutput, DecodeRequest, DecodingLoop
+from .engine.sequence import SequenceSettings
 from .engine.spans import PreparedPrompt, prepare_prompt
 from .errors import UsageError
 from .inputs import resolve_instructions
@@ -154,40 +156,60 @@ class Directer:
         progress: bool = False,
         max_new_tokens: Sequence[int] | None = None,
         on_tokens: Callable[[int, list[int], bool], None] | None = None,
+        on_result: Callable[[int, GenerationResult], None] | None = None,
     ) -> list[GenerationResult]:
         """Generate for prompts already rendered by :meth:`prepare`, ``batch_size`` at a time.
 
-        ``max_new_tokens`` gives each prompt its own limit; ``on_tokens(index, token_ids, done)`` is
-        called after every decoding step for each prompt still running (streaming).
+        Key-scaling methods and ``none`` (paper mode) run on the continuous engine: ``batch_size``
+        prompts decode at once and a finished one is replaced by the next. ``max_new_tokens`` gives each
+        prompt its own limit; ``on_tokens(index, token_ids, done)`` is called whenever a prompt gains a
+        token (streaming), ``on_result(index, result)`` as soon as a prompt is finished.
         """
         config = config or self.config
         if batch_size < 1:
             raise UsageError(f"invalid batch size {batch_size}: it must be >= 1")
         fixed = self._load_ranking(ranking)
+        limits = list(max_new_tokens) if max_new_tokens else [None] * len(prepared)
+        for p, n in zip(prepared, limits):
+            if n is not None and n < 1:
+                raise UsageError(f"invalid max_new_tokens {n}: it must be >= 1")
+            self.check_length(len(p.input_ids), n or config.max_new_tokens)
+        requests = [
+            DecodeRequest(p.input_ids, sorted({i for s in p.spans for i in range(s.start, s.end)}), fixed, n)
+            for p, n in zip(prepared, limits)
+        ]
         bar = progress_bar(len(prepared), enabled=progress)
-        results: list[GenerationResult] = []
-        for start in range(0, len(prepared), batch_size):
-            chunk = prepared[start:start + batch_size]
-            limits = list(max_new_tokens[start:start + batch_size]) if max_new_tokens else [None] * len(chunk)
-            for n in limits:
-                if n is not None and n < 1:
-                    raise UsageError(f"invalid max_new_tokens {n}: it must be >= 1")
-            for p, n in zip(chunk, limits):
-                self.check_length(len(p.input_ids), n or config.max_new_tokens)
-            requests = [
-                DecodeRequest(p.input_ids, sorted({i for s in p.spans for i in range(s.start, s.end)}), fixed, n)
-                for p, n in zip(chunk, limits)
-            ]
-            step_hook = None
-            if on_tokens is not None:
-                def step_hook(loop, rows, offset=start):
-                    for r in rows:
-                        on_tokens(offset + r.index, r.tokens, r.done)
-            outputs = self._loop(config).run(requests, step_hook)
-            for p, out in zip(chunk, outputs):
-                results.append(self._result(p, out, config))
+        results: list[GenerationResult | None] = [None] * len(prepared)
+
+        def finished(i: int, out: DecodeOutput) -> None:
+            results[i] = self._result(prepared[i], out, config)
+            if on_result is not None:
+                on_result(i, results[i])
             if bar is not None:
-                bar.update(len(chunk))
+                bar.update(1)
+
+        if supports(config.policy(), config.mode):
+            # Continuous batching: batch_size sequences at once, a finished one replaced by the next prompt.
+            engine = self.engine(config, slots=min(batch_size, len(prepared)) or 1)
+            settings = self.settings(config)
+
+            def on_token(seq) -> None:
+                if on_tokens is not None:
+                    on_tokens(seq.index, seq.tokens, seq.done)
+                if seq.done:
+                    finished(seq.index, output(seq))
+
+            engine.run(requests, settings, on_token)
+        else:  # attention-bias streams and reference mode: the synchronised loop, batch by batch
+            for start in range(0, len(prepared), batch_size):
+                chunk = requests[start:start + batch_size]
+                step_hook = None
+                if on_tokens is not None:
+                    def step_hook(loop, rows, offset=start):
+                        for r in rows:
+                            on_tokens(offset + r.index, r.tokens, r.done)
+                for j, out in enumerate(self._loop(config).run(chunk, step_hook)):
+                    finished(start + j, out)
         if bar is not None:
             bar.close()
         return results
@@ -205,7 +227,11 @@ class Directer:
         for ids in input_ids:
             self.check_length(len(ids), config.max_new_tokens)
         requests = [DecodeRequest(list(ids), list(pos), ranking) for ids, pos in zip(input_ids, positions)]
-        return [o.token_ids for o in self._loop(config).run(requests)]
+        if supports(config.policy(), config.mode):
+            outputs = self.engine(config, slots=max(1, len(requests))).run(requests, self.settings(config))
+        else:
+            outputs = self._loop(config).run(requests)
+        return [o.token_ids for o in outputs]
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -235,6 +261,26 @@ class Directer:
             model_name=self.model_name,
         )
         return DecodingLoop(self.model, method, options)
+
+    def engine(self, config: SteeringConfig | None = None, slots: int = 8, admit_min: int | None = None) -> Engine:
+        """A continuous engine on this model (see :mod:`directer.engine.continuous`)."""
+        config = config or self.config
+        self._guard_float16(config)
+        trials = {"all": "all", "sequential": "first"}.get(config.trial_batching or "", "auto")
+        return Engine(self.model, EngineOptions(slots=slots, pad_token_id=self._pad_id(), trials=trials,
+                                                admit_min=admit_min))
+
+    def settings(self, config: SteeringConfig) -> SequenceSettings:
+        """One request's settings for the engine."""
+        return SequenceSettings(
+            method=config.policy(),
+            alpha=config.alpha,
+            max_new_tokens=config.max_new_tokens,
+            eos_token_ids=frozenset() if config.ignore_eos else frozenset(self.eos_token_ids(config.mode)),
+            mode=config.mode,
+            speculate=config.speculate,
+            model_name=self.model_name,
+        )
 
     def _result(self, p: PreparedPrompt, out, config: SteeringConfig) -> GenerationResult:
         ranking = out.ranking

@@ -28,6 +28,7 @@ from .sliding_window import column_offset
 __all__ = ["BIAS_KWARG", "BiasPlan", "RowBias", "base_implementation", "enable_attention_bias"]
 
 BIAS_KWARG = "directer_bias"
+PACKED_KWARG = "directer_packed"  # read by engine/packed_attention.py, which owns the plan
 _PREFIX = "directer_"
 _WRAPPABLE = ("eager", "sdpa")
 
@@ -140,6 +141,9 @@ def _wrap(implementation: str) -> Callable[..., tuple[torch.Tensor, Any]]:
                   attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
         plan: BiasPlan | None = kwargs.pop(BIAS_KWARG, None)
         inner = _inner(module, implementation)
+        packed = kwargs.pop(PACKED_KWARG, None)
+        if packed is not None:  # a packed forward of the continuous engine (engine/packed_attention.py)
+            return packed.attend(module, query, key, value, attention_mask, inner, **kwargs)
         rows = plan.rows_in(module.layer_idx) if plan is not None else []
         if not rows:
             return inner(module, query, key, value, attention_mask, **kwargs)

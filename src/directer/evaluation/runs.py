@@ -185,31 +185,32 @@ def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: S
     # What a time ratio between methods depends on: the summary compares only like with like.
     timing = {"threads": torch.get_num_threads(), "device": str(directer.model.device)}
     with open(path, "a", encoding="utf-8") as out:
-        for chunk in _chunks(todo, batch_size):
+        # The engine keeps batch_size prompts decoding and replaces each finished one; a finished
+        # prompt's record is written at once, so an interrupted run loses nothing already generated.
+        for chunk in _chunks(todo, _GROUP):
             prepared, spans = prepare_ifeval(directer, chunk, steering)
-            t0 = time.perf_counter()
-            results = directer.generate_prepared(prepared, config=steering, batch_size=len(chunk))
-            seconds = time.perf_counter() - t0
-            total = sum(len(r.token_ids) for r in results) or 1
-            ppl = [r.perplexity for r in results]  # from the decoding's raw passes where it has them
-            missing = [i for i, (x, r) in enumerate(zip(ppl, results)) if x is None and r.token_ids]
-            if missing:  # a method without a raw model: one scoring pass over prompt and response
-                scored = perplexities(directer.model, [prepared[i].input_ids for i in missing],
-                                      [results[i].token_ids for i in missing])
-                for i, x in zip(missing, scored):
-                    ppl[i] = x
-            for p, s, r, x in zip(chunk, spans, results, ppl):
-                rec = {"key": p.key, "prompt": p.prompt, "response": r.text, "method": method, "spans": s,
+            last = [time.perf_counter()]
+
+            def write(i: int, r, chunk=chunk, prepared=prepared, spans=spans) -> None:
+                now = time.perf_counter()
+                x = r.perplexity  # from the decoding's raw passes where it has them
+                if x is None and r.token_ids:  # a method without a raw model: one scoring pass
+                    x = perplexities(directer.model, [prepared[i].input_ids], [r.token_ids])[0]
+                p = chunk[i]
+                rec = {"key": p.key, "prompt": p.prompt, "response": r.text, "method": method, "spans": spans[i],
                        "finish_reason": r.finish_reason, "num_tokens": len(r.token_ids), "perplexity": x,
                        "stats": r.to_dict()["stats"], "trace": r.to_dict()["trace"], "ranking": r.ranking,
-                       # The batch's wall time, shared out by generated tokens: sums to the method's time.
-                       "cost_seconds": seconds * len(r.token_ids) / total, "timing": timing}
+                       # Wall time since the previous record was written: the records sum to the method's time.
+                       "cost_seconds": now - last[0], "timing": timing}
+                last[0] = time.perf_counter()
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
                 records.append(rec)
-            out.flush()
-            os.fsync(out.fileno())
-            if bar is not None:
-                bar.update(len(chunk))
+                if bar is not None:
+                    bar.update(1)
+
+            directer.generate_prepared(prepared, config=steering, batch_size=batch_size, on_result=write)
     if bar is not None:
         bar.close()
     return sorted(records, key=lambda r: order[r["key"]])
@@ -228,6 +229,10 @@ def prepare_ifeval(directer: Directer, prompts: Sequence[IFEvalPrompt],
         for p, s, r in zip(prompts, spans, ranges)
     ]
     return prepared, spans
+
+
+# Prompts rendered and handed to the engine at a time (rendering is cheap; this bounds memory only).
+_GROUP = 512
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:

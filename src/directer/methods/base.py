@@ -84,6 +84,11 @@ class Method:
         """Whether the token of a steered trial may be emitted."""
         return False
 
+    def trials_before_ranking(self, num_layers: int) -> list[Trial]:
+        """The leading trials of :meth:`schedule` that do not depend on the ranking: the engine runs
+        them beside the ranking probes, before the ranking is known."""
+        return []
+
     def steering_positions(self, input_ids: Sequence[int], positions: Sequence[int], seed_key: int = 0) -> list[int]:
         """The prompt positions to steer, given the instruction's (ablations replace them)."""
         return list(positions)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,6 +29,8 @@ from ..api import Directer
 from ..errors import DirecterError
 from ..results import GenerationResult
 from .scheduler import Job, Scheduler, ServiceUnavailable
+
+DISCONNECT_POLL = 0.25  # seconds between checks that a non-streaming client is still connected
 
 __all__ = ["STEERING_FIELDS", "create_app", "RequestError", "ServerLimits"]
 
@@ -79,8 +81,9 @@ def create_app(directer: Directer, limits: ServerLimits | None = None) -> FastAP
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": directer.model_name, "pending": scheduler.pending,
-                "completed": scheduler.completed}
+        running, waiting = scheduler.running, scheduler.waiting
+        return {"status": "ok", "model": directer.model_name, "running": running, "waiting": waiting,
+                "pending": running + waiting, "completed": scheduler.completed}
 
     @app.get("/v1/models")
     async def models():
@@ -96,7 +99,7 @@ def create_app(directer: Directer, limits: ServerLimits | None = None) -> FastAP
         ):
             raise RequestError("'messages' must be a non-empty list of {role, content} objects with string content",
                                "messages")
-        return await _complete(body, [dict(role=m["role"], content=m["content"]) for m in messages], chat=True)
+        return await _complete(request, body, [dict(role=m["role"], content=m["content"]) for m in messages], chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -106,9 +109,9 @@ def create_app(directer: Directer, limits: ServerLimits | None = None) -> FastAP
             prompt = prompt[0]
         if not isinstance(prompt, str) or not prompt:
             raise RequestError("'prompt' must be a non-empty string", "prompt")
-        return await _complete(body, prompt, chat=False)
+        return await _complete(request, body, prompt, chat=False)
 
-    async def _complete(body: dict, prompt: Any, chat: bool):
+    async def _complete(request: Request, body: dict, prompt: Any, chat: bool):
         if body.get("n", 1) != 1:
             raise RequestError("only n=1 is supported", "n")
         if body.get("stop"):
@@ -145,12 +148,27 @@ def create_app(directer: Directer, limits: ServerLimits | None = None) -> FastAP
             raise RequestError(str(exc), status=503, kind="server_error") from None
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         if not stream:
-            result = await asyncio.wrap_future(future)
+            waiter = asyncio.ensure_future(asyncio.wrap_future(future))
+            while not waiter.done():
+                await asyncio.wait({waiter}, timeout=DISCONNECT_POLL)
+                if not waiter.done() and await request.is_disconnected():
+                    job.cancel()  # the client is gone: its slot is freed at the next forward
+                    waiter.cancel()
+                    return Response(status_code=499)
+            result = waiter.result()
             return _final_body(rid, result, chat, len(prepared.input_ids))
-        return StreamingResponse(_events(rid, future, queue, chat, len(prepared.input_ids)),
+        return StreamingResponse(_events(rid, job, queue, chat, len(prepared.input_ids)),
                                  media_type="text/event-stream")
 
-    async def _events(rid: str, future, queue: asyncio.Queue, chat: bool, prompt_tokens: int) -> AsyncIterator[str]:
+    async def _events(rid: str, job: Job, queue: asyncio.Queue, chat: bool, prompt_tokens: int) -> AsyncIterator[str]:
+        try:
+            async for event in _stream(rid, job.future, queue, chat, prompt_tokens):
+                yield event
+        finally:  # the client went away (or the stream ended): never decode for nobody
+            if not job.future.done():
+                job.cancel()
+
+    async def _stream(rid: str, future, queue: asyncio.Queue, chat: bool, prompt_tokens: int) -> AsyncIterator[str]:
         created, sent, obj = int(time.time()), "", "chat.completion.chunk" if chat else "text_completion"
         done_waiter = asyncio.ensure_future(asyncio.wrap_future(future))
 

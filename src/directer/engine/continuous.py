@@ -1,0 +1,351 @@
+"""The continuous decoding engine: every forward packs the pending work of all running sequences.
+
+Each running sequence owns one slot of a :class:`~directer.engine.slot_cache.SlotCache`. A forward
+(:meth:`Engine.step`) is either a prefill of newly admitted prompts, whose pass is also their raw
+step 0, or a packed decode forward holding, for every running sequence, what it waits for:
+
+- a raw row (sequences at step t whose previous step is decided);
+- trial rows (sequences whose gate opened on the previous forward), read copy-free against the
+  sequence's slot as it was before the step's raw token (:mod:`directer.engine.packed_attention`);
+- ranking probe rows (sequences whose prompt was just encoded), beside the all-layer trial, which
+  needs no ranking.
+
+A sequence waiting for its trials skips one forward while the others advance, so a trial costs rows,
+not a forward of the whole batch. Finished sequences free their slot; waiting prompts are admitted
+when enough slots are free (or at once, ``admit_min=1``, for serving). The outcome of every sequence
+is the one it gets alone: the first accepted trial in schedule order, else the raw token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Sequence as Seq
+
+import torch
+
+from ..methods.base import Method, RawStep, prompt_key
+from ..models.loading import attention_modules
+from .attention_bias import enable_attention_bias
+from .cost_model import CostModel
+from .decoding import DecodeOutput, DecodeRequest
+from .packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
+from .ranking import AttentionRecorder, rank_from_scores, score_layers
+from .sequence import Sequence, SequenceSettings
+from .slot_cache import SlotCache
+
+__all__ = ["Engine", "EngineOptions", "supports"]
+
+TRIAL_POLICIES = ("auto", "all", "first")
+
+
+def supports(method: Method, mode: str) -> bool:
+    """Whether the engine runs this method: key scaling and plain decoding in paper mode. Stream
+    (attention-bias) methods and reference mode keep :class:`~directer.engine.decoding.DecodingLoop`."""
+    return not method.stream and mode != "reference"
+
+
+@dataclass
+class EngineOptions:
+    slots: int = 8  # sequences decoded at once
+    pad_token_id: int = 0
+    trials: str = "auto"  # per opening: "all" trials in one forward, "first" (strongest first), "auto": by cost
+    admit_min: int | None = None  # admit prompts once this many slots are free (None: slots // 8, at least 1)
+    max_prefill_tokens: int = 16384  # padded prompt tokens per prefill forward
+
+
+class Engine:
+    def __init__(self, model: torch.nn.Module, options: EngineOptions | None = None):
+        self.model = model
+        self.opts = options or EngineOptions()
+        if self.opts.trials not in TRIAL_POLICIES:
+            raise ValueError(f"unknown trial policy {self.opts.trials!r}: choose one of {', '.join(TRIAL_POLICIES)}")
+        text = model.config.get_text_config(decoder=True)
+        self.num_layers = text.num_hidden_layers
+        self.num_heads = text.num_attention_heads
+        self.softcap = getattr(text, "final_logit_softcapping", None)
+        self.device = next(model.parameters()).device
+        self.body = model.get_decoder()
+        self.head = model.get_output_embeddings()
+        enable_attention_bias(model)  # our attention function reads the packed plan
+        self.cache = SlotCache(self.num_layers, self.opts.slots, self.device)
+        self.free: list[int] = list(range(self.opts.slots))
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.recorder = AttentionRecorder(attention_modules(model))
+        self.cost = CostModel(self.device.type)
+        self.forwards = 0
+        self._count = 0
+        self.windows: dict[int, int | None] = {}
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def submit(self, request: DecodeRequest, settings: SequenceSettings,
+               on_token: Callable[[Sequence], None] | None = None) -> Sequence:
+        method = settings.method
+        if not supports(method, settings.mode):
+            raise ValueError(f"the continuous engine does not run {method.name} in {settings.mode} mode")
+        method.check_model(self.num_layers, self.num_heads)
+        key = prompt_key(request.input_ids)
+        if request.max_new_tokens:
+            settings = SequenceSettings(**{**settings.__dict__, "max_new_tokens": request.max_new_tokens})
+        positions = sorted(set(method.steering_positions(request.input_ids, request.positions, key)))
+        seq = Sequence(self._count, list(request.input_ids), positions, settings, request.ranking, key, on_token)
+        self._count += 1
+        if method.steers and (seq.ranking is not None or not method.needs_ranking):
+            seq.schedule = method.schedule(seq.ranking, self.num_layers, key)
+        elif method.steers:
+            seq.leading = method.trials_before_ranking(self.num_layers)
+        self.waiting.append(seq)
+        return seq
+
+    def cancel(self, seq: Sequence) -> None:
+        """Stop a sequence; its slot is freed before the next forward."""
+        seq.cancelled = True
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def run(self, requests: Seq[DecodeRequest], settings: SequenceSettings | Seq[SequenceSettings],
+            on_token: Callable[[Sequence], None] | None = None) -> list[DecodeOutput]:
+        """Decode every request to the end (offline use); outputs in request order."""
+        per = [settings] * len(requests) if isinstance(settings, SequenceSettings) else list(settings)
+        seqs = [self.submit(r, s, on_token) for r, s in zip(requests, per)]
+        while self.busy:
+            self.step()
+        return [output(s) for s in seqs]
+
+    # -- one forward ------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """Run one forward: a prefill of waiting prompts when enough slots are free, else a decode."""
+        self._drop_cancelled()
+        admit_min = self.opts.admit_min or max(1, self.opts.slots // 8)
+        if self.waiting and self.free and (len(self.free) >= min(admit_min, len(self.waiting)) or not self.running):
+            self._prefill()
+        elif self.running:
+            self._decode()
+
+    def _drop_cancelled(self) -> None:
+        for seq in [s for s in self.waiting if s.cancelled]:
+            self.waiting.remove(seq)
+            seq.state, seq.finish_reason = "done", "cancelled"
+        for seq in [s for s in self.running if s.cancelled]:
+            seq.finish_reason = "cancelled"
+            self._finish(seq)
+
+    def _finish(self, seq: Sequence) -> None:
+        seq.state = "done"
+        if seq.slot is not None:
+            self.cache.free(seq.slot)
+            self.free.append(seq.slot)
+            seq.slot = None
+        self.running.remove(seq)
+        seq.stats.evicted_layers = self._evicted(seq)
+
+    def _evicted(self, seq: Sequence) -> list[int]:
+        """Sliding layers whose window no longer holds every steered position (as a sliding cache would)."""
+        if not seq.positions:
+            return []
+        last = seq.step_pos - 1  # the last position the sequence's forwards read from
+        return [layer for layer, w in sorted(self.windows.items()) if w and min(seq.positions) <= last - w + 1]
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden)
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def _prefill(self) -> None:
+        batch: list[Sequence] = []
+        while self.waiting and len(batch) < len(self.free):
+            longest = max([len(s.input_ids) for s in batch] + [len(self.waiting[0].input_ids)])
+            if batch and longest * (len(batch) + 1) > self.opts.max_prefill_tokens:
+                break
+            batch.append(self.waiting.popleft())
+        slots = [self.free.pop(0) for _ in batch]
+        lengths = [len(s.input_ids) for s in batch]
+        width = max(lengths)
+        ids = torch.full((len(batch), width), self.opts.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, s in enumerate(batch):
+            ids[i, width - lengths[i]:] = torch.tensor(s.input_ids)
+            mask[i, width - lengths[i]:] = 1
+        slot_t = torch.tensor(slots, device=self.device)
+        start = self.cache.place(slot_t, lengths)
+        now = time.perf_counter()
+        for i, (s, slot) in enumerate(zip(batch, slots)):
+            s.slot, s.state, s.admitted_at = slot, "prefill", now
+            s.start = start + (width - lengths[i]) + self.cache.origin
+            self.running.append(s)
+        mask = mask.to(self.device)
+        plan = PackedPlan(self.cache, slot_t, prefill_column=start)
+        record = any(s.needs_probes for s in batch)
+        with self.recorder.recording() if record else _nothing():
+            hidden = self.body(input_ids=ids.to(self.device), attention_mask=mask,
+                               position_ids=(mask.cumsum(-1) - 1).clamp_min(0), use_cache=False,
+                               **{PACKED_KWARG: plan}).last_hidden_state
+        self.forwards += 1
+        if record:
+            pre, post = self.recorder.stacked()
+        logits = self._logits(hidden[:, -1, :])
+        for i, s in enumerate(batch):
+            if s.needs_probes:
+                s.raw_states = (pre[i], post[i])
+            n = len(s.input_ids)
+            self._on_raw(s, logits[i], s.input_ids[-1], n - 1, s.start + n - 1)
+
+    def _on_raw(self, seq: Sequence, logits: torch.Tensor, step_input: int, step_pos: int, column: int,
+                known: dict[int, int] | None = None) -> None:
+        """The raw pass of a step: the gate, then the step's token or its trials."""
+        z = logits.float()
+        probs = torch.softmax(z, dim=-1)  # float32, as Eq. 2 is checked
+        raw = RawStep(len(seq.tokens), logits, probs, probs.topk(2).values)
+        seq.open_step(raw, step_input, step_pos, column)
+        method = seq.settings.method
+        if not method.steers or method.skip(raw):
+            self._emit(seq, raw.token, _skipped(method.steers))
+            return
+        seq.trial_tokens.update(known or {})
+        seq.state = "trials"
+        self._decide(seq)
+
+    def _decide(self, seq: Sequence) -> None:
+        decided = seq.decide()
+        if decided is not None:
+            self._emit(seq, *decided)
+
+    def _emit(self, seq: Sequence, token: int, trace) -> None:
+        finished = seq.emit(token, trace)
+        if finished:
+            self._finish(seq)
+        if seq.on_token is not None:
+            seq.on_token(seq)
+
+    def _decode(self) -> None:
+        origin = self.cache.origin
+        raw = [s for s in self.running if s.state == "raw"]
+        inputs, positions = [s.step_input for s in raw], [s.step_pos for s in raw]
+        slot_t = torch.tensor([s.slot for s in raw], dtype=torch.long, device=self.device)
+        pos_t = torch.tensor(positions, dtype=torch.long, device=self.device)
+        column = self.cache.open_column(slot_t, pos_t) if raw else self.cache.width - 1
+        groups: list[ExtraGroup] = []
+        logit_rows: list[tuple[Sequence, int | None, int]] = []  # (sequence, trial k or None for raw, row)
+        probe_rows: list[tuple[Sequence, int]] = []  # (sequence, first probe row)
+        logit_rows += [(s, None, i) for i, s in enumerate(raw)]
+        extra: list[tuple[Sequence, int, int, int, list[ExtraRow], list[int | None]]] = []
+
+        for s in raw:  # speculation: a ranked sequence's trials in its raw row's forward
+            if s.schedule and self._speculate(s):
+                rows = [self._trial_row(s, t, origin) for t in s.schedule]
+                extra.append((s, s.step_input, s.step_pos, column, rows, list(range(len(rows)))))
+        for s in self.running:
+            if s.needs_probes:  # probe l steers layer l alone, on the last prompt token
+                n = len(s.input_ids)
+                cols = s.columns(origin)
+                rows = [ExtraRow(frozenset([layer]), s.settings.alpha, cols) for layer in range(self.num_layers)]
+                extra.append((s, s.input_ids[-1], n - 1, s.start + n - 1 - origin, rows, [None] * len(rows)))
+                s.probes_issued = True
+        budget = len(raw) + sum(len(e[4]) for e in extra)
+        for s in self.running:
+            if s.state != "trials":
+                continue
+            todo = s.to_do()
+            if not todo:
+                continue
+            if not self._all_at_once(budget + len(todo)):
+                todo = todo[:1]
+            budget += len(todo)
+            s.issued.update(todo)
+            rows = [self._trial_row(s, s.trials()[k], origin) for k in todo]
+            extra.append((s, s.step_input, s.step_pos, s.step_column - origin, rows, todo))
+
+        ids, pos = list(inputs), list(positions)
+        for s, token, p, limit, rows, ks in extra:
+            first = len(ids)
+            ids += [token] * len(rows)
+            pos += [p] * len(rows)
+            idx = torch.arange(first, len(ids), device=self.device)
+            groups.append(ExtraGroup(s.slot, idx, limit, p, rows))
+            if ks[0] is None:
+                probe_rows.append((s, first))
+            else:
+                logit_rows += [(s, k, first + j) for j, k in enumerate(ks)]
+                s.stats.trial_rows += len(rows)
+        if not ids:
+            return
+        plan = PackedPlan(self.cache, slot_t, pos_t, column, groups)
+        t0 = time.perf_counter()
+        with self.recorder.recording() if probe_rows else _nothing():
+            hidden = self.body(input_ids=torch.tensor(ids, device=self.device)[:, None],
+                               position_ids=torch.tensor(pos, device=self.device)[:, None],
+                               use_cache=False, **{PACKED_KWARG: plan}).last_hidden_state[:, 0]
+            need = torch.tensor([r for _, _, r in logit_rows], dtype=torch.long, device=self.device)
+            logits = self._logits(hidden.index_select(0, need)) if logit_rows else None
+        seconds = time.perf_counter() - t0
+        self.forwards += 1
+        self.cost.observe(len(ids), seconds)
+        self.windows.update(plan.windows)
+
+        if probe_rows:
+            pre_s, post_s = self.recorder.stacked()
+            for s, first in probe_rows:
+                self._rank(s, pre_s[first:first + self.num_layers], post_s[first:first + self.num_layers], seconds)
+        tokens = logits.argmax(dim=-1).tolist() if logits is not None else []
+        for (s, k, _), tok in zip(logit_rows, tokens):
+            if k is not None:
+                s.trial_tokens[k] = tok
+        for j, s in enumerate(raw):
+            known = {k: t for (q, k, _), t in zip(logit_rows, tokens) if q is s and k is not None}
+            self._on_raw(s, logits[j], s.step_input, s.step_pos, column + origin, known)
+        for s in list(self.running):
+            if s.state == "trials" and s not in raw:
+                self._decide(s)
+        if self.forwards % 32 == 0:
+            self.cache.trim([s.slot for s in self.running])
+
+    def _rank(self, seq: Sequence, pre_s: torch.Tensor, post_s: torch.Tensor, seconds: float) -> None:
+        pre, post = seq.raw_states
+        mode = seq.settings.mode
+        seq.ranking = rank_from_scores(score_layers(mode, pre, post, pre_s, post_s), mode, seq.settings.model_name)
+        seq.schedule = seq.settings.method.schedule(seq.ranking, self.num_layers, seq.seed_key)
+        seq.stats.ranking_seconds = seconds
+        seq.raw_states = None
+
+    def _trial_row(self, seq: Sequence, trial, origin: int) -> ExtraRow:
+        alpha = seq.settings.alpha if trial.alpha is None else trial.alpha
+        return ExtraRow(trial.layers, alpha, seq.columns(origin))
+
+    def _all_at_once(self, rows: int) -> bool:
+        if self.opts.trials != "auto":
+            return self.opts.trials == "all"
+        # Below the cost model's free rows a forward is weight-bound: extra rows cost little, while a
+        # round of one trial at a time would cost this sequence a forward per rejection.
+        return rows <= self.cost.rows_for_free()
+
+    @staticmethod
+    def _speculate(seq: Sequence) -> bool:
+        mode = seq.settings.speculate
+        if mode == "never":
+            return False
+        return mode == "always" or (bool(seq.trace) and not seq.trace[-1].skipped)
+
+
+def _skipped(steers: bool):
+    from ..results import TokenTrace
+    return TokenTrace(skipped=steers, trials=0, layers=None)
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def output(seq: Sequence) -> DecodeOutput:
+    return DecodeOutput(seq.tokens, seq.trace, seq.stats, seq.ranking, seq.finish_reason, seq.logprobs)

@@ -1,0 +1,170 @@
+"""Copy-free steered attention for a packed forward of the continuous engine.
+
+A packed decode forward carries raw rows (one per advancing sequence, whose new keys and values the
+:class:`~directer.engine.slot_cache.SlotCache` keeps) and extra rows (trials, ranking probes) that
+read their source sequence's slot without copying it. Key scaling is ``q·(αk) = α(q·k)``: an extra
+row multiplies the attention logits of its steered columns by α in its steered layers, attends to the
+columns its step could see (before the step's raw token) plus its own new key, and its keys and
+values are never stored. Rows that share a source are folded into the query dimension (as
+grouped-query attention folds heads), so the source's keys are read once, in place.
+
+The plan travels as a keyword argument of the model call (``directer_packed``), which the attention
+function registered by :mod:`directer.engine.attention_bias` hands to :meth:`PackedPlan.attend`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from .attention_bias import PACKED_KWARG
+from .slot_cache import SlotCache
+
+__all__ = ["ExtraGroup", "ExtraRow", "PACKED_KWARG", "PackedPlan"]
+
+
+@dataclass
+class ExtraRow:
+    """A trial or probe row: the layers whose columns it scales, by how much, and which columns."""
+
+    layers: frozenset[int]
+    alpha: float
+    columns: torch.Tensor  # physical columns of the steered tokens
+
+
+@dataclass
+class ExtraGroup:
+    """The extra rows of one source slot in this forward (one step of one sequence)."""
+
+    slot: int
+    rows: torch.Tensor  # indices of the rows in the forward
+    limit: int  # the rows see physical columns < limit (the step's raw token and later are not theirs)
+    position: int  # the rows' query position (for sliding windows)
+    steering: list[ExtraRow]
+    _scales: dict[tuple[int, ...], torch.Tensor | None] = field(default_factory=dict, repr=False)
+
+    def scale(self, layer: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        """[rows, limit] logit multipliers in ``layer`` (None: no row steers it), built once per row set."""
+        active = tuple(i for i, r in enumerate(self.steering)
+                       if layer in r.layers and r.alpha != 1.0 and r.columns.numel())
+        if active not in self._scales:
+            if not active:
+                self._scales[active] = None
+            else:
+                m = torch.ones(len(self.steering), self.limit, dtype=dtype, device=device)
+                for i in active:
+                    cols = self.steering[i].columns
+                    cols = cols[(cols >= 0) & (cols < self.limit)]
+                    m[i, cols] = self.steering[i].alpha
+                self._scales[active] = m
+        return self._scales[active]
+
+
+@dataclass
+class PackedPlan:
+    """One forward of the continuous engine.
+
+    Decode: rows ``0..n_raw-1`` are raw rows of ``raw_slots`` (their keys and values are written at
+    physical ``column``); the rest are the extra rows of ``groups``. Prefill (``prefill_column`` set):
+    every row is a new prompt of ``raw_slots``, left-padded, written from ``prefill_column`` on.
+    """
+
+    cache: SlotCache
+    raw_slots: torch.Tensor
+    raw_positions: torch.Tensor | None = None
+    column: int = 0
+    groups: list[ExtraGroup] = field(default_factory=list)
+    prefill_column: int | None = None
+    windows: dict[int, int | None] = field(default_factory=dict)  # layer -> sliding window, as the model passed it
+    _masks: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def _raw_mask(self, window: int | None, width: int) -> torch.Tensor:
+        """[slots, 1, 1, width] visibility of every slot's raw query (free slots see column 0: no NaN)."""
+        if window not in self._masks:
+            c = self.cache
+            visible = c.valid[:, :width].clone()
+            if window:
+                q = torch.zeros(c.slots, dtype=torch.long, device=c.device)
+                q[self.raw_slots] = self.raw_positions
+                visible &= c.pos[:, :width] > (q[:, None] - window)
+            idle = ~visible.any(dim=1)
+            visible[idle, 0] = True
+            self._masks[window] = visible[:, None, None, :]
+        return self._masks[window]
+
+    def _group_mask(self, g: ExtraGroup, window: int | None) -> torch.Tensor:
+        k = (id(g), window)
+        if k not in self._masks:
+            c = self.cache
+            visible = c.valid[g.slot, :g.limit].clone()
+            if window:
+                visible &= c.pos[g.slot, :g.limit] > g.position - window
+            self._masks[k] = visible
+        return self._masks[k]
+
+    def attend(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               attention_mask: torch.Tensor | None, inner: Callable[..., tuple[torch.Tensor, Any]],
+               **kwargs: Any) -> tuple[torch.Tensor, None]:
+        layer = module.layer_idx
+        if self.prefill_column is not None:  # a prompt: the model's own attention, then keep its keys/values
+            out = inner(module, query, key, value, attention_mask, **kwargs)[0]
+            self.cache.write(layer, self.raw_slots, self.prefill_column, key, value)
+            return out, None
+        return self._decode(module, layer, query, key, value, kwargs), None
+
+    def _decode(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
+                value: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        cache = self.cache
+        R, Hq, _, D = query.shape
+        Hkv = key.shape[1]
+        g = Hq // Hkv
+        n = self.raw_slots.numel()
+        scaling = kwargs.get("scaling")
+        scaling = module.head_dim ** -0.5 if scaling is None else scaling
+        softcap = kwargs.get("softcap")
+        window = kwargs.get("sliding_window")
+        self.windows[layer] = window
+        if n:
+            cache.write(layer, self.raw_slots, self.column, key[:n], value[:n])
+        width = self.column + 1
+        K, V = cache.keys[layer], cache.values[layer]
+        out = query.new_empty(R, 1, Hq, value.shape[-1])
+
+        if n:  # raw rows: every slot's query against its own slot (idle slots compute nothing useful)
+            q = query.new_zeros(cache.slots, Hq, D)
+            q[self.raw_slots] = query[:n, :, 0]
+            q = q.view(cache.slots, Hkv, g, D)
+            mask = self._raw_mask(window, width)
+            k, v = K[:, :, :width], V[:, :, :width]
+            if softcap is None:
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
+            else:
+                s = torch.matmul(q, k.transpose(-1, -2)) * scaling
+                s = torch.tanh(s / softcap) * softcap
+                s = s.masked_fill(~mask, float("-inf"))
+                o = torch.matmul(torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype), v)
+            out[:n, 0] = o.reshape(cache.slots, Hq, -1)[self.raw_slots]
+
+        for grp in self.groups:  # extra rows, folded per source slot
+            m, lim = grp.rows.numel(), grp.limit
+            qe = query[grp.rows, :, 0].view(m, Hkv, g, D)
+            ks, vs = K[grp.slot, :, :lim], V[grp.slot, :, :lim]  # views: no copy
+            s = torch.matmul(qe.permute(1, 0, 2, 3).reshape(Hkv, m * g, D), ks.transpose(-1, -2))
+            s = s.view(Hkv, m, g, lim) * scaling
+            scale = grp.scale(layer, s.device, s.dtype)
+            if scale is not None:
+                s = s * scale[None, :, None, :]
+            own = (qe * key[grp.rows, :, 0].unsqueeze(2)).sum(-1).permute(1, 0, 2)[..., None] * scaling
+            s = torch.cat([s, own], dim=-1)  # [Hkv, m, g, lim + 1]
+            if softcap is not None:
+                s = torch.tanh(s / softcap) * softcap
+            visible = torch.cat([self._group_mask(grp, window), s.new_ones(1, dtype=torch.bool)])
+            s = s.masked_fill(~visible, float("-inf"))
+            p = torch.softmax(s, dim=-1, dtype=torch.float32).to(query.dtype)
+            o = torch.matmul(p[..., :lim].reshape(Hkv, m * g, lim), vs).view(Hkv, m, g, -1)
+            o = o + p[..., lim:] * value[grp.rows, :, 0].permute(1, 0, 2)[:, :, None, :]
+            out[grp.rows, 0] = o.permute(1, 0, 2, 3).reshape(m, Hq, -1)
+        return out

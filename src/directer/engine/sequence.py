@@ -1,0 +1,128 @@
+"""One sequence of the continuous engine, as a small state machine.
+
+``waiting`` (queued) -> ``prefill`` (its prompt is encoded; the pass gives the raw distribution of
+step 0 and, when a ranking is needed, the raw attention states the ranking compares against) ->
+``raw`` (its next forward carries its raw row) or ``trials`` (the gate opened at the current step:
+its next forward carries trial rows instead, read against its slot as it was before the step's raw
+token) -> ... -> ``done``. Ranking probes ride along in the first forward after the prefill. All
+columns here are *logical* cache columns (see :class:`~directer.engine.slot_cache.SlotCache`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..methods.base import Method, RawStep
+from ..methods.trial import Trial
+from ..results import Ranking, Stats, TokenTrace
+
+__all__ = ["Sequence", "SequenceSettings"]
+
+
+@dataclass
+class SequenceSettings:
+    """What one request asks for; requests with different settings share forwards."""
+
+    method: Method
+    alpha: float = 100.0
+    max_new_tokens: int = 256
+    eos_token_ids: frozenset[int] = frozenset()
+    mode: str = "paper"  # ranking variant
+    speculate: str = "never"  # "auto" | "always" | "never": run known trials within the raw row's forward
+    model_name: str | None = None
+
+
+@dataclass
+class Sequence:
+    index: int  # submission order
+    input_ids: list[int]
+    positions: list[int]  # steered prompt positions (after the method's choice)
+    settings: SequenceSettings
+    ranking: Ranking | None
+    seed_key: int
+    on_token: Callable[["Sequence"], None] | None = None
+    state: str = "waiting"
+    slot: int | None = None
+    start: int = 0  # logical column of prompt token 0
+    schedule: list[Trial] | None = None
+    leading: list[Trial] = field(default_factory=list)  # trials known before the ranking
+    raw_states: tuple[torch.Tensor, torch.Tensor] | None = None  # ranking: raw attention in/out at the last prompt token
+    probes_issued: bool = False
+    # the current step: its raw pass, input, position and column; the trials computed so far
+    raw: RawStep | None = None
+    step_input: int = 0
+    step_pos: int = 0
+    step_column: int = 0
+    trial_tokens: dict[int, int] = field(default_factory=dict)
+    issued: set[int] = field(default_factory=set)
+    next_k: int = 0
+    tokens: list[int] = field(default_factory=list)
+    trace: list[TokenTrace] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    stats: Stats = field(default_factory=Stats)
+    finish_reason: str = "length"
+    cancelled: bool = False
+    admitted_at: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
+
+    @property
+    def needs_probes(self) -> bool:
+        return self.settings.method.needs_ranking and self.ranking is None and not self.probes_issued
+
+    def columns(self, origin: int) -> torch.Tensor:
+        """Physical columns of the steered prompt positions."""
+        return torch.tensor([self.start + p - origin for p in self.positions], dtype=torch.long)
+
+    def trials(self) -> list[Trial]:
+        """The trials the step can be decided on so far (the leading ones until the ranking is known)."""
+        return self.schedule if self.schedule is not None else self.leading
+
+    def to_do(self) -> list[int]:
+        """Trials of the current step still to compute, in schedule order."""
+        return [k for k in range(self.next_k, len(self.trials())) if k not in self.trial_tokens and k not in self.issued]
+
+    def open_step(self, raw: RawStep, step_input: int, step_pos: int, step_column: int) -> None:
+        self.raw, self.step_input, self.step_pos, self.step_column = raw, step_input, step_pos, step_column
+        self.trial_tokens, self.issued, self.next_k = {}, set(), 0
+
+    def decide(self) -> tuple[int, TokenTrace] | None:
+        """The step's token once it is known: the first accepted trial in schedule order, the raw token
+        when every trial is rejected, None while trials are missing (or the ranking is)."""
+        method, raw, trials = self.settings.method, self.raw, self.trials()
+        k = self.next_k
+        while k < len(trials) and k in self.trial_tokens:
+            token = self.trial_tokens[k]
+            if method.accept(raw, token):
+                return token, TokenTrace(skipped=False, trials=k + 1, layers=trials[k].size)
+            k += 1
+        self.next_k = k
+        if self.schedule is not None and k >= len(trials):
+            return raw.token, TokenTrace(skipped=False, trials=len(trials), layers=None)
+        return None
+
+    def emit(self, token: int, trace: TokenTrace) -> bool:
+        """Append the step's token; return True when the sequence is finished."""
+        now = time.perf_counter()
+        z = self.raw.logits.float()
+        self.logprobs.append(float(z[token] - torch.logsumexp(z, dim=-1)))
+        self.tokens.append(token)
+        self.trace.append(trace)
+        self.stats.record(trace)
+        if len(self.tokens) == 1:
+            self.stats.first_token_seconds = now - self.admitted_at
+        if token in self.settings.eos_token_ids:
+            self.finish_reason = "eos"
+        finished = self.finish_reason == "eos" or len(self.tokens) >= self.settings.max_new_tokens
+        self.raw = None
+        self.state = "done" if finished else "raw"
+        self.step_input, self.step_pos = token, self.step_pos + 1
+        if finished:
+            self.stats.seconds = now - self.admitted_at
+        return finished

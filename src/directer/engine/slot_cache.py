@@ -1,0 +1,123 @@
+"""The persistent key/value store of the continuous engine: one row (slot) per running sequence.
+
+Every slot shares the column axis. A prefill writes a prompt's keys and values into the last columns
+of a free slot (the cache grows at the front when the prompt is longer than the cache); each decode
+forward opens one new column for all slots, written only by the slots whose raw row ran (the others,
+waiting for trials or free, leave a hole that their masks hide). Columns are addressed *logically*
+(stable for a sequence's lifetime) and mapped to physical buffer columns by ``origin``, which grows
+when leading columns that no running sequence uses are trimmed away.
+
+Every layer is stored in full, sliding-window layers included: the window is applied by position in
+the attention (holes make "the last W columns" differ from "the last W tokens").
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["SlotCache"]
+
+_GROW = 256  # spare columns added when the buffers are full (amortises the copy)
+
+
+class SlotCache:
+    """Keys/values ``[slots, kv_heads, capacity, head_dim]`` per layer, with per-slot validity and positions."""
+
+    def __init__(self, num_layers: int, slots: int, device: torch.device):
+        self.num_layers = num_layers
+        self.slots = slots
+        self.device = device
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.capacity = 0
+        self.width = 0  # physical columns in use
+        self.origin = 0  # logical column of physical column 0
+        self.valid = torch.zeros(slots, 0, dtype=torch.bool, device=device)
+        self.pos = torch.zeros(slots, 0, dtype=torch.long, device=device)
+
+    # -- columns ----------------------------------------------------------------------------------
+
+    def physical(self, logical: int) -> int:
+        return logical - self.origin
+
+    def _resize(self, capacity: int, front: int = 0) -> None:
+        """Reallocate to ``capacity`` columns, shifting the used ones right by ``front``."""
+        def moved(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            new = t.new_zeros(*t.shape[:2], capacity, t.shape[-1])
+            new[:, :, front:front + self.width] = t[:, :, :self.width]
+            return new
+
+        self.keys = [moved(t) for t in self.keys]
+        self.values = [moved(t) for t in self.values]
+        valid = torch.zeros(self.slots, capacity, dtype=torch.bool, device=self.device)
+        pos = torch.zeros(self.slots, capacity, dtype=torch.long, device=self.device)
+        valid[:, front:front + self.width] = self.valid[:, :self.width]
+        pos[:, front:front + self.width] = self.pos[:, :self.width]
+        self.valid, self.pos, self.capacity = valid, pos, capacity
+        self.width += front
+        self.origin -= front
+
+    def reserve(self, columns: int) -> None:
+        if self.width + columns > self.capacity:
+            self._resize(self.width + columns + _GROW)
+
+    def open_column(self, slots: torch.Tensor, positions: torch.Tensor) -> int:
+        """Open the next column for a decode forward: valid for ``slots`` (at ``positions``), a hole
+        for every other slot. Returns its physical index (the forward writes it)."""
+        self.reserve(1)
+        col = self.width
+        self.valid[:, col] = False
+        self.valid[slots, col] = True
+        self.pos[slots, col] = positions
+        self.width += 1
+        return col
+
+    def place(self, slots: torch.Tensor, lengths: list[int]) -> int:
+        """Prepare ``slots`` for prompts of ``lengths`` tokens ending at the last used column; return the
+        physical column of the first prefill column (prompts are left-padded to the longest)."""
+        longest = max(lengths)
+        if longest > self.width:
+            front = longest - self.width
+            self._resize(max(self.capacity, self.width) + front + _GROW, front=front)
+        start = self.width - longest
+        self.valid[slots] = False
+        for s, n in zip(slots.tolist(), lengths):
+            self.valid[s, self.width - n:self.width] = True
+            self.pos[s, self.width - n:self.width] = torch.arange(n, device=self.device)
+        return start
+
+    def write(self, layer: int, slots: torch.Tensor, column: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Store ``keys``/``values`` ``[n, kv_heads, q, head_dim]`` of ``slots`` from physical ``column`` on."""
+        if self.keys[layer] is None:
+            shape = (self.slots, keys.shape[1], max(self.capacity, 1), keys.shape[-1])
+            self.keys[layer] = keys.new_zeros(shape)
+            self.values[layer] = values.new_zeros(shape[:3] + (values.shape[-1],))
+        n = keys.shape[2]
+        self.keys[layer][slots, :, column:column + n] = keys
+        self.values[layer][slots, :, column:column + n] = values
+
+    def free(self, slot: int) -> None:
+        self.valid[slot] = False
+
+    def trim(self, running: list[int]) -> None:
+        """Drop leading columns no running slot uses, once they are a quarter of the cache or more."""
+        if not running:
+            self.origin += self.width
+            self.width = 0
+            return
+        used = self.valid[running, :self.width].any(dim=0)
+        first = int(used.nonzero()[0]) if bool(used.any()) else self.width
+        if first < 64 or first * 4 < self.width:
+            return
+        keep = self.width - first
+        for layers in (self.keys, self.values):
+            for t in layers:
+                if t is not None:
+                    t[:, :, :keep] = t[:, :, first:self.width].clone()
+        self.valid[:, :keep] = self.valid[:, first:self.width].clone()
+        self.pos[:, :keep] = self.pos[:, first:self.width].clone()
+        self.valid[:, keep:] = False
+        self.width = keep
+        self.origin += first

@@ -1,0 +1,83 @@
+"""Copy-free steered attention (engine/packed_attention.py) equals scaling a copy of the keys, on the
+five architectures, with left padding and with instruction columns evicted from a sliding window."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers.cache_utils import DynamicCache
+
+from directer.engine.attention_bias import enable_attention_bias
+from directer.engine.packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
+from directer.engine.sliding_window import column_offset
+from directer.engine.slot_cache import SlotCache
+
+from tiny import ARCHS, SPAN, random_prompt, tiny_model
+
+
+def _copy_scaled_logits(model, prompt, span, layers, alpha):
+    """The reference: the prompt minus its last token in a cache, a deep copy with the steered keys
+    scaled in place, then a plain forward of the last token."""
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(torch.tensor([prompt[:-1]]), cache=cache)
+        scaled = copy.deepcopy(cache)
+        for layer in layers:
+            lay = scaled.layers[layer]
+            cols = torch.tensor(span, dtype=torch.long) - column_offset(lay)
+            cols = cols[(cols >= 0) & (cols < lay.keys.shape[-2])]
+            lay.keys[:, :, cols, :] *= alpha
+        return model(torch.tensor([prompt[-1:]]), cache=scaled).logits[0, -1]
+
+
+@pytest.mark.parametrize("window", [None, 6])
+def test_copy_free_trials_equal_scaling_a_copy(window):
+    archs = ARCHS if window is None else ("gemma3", "mistral")
+    for arch in archs:
+        model = tiny_model(arch, **({} if window is None else {"sliding_window": window}))
+        enable_attention_bias(model)
+        long, short = random_prompt(7, 20), random_prompt(8, 16)  # short is left-padded by 4 columns
+        span = SPAN if window is None else list(range(12, 18))  # window 6: 12-13 evicted, 14-17 held
+        trials = [(frozenset({0, 2, 3}), 100.0), (frozenset({1}), 5.0), (frozenset(range(4)), 1.0)]
+        cache = SlotCache(4, 3, torch.device("cpu"))
+        slots = torch.tensor([2, 0])
+        lengths = [len(long), len(short)]
+        start = cache.place(slots, lengths)
+        ids = torch.tensor([long, [0] * 4 + short])
+        mask = (ids != 0).long()
+        mask[0] = 1
+        with torch.no_grad():
+            model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
+                                use_cache=False, **{PACKED_KWARG: PackedPlan(cache, slots, prefill_column=start)})
+            for prompt, slot in ((long, 2), (short, 0)):
+                first = cache.width - len(prompt)  # physical column of the prompt's first token
+                cols = torch.tensor(span)[torch.tensor(span) < len(prompt) - 1] + first
+                rows = [ExtraRow(layers, alpha, cols) for layers, alpha in trials]
+                group = ExtraGroup(slot, torch.arange(len(rows)), cache.width - 1, len(prompt) - 1, rows)
+                plan = PackedPlan(cache, torch.empty(0, dtype=torch.long), None, cache.width - 1, [group])
+                hidden = model.get_decoder()(input_ids=torch.tensor([[prompt[-1]]] * len(rows)),
+                                             position_ids=torch.tensor([[len(prompt) - 1]] * len(rows)),
+                                             use_cache=False, **{PACKED_KWARG: plan}).last_hidden_state[:, 0]
+                got = model.get_output_embeddings()(hidden)
+                kept = [s for s in span if s < len(prompt) - 1]
+                for (layers, alpha), logits in zip(trials, got):
+                    expected = _copy_scaled_logits(model, prompt, kept, layers, alpha)
+                    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0, msg=f"{arch} {layers}")
+        steered = _copy_scaled_logits(model, long, span, trials[0][0], 100.0)
+        assert not torch.allclose(steered, _copy_scaled_logits(model, long, span, trials[0][0], 1.0)), arch
+
+
+def test_slot_cache_trims_unused_leading_columns():
+    cache = SlotCache(1, 2, torch.device("cpu"))
+    start = cache.place(torch.tensor([0, 1]), [100, 10])
+    assert start == 0 and cache.width == 100
+    k = torch.randn(2, 1, 100, 4)
+    cache.write(0, torch.tensor([0, 1]), start, k, k)
+    cache.free(0)
+    origin = cache.origin
+    cache.trim([1])  # only slot 1's last 10 columns are in use
+    assert cache.width == 10 and cache.origin == origin + 90  # logical columns do not move
+    torch.testing.assert_close(cache.keys[0][1, :, :10], k[1, :, 90:])
+    assert bool(cache.valid[1, :10].all())
