@@ -40,8 +40,37 @@ TABLE_METHODS = [
 ]
 
 
+GENERATE = "model.generate"  # transformers' own greedy decoding of the same batches, for reference
+
+
+def measure_generate(d: Directer, prepared, batch_size: int, ignore_eos: bool) -> dict:
+    """``model.generate(do_sample=False)`` on the same left-padded batches (first token: a 1-token call)."""
+    pad = d._pad_id()
+    n = d.config.max_new_tokens
+    tokens, seconds, first = 0, 0.0, []
+    for start in range(0, len(prepared), batch_size):
+        chunk = prepared[start:start + batch_size]
+        width = max(len(p.input_ids) for p in chunk)
+        ids = torch.tensor([[pad] * (width - len(p.input_ids)) + list(p.input_ids) for p in chunk])
+        mask = torch.tensor([[0] * (width - len(p.input_ids)) + [1] * len(p.input_ids) for p in chunk])
+        ids, mask = ids.to(d.model.device), mask.to(d.model.device)
+        eos = None if ignore_eos else sorted(d.eos_token_ids())
+        t0 = time.perf_counter()
+        d.model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=1, pad_token_id=pad, eos_token_id=eos)
+        first.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        out = d.model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
+                               min_new_tokens=n if ignore_eos else 0, pad_token_id=pad, eos_token_id=eos)
+        seconds += time.perf_counter() - t0
+        new = out[:, width:]
+        tokens += int((new != pad).sum()) if not ignore_eos else new.numel()
+    return {"tokens": tokens, "seconds": seconds, "first_s": statistics.median(first), "peak_bytes": None}
+
+
 def measure(d: Directer, prepared, method: str, batch_size: int, ignore_eos: bool) -> dict:
     """Decode every prompt with one method; return its tokens, wall seconds and first-token seconds."""
+    if method == GENERATE:
+        return measure_generate(d, prepared, batch_size, ignore_eos)
     config = replace(d.config, method=method, ignore_eos=ignore_eos)
     cuda = d.model.device.type == "cuda"
     tokens, seconds, first, peak = 0, 0.0, [], 0
@@ -78,6 +107,8 @@ def main() -> None:
                     help="let responses end at EOS (default: every prompt decodes exactly --max-new-tokens "
                          "tokens, so that a method whose responses end early does not look cheaper or dearer "
                          "because fewer rows are left in its batches)")
+    ap.add_argument("--generate", action="store_true",
+                    help=f"also time {GENERATE} (do_sample=False) on the same batches, as a row of the table")
     ap.add_argument("--json", default=None, help="also write the raw measurements here")
     args = ap.parse_args()
     methods = args.methods or TABLE_METHODS
@@ -85,12 +116,17 @@ def main() -> None:
         methods = ["none"] + methods
     if len(set(methods)) < len(methods):
         ap.error("a method is given twice")
+    if args.generate:
+        methods = methods + [GENERATE]
 
     d = Directer.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens,
                                  speculate=args.speculate)
     prompts = load_ifeval(sample=args.sample, seed=args.seed)
     prepared = {}
     for m in methods:  # also validates every spec before anything is timed
+        if m == GENERATE:
+            prepared[m] = prepared["none"]
+            continue
         prepared[m], _ = prepare_ifeval(d, prompts, replace(d.config, method=m))
     d.generate_prepared(prepared["none"][:2], config=replace(d.config, method="none"), batch_size=2)  # warm-up
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import torch
 
 from .config import SteeringConfig
-from .engine.continuous import Engine, EngineOptions, output, supports
+from .engine.continuous import Engine, EngineOptions, fits, output, supports
 from .engine.decoding import DecodeOptions, DecodeOutput, DecodeRequest, DecodingLoop
 from .engine.sequence import SequenceSettings
 from .engine.spans import PreparedPrompt, prepare_prompt
@@ -188,7 +188,7 @@ class Directer:
             if bar is not None:
                 bar.update(1)
 
-        if supports(config.policy(), config.mode):
+        if supports(config.policy(), config.mode) and fits(self.model):
             # Continuous batching: batch_size sequences at once, a finished one replaced by the next prompt.
             engine = self.engine(config, slots=min(batch_size, len(prepared)) or 1)
             settings = self.settings(config)
@@ -227,7 +227,7 @@ class Directer:
         for ids in input_ids:
             self.check_length(len(ids), config.max_new_tokens)
         requests = [DecodeRequest(list(ids), list(pos), ranking) for ids, pos in zip(input_ids, positions)]
-        if supports(config.policy(), config.mode):
+        if supports(config.policy(), config.mode) and fits(self.model):
             outputs = self.engine(config, slots=max(1, len(requests))).run(requests, self.settings(config))
         else:
             outputs = self._loop(config).run(requests)

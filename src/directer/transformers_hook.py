@@ -17,7 +17,9 @@ from typing import Any, Sequence
 import torch
 
 from .config import SteeringConfig
+from .engine.continuous import Engine, EngineOptions, fits, supports
 from .engine.decoding import DecodeOptions, DecodeRequest, DecodingLoop
+from .engine.sequence import SequenceSettings
 from .errors import UsageError
 from .models.loading import check_supported
 from .results import Ranking
@@ -83,7 +85,13 @@ def custom_generate(
         alpha=config.alpha, max_new_tokens=config.max_new_tokens, eos_token_ids=eos_ids, pad_token_id=int(pad),
         mode=mode, trial_batching=config.effective_trial_batching, probe_batch_size=config.effective_probe_batch_size,
     )
-    outputs = DecodingLoop(model, config.policy(), options).run(requests)
+    method = config.policy()
+    if supports(method, mode) and fits(model):  # the continuous engine, all rows at once
+        settings = SequenceSettings(method, alpha=config.alpha, max_new_tokens=config.max_new_tokens,
+                                    eos_token_ids=eos_ids, mode=mode)
+        outputs = Engine(model, EngineOptions(slots=batch, pad_token_id=int(pad))).run(requests, settings)
+    else:
+        outputs = DecodingLoop(model, method, options).run(requests)
     longest = max(len(o.token_ids) for o in outputs)
     generated = torch.full((batch, longest), int(pad), dtype=input_ids.dtype, device=input_ids.device)
     for b, o in enumerate(outputs):

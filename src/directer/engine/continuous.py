@@ -27,7 +27,7 @@ import torch
 
 from ..methods.base import Method, RawStep, prompt_key
 from ..models.loading import attention_modules
-from .attention_bias import enable_attention_bias
+from .attention_bias import base_implementation, enable_attention_bias
 from .cost_model import CostModel
 from .decoding import DecodeOutput, DecodeRequest
 from .packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
@@ -35,7 +35,7 @@ from .ranking import AttentionRecorder, rank_from_scores, score_layers
 from .sequence import Sequence, SequenceSettings
 from .slot_cache import SlotCache
 
-__all__ = ["Engine", "EngineOptions", "supports"]
+__all__ = ["Engine", "EngineOptions", "fits", "output", "supports"]
 
 TRIAL_POLICIES = ("auto", "all", "first")
 
@@ -46,11 +46,21 @@ def supports(method: Method, mode: str) -> bool:
     return not method.stream and mode != "reference"
 
 
+def fits(model: torch.nn.Module) -> bool:
+    """Whether the model's attention can carry packed forwards (eager or sdpa; flash kernels cannot)."""
+    config = model.config.get_text_config(decoder=True)
+    name = getattr(config, "_attn_implementation", None) or getattr(model.config, "_attn_implementation", None)
+    return base_implementation(name) in ("eager", "sdpa")
+
+
 @dataclass
 class EngineOptions:
     slots: int = 8  # sequences decoded at once
     pad_token_id: int = 0
-    trials: str = "auto"  # per opening: "all" trials in one forward, "first" (strongest first), "auto": by cost
+    # Per opening: "all" remaining trials in the next forward, or "first" (strongest first, one per
+    # forward). "auto" is "all": measured on CPU at batch 1, 16 and 32, a sequence waiting one more
+    # forward costs more than the trial rows strongest-first saves (docs/speed.md).
+    trials: str = "auto"
     admit_min: int | None = None  # admit prompts once this many slots are free (None: slots // 8, at least 1)
     max_prefill_tokens: int = 16384  # padded prompt tokens per prefill forward
 
@@ -220,7 +230,9 @@ class Engine:
 
     def _emit(self, seq: Sequence, token: int, trace) -> None:
         finished = seq.emit(token, trace)
-        if finished:
+        if finished and seq.needs_probes:
+            seq.state = "ranking"  # its tokens are final; one more forward computes its ranking
+        elif finished:
             self._finish(seq)
         if seq.on_token is not None:
             seq.on_token(seq)
@@ -238,27 +250,27 @@ class Engine:
         logit_rows += [(s, None, i) for i, s in enumerate(raw)]
         extra: list[tuple[Sequence, int, int, int, list[ExtraRow], list[int | None]]] = []
 
+        rows_now = len(raw)
         for s in raw:  # speculation: a ranked sequence's trials in its raw row's forward
-            if s.schedule and self._speculate(s):
+            if s.schedule and self._speculate(s, rows_now + len(s.schedule)):
+                rows_now += len(s.schedule)
                 rows = [self._trial_row(s, t, origin) for t in s.schedule]
                 extra.append((s, s.step_input, s.step_pos, column, rows, list(range(len(rows)))))
         for s in self.running:
-            if s.needs_probes:  # probe l steers layer l alone, on the last prompt token
+            if self._probes_now(s):  # probe l steers layer l alone, on the last prompt token
                 n = len(s.input_ids)
                 cols = s.columns(origin)
                 rows = [ExtraRow(frozenset([layer]), s.settings.alpha, cols) for layer in range(self.num_layers)]
                 extra.append((s, s.input_ids[-1], n - 1, s.start + n - 1 - origin, rows, [None] * len(rows)))
                 s.probes_issued = True
-        budget = len(raw) + sum(len(e[4]) for e in extra)
         for s in self.running:
             if s.state != "trials":
                 continue
             todo = s.to_do()
             if not todo:
                 continue
-            if not self._all_at_once(budget + len(todo)):
+            if self.opts.trials == "first":
                 todo = todo[:1]
-            budget += len(todo)
             s.issued.update(todo)
             rows = [self._trial_row(s, s.trials()[k], origin) for k in todo]
             extra.append((s, s.step_input, s.step_pos, s.step_column - origin, rows, todo))
@@ -307,6 +319,13 @@ class Engine:
         if self.forwards % 32 == 0:
             self.cache.trim([s.slot for s in self.running])
 
+    @staticmethod
+    def _probes_now(seq: Sequence) -> bool:
+        """Probes ride along with the all-layer trial when the first step's gate opens (its later trials
+        need the ranking, and on these prompts the all-layer trial is mostly rejected), else with the
+        second raw row: a first token the gate lets through costs the prefill alone."""
+        return seq.needs_probes and (bool(seq.tokens) or seq.state in ("trials", "ranking"))
+
     def _rank(self, seq: Sequence, pre_s: torch.Tensor, post_s: torch.Tensor, seconds: float) -> None:
         pre, post = seq.raw_states
         mode = seq.settings.mode
@@ -314,24 +333,26 @@ class Engine:
         seq.schedule = seq.settings.method.schedule(seq.ranking, self.num_layers, seq.seed_key)
         seq.stats.ranking_seconds = seconds
         seq.raw_states = None
+        if seq.state == "ranking":
+            self._finish(seq)
+            if seq.on_token is not None:
+                seq.on_token(seq)
 
     def _trial_row(self, seq: Sequence, trial, origin: int) -> ExtraRow:
         alpha = seq.settings.alpha if trial.alpha is None else trial.alpha
         return ExtraRow(trial.layers, alpha, seq.columns(origin))
 
-    def _all_at_once(self, rows: int) -> bool:
-        if self.opts.trials != "auto":
-            return self.opts.trials == "all"
-        # Below the cost model's free rows a forward is weight-bound: extra rows cost little, while a
-        # round of one trial at a time would cost this sequence a forward per rejection.
-        return rows <= self.cost.rows_for_free()
-
-    @staticmethod
-    def _speculate(seq: Sequence) -> bool:
+    def _speculate(self, seq: Sequence, rows: int) -> bool:
+        if seq.settings.method.trials_every_step:  # no gate: the trials are certain, fold them in
+            return True
         mode = seq.settings.speculate
         if mode == "never":
             return False
-        return mode == "always" or (bool(seq.trace) and not seq.trace[-1].skipped)
+        if mode == "always":
+            return True
+        # "auto": openings come in runs, so a step after an opening is likely to open too; fold its
+        # trials in only while the forward stays weight-bound (extra rows nearly free).
+        return bool(seq.trace) and not seq.trace[-1].skipped and rows <= self.cost.rows_for_free()
 
 
 def _skipped(steers: bool):

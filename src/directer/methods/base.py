@@ -97,6 +97,11 @@ class Method:
         """Refuse settings the model cannot take (layers, heads out of range)."""
 
     @property
+    def trials_every_step(self) -> bool:
+        """Whether every step runs trials (no gate): the engine then computes them beside the raw pass."""
+        return False
+
+    @property
     def uses_beta(self) -> bool:
         """Whether the plausibility check (Eq. 2, threshold ``beta``) decides what this policy emits."""
         return False
@@ -118,6 +123,10 @@ class FilteredMethod(Method):
 
     def accept(self, raw: RawStep, token: int) -> bool:
         return plausible(raw, token, self.beta) if self.filter else True
+
+    @property
+    def trials_every_step(self) -> bool:
+        return not self.filter
 
     @property
     def uses_beta(self) -> bool:

@@ -85,6 +85,10 @@ class Directer(Method):
         sets = [frozenset(range(num_layers))] + [frozenset(order[:s]) for s in sizes[1:]]
         return [Trial(layers) for layers in sets[: len(sizes)]]
 
+    @property
+    def trials_every_step(self) -> bool:
+        return not self.gate
+
     def trials_before_ranking(self, num_layers: int) -> list[Trial]:
         # The first trial steers every layer, whatever the order (see schedule).
         return [Trial(frozenset(range(num_layers)))]

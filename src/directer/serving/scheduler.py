@@ -20,7 +20,7 @@ from typing import Callable
 
 from ..api import Directer
 from ..config import SteeringConfig
-from ..engine.continuous import Engine, output, supports
+from ..engine.continuous import Engine, fits, output, supports
 from ..engine.decoding import DecodeRequest
 from ..engine.sequence import Sequence
 from ..engine.spans import PreparedPrompt
@@ -134,7 +134,7 @@ class Scheduler:
             return True
         config = job.config
         try:
-            if not supports(config.policy(), config.mode):
+            if not (supports(config.policy(), config.mode) and fits(self.directer.model)):
                 return False
             if self._engine is None:
                 self._engine = self.directer.engine(config, slots=self.max_batch_size, admit_min=1)
