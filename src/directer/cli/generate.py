@@ -177,9 +177,12 @@ def _generate_batch(directer, records, default_instructions, system, ranking_fil
                    "--strict-instructions makes this an error)", err=True)
     out = open(output_file, "w", encoding="utf-8") if output_file else sys.stdout
     bar = progress_bar(len(prepared))
+    # batch_size prompts decode at once on the engine (a finished one is replaced by the next); output
+    # lines are written in input order, a group of prompts at a time.
+    group = batch_size * 8
     try:
-        for start in range(0, len(prepared), batch_size):
-            chunk = prepared[start:start + batch_size]
+        for start in range(0, len(prepared), group):
+            chunk = prepared[start:start + group]
             results = directer.generate_prepared(chunk, batch_size=batch_size, ranking=ranking_file)
             plain = directer.generate_prepared(chunk, batch_size=batch_size, config=directer._config(None, {"method": "none"})) if compare else None
             for k, result in enumerate(results):

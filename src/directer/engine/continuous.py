@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Sequence as Seq
 
 import torch
 
 from ..methods.base import Method, RawStep, prompt_key
+from ..methods.trial import Trial
 from ..models.loading import attention_modules
+from ..results import TokenTrace
 from .attention_bias import base_implementation, enable_attention_bias
 from .cost_model import CostModel
 from .decoding import DecodeOutput, DecodeRequest
@@ -194,7 +197,7 @@ class Engine:
         mask = mask.to(self.device)
         plan = PackedPlan(self.cache, slot_t, prefill_column=start)
         record = any(s.needs_probes for s in batch)
-        with self.recorder.recording() if record else _nothing():
+        with self.recorder.recording() if record else nullcontext():
             hidden = self.body(input_ids=ids.to(self.device), attention_mask=mask,
                                position_ids=(mask.cumsum(-1) - 1).clamp_min(0), use_cache=False,
                                **{PACKED_KWARG: plan}).last_hidden_state
@@ -228,7 +231,7 @@ class Engine:
         if decided is not None:
             self._emit(seq, *decided)
 
-    def _emit(self, seq: Sequence, token: int, trace) -> None:
+    def _emit(self, seq: Sequence, token: int, trace: TokenTrace) -> None:
         finished = seq.emit(token, trace)
         if finished and seq.needs_probes:
             seq.state = "ranking"  # its tokens are final; one more forward computes its ranking
@@ -291,7 +294,7 @@ class Engine:
             return
         plan = PackedPlan(self.cache, slot_t, pos_t, column, groups)
         t0 = time.perf_counter()
-        with self.recorder.recording() if probe_rows else _nothing():
+        with self.recorder.recording() if probe_rows else nullcontext():
             hidden = self.body(input_ids=torch.tensor(ids, device=self.device)[:, None],
                                position_ids=torch.tensor(pos, device=self.device)[:, None],
                                use_cache=False, **{PACKED_KWARG: plan}).last_hidden_state[:, 0]
@@ -338,7 +341,7 @@ class Engine:
             if seq.on_token is not None:
                 seq.on_token(seq)
 
-    def _trial_row(self, seq: Sequence, trial, origin: int) -> ExtraRow:
+    def _trial_row(self, seq: Sequence, trial: Trial, origin: int) -> ExtraRow:
         alpha = seq.settings.alpha if trial.alpha is None else trial.alpha
         return ExtraRow(trial.layers, alpha, seq.columns(origin))
 
@@ -355,18 +358,10 @@ class Engine:
         return bool(seq.trace) and not seq.trace[-1].skipped and rows <= self.cost.rows_for_free()
 
 
-def _skipped(steers: bool):
-    from ..results import TokenTrace
+def _skipped(steers: bool) -> TokenTrace:
     return TokenTrace(skipped=steers, trials=0, layers=None)
 
 
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def output(seq: Sequence) -> DecodeOutput:
+    """A finished sequence as the loop's output record."""
     return DecodeOutput(seq.tokens, seq.trace, seq.stats, seq.ranking, seq.finish_reason, seq.logprobs)
