@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence as Seq
 
 import torch
@@ -102,7 +102,7 @@ class Engine:
         method.check_model(self.num_layers, self.num_heads)
         key = prompt_key(request.input_ids)
         if request.max_new_tokens:
-            settings = SequenceSettings(**{**settings.__dict__, "max_new_tokens": request.max_new_tokens})
+            settings = replace(settings, max_new_tokens=request.max_new_tokens)
         positions = sorted(set(method.steering_positions(request.input_ids, request.positions, key)))
         seq = Sequence(self._count, list(request.input_ids), positions, settings, request.ranking, key, on_token)
         self._count += 1
@@ -204,20 +204,20 @@ class Engine:
         self.forwards += 1
         if record:
             pre, post = self.recorder.stacked()
-        logits = self._logits(hidden[:, -1, :])
+        steps = _raw_steps(self._logits(hidden[:, -1, :]))
         for i, s in enumerate(batch):
             if s.needs_probes:
                 s.raw_states = (pre[i], post[i])
             n = len(s.input_ids)
-            self._on_raw(s, logits[i], s.input_ids[-1], n - 1, s.start + n - 1)
+            self._on_raw(s, steps[i], s.input_ids[-1], n - 1, s.start + n - 1)
 
-    def _on_raw(self, seq: Sequence, logits: torch.Tensor, step_input: int, step_pos: int, column: int,
-                known: dict[int, int] | None = None) -> None:
-        """The raw pass of a step: the gate, then the step's token or its trials."""
-        z = logits.float()
-        probs = torch.softmax(z, dim=-1)  # float32, as Eq. 2 is checked
-        raw = RawStep(len(seq.tokens), logits, probs, probs.topk(2).values)
-        seq.open_step(raw, step_input, step_pos, column)
+    def _on_raw(self, seq: Sequence, step: tuple[torch.Tensor, ...], step_input: int, step_pos: int,
+                column: int, known: dict[int, int] | None = None) -> None:
+        """The raw pass of a step (logits, float32 probabilities, top 2, log-normaliser): the gate, then
+        the step's token or its trials."""
+        logits, probs, top2, lse = step
+        raw = RawStep(len(seq.tokens), logits, probs, top2)
+        seq.open_step(raw, step_input, step_pos, column, lse)
         method = seq.settings.method
         if not method.steers or method.skip(raw):
             self._emit(seq, raw.token, _skipped(method.steers))
@@ -310,12 +310,16 @@ class Engine:
             for s, first in probe_rows:
                 self._rank(s, pre_s[first:first + self.num_layers], post_s[first:first + self.num_layers], seconds)
         tokens = logits.argmax(dim=-1).tolist() if logits is not None else []
+        found: dict[int, dict[int, int]] = {}  # id(sequence) -> trial index -> token
         for (s, k, _), tok in zip(logit_rows, tokens):
             if k is not None:
-                s.trial_tokens[k] = tok
-        for j, s in enumerate(raw):
-            known = {k: t for (q, k, _), t in zip(logit_rows, tokens) if q is s and k is not None}
-            self._on_raw(s, logits[j], s.step_input, s.step_pos, column + origin, known)
+                found.setdefault(id(s), {})[k] = tok
+        for s in self.running:
+            if s.state == "trials" and id(s) in found:
+                s.trial_tokens.update(found[id(s)])
+        steps = _raw_steps(logits[:len(raw)]) if raw else []
+        for j, s in enumerate(raw):  # speculative trial tokens open the step with it
+            self._on_raw(s, steps[j], s.step_input, s.step_pos, column + origin, found.get(id(s)))
         for s in list(self.running):
             if s.state == "trials" and s not in raw:
                 self._decide(s)
@@ -356,6 +360,16 @@ class Engine:
         # "auto": openings come in runs, so a step after an opening is likely to open too; fold its
         # trials in only while the forward stays weight-bound (extra rows nearly free).
         return bool(seq.trace) and not seq.trace[-1].skipped and rows <= self.cost.rows_for_free()
+
+
+def _raw_steps(logits: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """Per row of raw logits [R, V]: the logits, float32 probabilities (Eq. 2 is checked in float32),
+    their top 2 and the log-normaliser (for the emitted token's log-probability), computed batched."""
+    z = logits.float()
+    probs = torch.softmax(z, dim=-1)
+    top2 = probs.topk(2, dim=-1).values
+    lse = torch.logsumexp(z, dim=-1)
+    return list(zip(logits, probs, top2, lse))
 
 
 def _skipped(steers: bool) -> TokenTrace:

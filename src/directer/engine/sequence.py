@@ -56,6 +56,7 @@ class Sequence:
     probes_issued: bool = False
     # the current step: its raw pass, input, position and column; the trials computed so far
     raw: RawStep | None = None
+    raw_lse: torch.Tensor | None = None  # logsumexp of the step's raw logits (float32)
     step_input: int = 0
     step_pos: int = 0
     step_column: int = 0
@@ -90,8 +91,9 @@ class Sequence:
         """Trials of the current step still to compute, in schedule order."""
         return [k for k in range(self.next_k, len(self.trials())) if k not in self.trial_tokens and k not in self.issued]
 
-    def open_step(self, raw: RawStep, step_input: int, step_pos: int, step_column: int) -> None:
+    def open_step(self, raw: RawStep, step_input: int, step_pos: int, step_column: int, lse: torch.Tensor) -> None:
         self.raw, self.step_input, self.step_pos, self.step_column = raw, step_input, step_pos, step_column
+        self.raw_lse = lse
         self.trial_tokens, self.issued, self.next_k = {}, set(), 0
 
     def decide(self) -> tuple[int, TokenTrace] | None:
@@ -112,8 +114,8 @@ class Sequence:
     def emit(self, token: int, trace: TokenTrace) -> bool:
         """Append the step's token; return True when the sequence is finished."""
         now = time.perf_counter()
-        z = self.raw.logits.float()
-        self.logprobs.append(float(z[token] - torch.logsumexp(z, dim=-1)))
+        # The raw model's log-probability of the emitted token (logsumexp: no underflow to -inf).
+        self.logprobs.append(float(self.raw.logits[token].float() - self.raw_lse))
         self.tokens.append(token)
         self.trace.append(trace)
         self.stats.record(trace)
