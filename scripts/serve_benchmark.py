@@ -118,7 +118,7 @@ def main() -> None:
                for n, steer in asks]
     prepared = [d.prepare(task, [] if steer is None else [instruction], config=c)
                 for (task, instruction), (_, steer), c in zip(work, asks, configs)]
-    requests = [DecodeRequest(p.input_ids, sorted({i for s in p.spans for i in range(s.start, s.end)}))
+    requests = [DecodeRequest(p.input_ids, p.positions)
                 for p in prepared]
     d.generate_prepared(prepared[:1], config=configs[0])  # warm-up
     t0 = time.perf_counter()

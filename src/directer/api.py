@@ -175,7 +175,7 @@ class Directer:
                 raise UsageError(f"invalid max_new_tokens {n}: it must be >= 1")
             self.check_length(len(p.input_ids), n or config.max_new_tokens)
         requests = [
-            DecodeRequest(p.input_ids, sorted({i for s in p.spans for i in range(s.start, s.end)}), fixed, n)
+            DecodeRequest(p.input_ids, p.positions, fixed, n)
             for p, n in zip(prepared, limits)
         ]
         bar = progress_bar(len(prepared), enabled=progress)

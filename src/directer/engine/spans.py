@@ -76,6 +76,11 @@ class PreparedPrompt:
     messages: list[dict] | None  # messages actually rendered; None without chat template
     appended: list[str] = field(default_factory=list)  # instructions the prompt lacked, appended to it
 
+    @property
+    def positions(self) -> list[int]:
+        """The token positions to steer: every instruction span's tokens, in order, once."""
+        return sorted({i for s in self.spans for i in range(s.start, s.end)})
+
 
 def prepare_prompt(
     tokenizer: Any,

@@ -139,8 +139,7 @@ class Scheduler:
             if self._engine is None:
                 self._engine = self.directer.engine(config, slots=self.max_batch_size, admit_min=1)
             p = job.prepared
-            request = DecodeRequest(p.input_ids, sorted({i for s in p.spans for i in range(s.start, s.end)}),
-                                    None, job.max_new_tokens)
+            request = DecodeRequest(p.input_ids, p.positions, None, job.max_new_tokens)
             seq = self._engine.submit(request, self.directer.settings(config), self._on_token)
         except Exception as exc:
             job.future.set_exception(exc)
