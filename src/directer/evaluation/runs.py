@@ -190,19 +190,36 @@ def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: S
         for chunk in _chunks(todo, _GROUP):
             prepared, spans = prepare_ifeval(directer, chunk, steering)
             last = [time.perf_counter()]
+            unscored: list[tuple[int, Any, float]] = []  # (index, result, cost) awaiting a scoring pass
 
             def write(i: int, r, chunk=chunk, prepared=prepared, spans=spans) -> None:
-                now = time.perf_counter()
-                x = r.perplexity  # from the decoding's raw passes where it has them
-                if x is None and r.token_ids:  # a method without a raw model: one scoring pass
-                    x = perplexities(directer.model, [prepared[i].input_ids], [r.token_ids])[0]
-                p = chunk[i]
-                rec = {"key": p.key, "prompt": p.prompt, "response": r.text, "method": method, "spans": spans[i],
+                # Decoding wall time since the previous record (writing and scoring excluded): the
+                # records sum to the method's time.
+                cost = time.perf_counter() - last[0]
+                if r.perplexity is None and r.token_ids:
+                    # A method without a raw model (whose results come a batch at a time): score its
+                    # responses in one pass per batch, then write them.
+                    unscored.append((i, r, cost))
+                    if len(unscored) >= batch_size:
+                        score()
+                else:
+                    put(chunk[i], spans[i], r, r.perplexity, cost)
+                last[0] = time.perf_counter()
+
+            def score(chunk=chunk, prepared=prepared, spans=spans) -> None:
+                if not unscored:
+                    return
+                xs = perplexities(directer.model, [prepared[i].input_ids for i, _, _ in unscored],
+                                  [r.token_ids for _, r, _ in unscored])
+                for (i, r, cost), x in zip(unscored, xs):
+                    put(chunk[i], spans[i], r, x, cost)
+                unscored.clear()
+
+            def put(p, span, r, x, cost: float) -> None:
+                rec = {"key": p.key, "prompt": p.prompt, "response": r.text, "method": method, "spans": span,
                        "finish_reason": r.finish_reason, "num_tokens": len(r.token_ids), "perplexity": x,
                        "stats": r.to_dict()["stats"], "trace": r.to_dict()["trace"], "ranking": r.ranking,
-                       # Wall time since the previous record was written: the records sum to the method's time.
-                       "cost_seconds": now - last[0], "timing": timing}
-                last[0] = time.perf_counter()
+                       "cost_seconds": cost, "timing": timing}
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
@@ -211,6 +228,7 @@ def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: S
                     bar.update(1)
 
             directer.generate_prepared(prepared, config=steering, batch_size=batch_size, on_result=write)
+            score()
     if bar is not None:
         bar.close()
     return sorted(records, key=lambda r: order[r["key"]])
