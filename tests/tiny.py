@@ -113,3 +113,25 @@ def run_engine(model, ps, method="directer", alpha=100.0, beta=0.5, gate=True, s
     settings = SequenceSettings(meth, alpha=alpha, max_new_tokens=new, eos_token_ids=eos, speculate=speculate)
     engine = Engine(model, EngineOptions(slots=slots or len(ps), trials=trials, admit_min=admit_min))
     return engine.run(reqs, settings, on_token)
+
+
+def copy_scaled_logits(model, prompt: list[int], span: list[int], layers, alpha: float) -> torch.Tensor:
+    """The reference for steered attention: the prompt minus its last token in a cache, a deep copy of
+    it with the steered keys scaled in place (columns a sliding window evicted left alone), then a
+    plain forward of the last token. Returns its next-token logits [V]."""
+    import copy
+
+    from transformers.cache_utils import DynamicCache
+
+    from directer.engine.sliding_window import column_offset
+
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(torch.tensor([prompt[:-1]]), cache=cache)
+        scaled = copy.deepcopy(cache)
+        for layer in layers:
+            lay = scaled.layers[layer]
+            cols = torch.tensor(span, dtype=torch.long) - column_offset(lay)
+            cols = cols[(cols >= 0) & (cols < lay.keys.shape[-2])]
+            lay.keys[:, :, cols, :] *= alpha
+        return model(torch.tensor([prompt[-1:]]), cache=scaled).logits[0, -1]

@@ -11,9 +11,8 @@ from transformers.cache_utils import DynamicCache
 
 from directer.engine.key_scaling import SteeredCache
 from directer.engine.plan import ForwardPlan, RowSteering
-from directer.engine.sliding_window import column_offset
 
-from tiny import ARCHS, SPAN, prompts, random_prompt, run, tiny_model
+from tiny import ARCHS, SPAN, copy_scaled_logits, prompts, random_prompt, run, tiny_model
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -58,17 +57,11 @@ def test_on_the_fly_scaling_equals_scaling_a_deep_copy(window):
         # With a window of 6, columns 12-13 are evicted and 14-17 are still held: both paths are exercised.
         span = SPAN if window is None else list(range(12, 18))
         layers = frozenset({0, 2, 3})
+        # Reference: deep copy, scale the stored keys in place, plain forward.
+        expected = copy_scaled_logits(model, p, span, layers, 100.0)
         cache = DynamicCache(config=model.config)
         with torch.no_grad():
             model(torch.tensor([p[:-1]]), cache=cache)
-            # Reference: deep copy, scale the stored keys in place, plain forward.
-            scaled = copy.deepcopy(cache)
-            for layer in layers:
-                lay = scaled.layers[layer]
-                cols = torch.tensor(span) - column_offset(lay)
-                cols = cols[(cols >= 0) & (cols < lay.keys.shape[-2])]
-                lay.keys[:, :, cols, :] *= 100.0
-            expected = model(torch.tensor([p[-1:]]), cache=scaled).logits[0, -1]
             before = [lay.keys.clone() for lay in cache.layers]
             plan = ForwardPlan([RowSteering(0), RowSteering(0, layers, torch.tensor(span))], alpha=100.0, persist=1)
             view = SteeredCache(cache, plan)

@@ -3,33 +3,14 @@ five architectures, with left padding and with instruction columns evicted from 
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from transformers.cache_utils import DynamicCache
 
 from directer.engine.attention_bias import enable_attention_bias
 from directer.engine.packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
-from directer.engine.sliding_window import column_offset
 from directer.engine.slot_cache import SlotCache
 
-from tiny import ARCHS, SPAN, random_prompt, tiny_model
-
-
-def _copy_scaled_logits(model, prompt, span, layers, alpha):
-    """The reference: the prompt minus its last token in a cache, a deep copy with the steered keys
-    scaled in place, then a plain forward of the last token."""
-    cache = DynamicCache(config=model.config)
-    with torch.no_grad():
-        model(torch.tensor([prompt[:-1]]), cache=cache)
-        scaled = copy.deepcopy(cache)
-        for layer in layers:
-            lay = scaled.layers[layer]
-            cols = torch.tensor(span, dtype=torch.long) - column_offset(lay)
-            cols = cols[(cols >= 0) & (cols < lay.keys.shape[-2])]
-            lay.keys[:, :, cols, :] *= alpha
-        return model(torch.tensor([prompt[-1:]]), cache=scaled).logits[0, -1]
+from tiny import ARCHS, SPAN, copy_scaled_logits, random_prompt, tiny_model
 
 
 @pytest.mark.parametrize("window", [None, 6])
@@ -63,10 +44,10 @@ def test_copy_free_trials_equal_scaling_a_copy(window):
                 got = model.get_output_embeddings()(hidden)
                 kept = [s for s in span if s < len(prompt) - 1]
                 for (layers, alpha), logits in zip(trials, got):
-                    expected = _copy_scaled_logits(model, prompt, kept, layers, alpha)
+                    expected = copy_scaled_logits(model, prompt, kept, layers, alpha)
                     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0, msg=f"{arch} {layers}")
-        steered = _copy_scaled_logits(model, long, span, trials[0][0], 100.0)
-        assert not torch.allclose(steered, _copy_scaled_logits(model, long, span, trials[0][0], 1.0)), arch
+        steered = copy_scaled_logits(model, long, span, trials[0][0], 100.0)
+        assert not torch.allclose(steered, copy_scaled_logits(model, long, span, trials[0][0], 1.0)), arch
 
 
 def test_slot_cache_trims_unused_leading_columns():
