@@ -35,6 +35,7 @@ from .cost_model import CostModel
 from .decoding import DecodeOutput, DecodeRequest
 from .packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
 from .ranking import AttentionRecorder, rank_from_scores, score_layers
+from .row_matmul import install, transposed, wanted
 from .sequence import Sequence, SequenceSettings
 from .slot_cache import SlotCache
 
@@ -66,6 +67,9 @@ class EngineOptions:
     trials: str = "auto"
     admit_min: int | None = None  # admit prompts once this many slots are free (None: slots // 8, at least 1)
     max_prefill_tokens: int = 16384  # padded prompt tokens per prefill forward
+    # Multi-row linears as W @ x.T ("auto": on a CPU in float32, where x @ W.T is far slower for a few
+    # rows; engine/row_matmul.py) or as nn.Linear computes them ("stock").
+    matmul: str = "auto"
 
 
 class Engine:
@@ -82,6 +86,9 @@ class Engine:
         self.body = model.get_decoder()
         self.head = model.get_output_embeddings()
         enable_attention_bias(model)  # our attention function reads the packed plan
+        self.transpose = wanted(self.opts.matmul, self.device, next(model.parameters()).dtype)
+        if self.transpose:
+            install(model)
         self.cache = SlotCache(self.num_layers, self.opts.slots, self.device)
         self.free: list[int] = list(range(self.opts.slots))
         self.waiting: deque[Sequence] = deque()
@@ -197,14 +204,15 @@ class Engine:
         mask = mask.to(self.device)
         plan = PackedPlan(self.cache, slot_t, prefill_column=start)
         record = any(s.needs_probes for s in batch)
-        with self.recorder.recording() if record else nullcontext():
+        with self.recorder.recording() if record else nullcontext(), transposed(self.transpose):
             hidden = self.body(input_ids=ids.to(self.device), attention_mask=mask,
                                position_ids=(mask.cumsum(-1) - 1).clamp_min(0), use_cache=False,
                                **{PACKED_KWARG: plan}).last_hidden_state
+            logits = self._logits(hidden[:, -1, :])
         self.forwards += 1
         if record:
             pre, post = self.recorder.stacked()
-        steps = _raw_steps(self._logits(hidden[:, -1, :]))
+        steps = _raw_steps(logits)
         for i, s in enumerate(batch):
             if s.needs_probes:
                 s.raw_states = (pre[i], post[i])
@@ -294,7 +302,7 @@ class Engine:
             return
         plan = PackedPlan(self.cache, slot_t, pos_t, column, groups)
         t0 = time.perf_counter()
-        with self.recorder.recording() if probe_rows else nullcontext():
+        with self.recorder.recording() if probe_rows else nullcontext(), transposed(self.transpose):
             hidden = self.body(input_ids=torch.tensor(ids, device=self.device)[:, None],
                                position_ids=torch.tensor(pos, device=self.device)[:, None],
                                use_cache=False, **{PACKED_KWARG: plan}).last_hidden_state[:, 0]
