@@ -101,7 +101,7 @@ def tokens(outputs) -> list[list[int]]:
 
 def run_engine(model, ps, method="directer", alpha=100.0, beta=0.5, gate=True, slots=None, trials="auto",
                positions=None, new=NEW, speculate="never", eos=frozenset(), limits=None, admit_min=None,
-               on_token=None, matmul="auto"):
+               on_token=None, matmul="auto", probes="prefill"):
     """Decode prompts ``ps`` on the continuous engine (``slots`` at once; default: all at once)."""
     from directer.engine.continuous import Engine, EngineOptions
     from directer.engine.sequence import SequenceSettings
@@ -112,7 +112,7 @@ def run_engine(model, ps, method="directer", alpha=100.0, beta=0.5, gate=True, s
             for i, (p, pos) in enumerate(zip(ps, positions))]
     settings = SequenceSettings(meth, alpha=alpha, max_new_tokens=new, eos_token_ids=eos, speculate=speculate)
     engine = Engine(model, EngineOptions(slots=slots or len(ps), trials=trials, admit_min=admit_min,
-                                         matmul=matmul))
+                                         matmul=matmul, probes=probes))
     return engine.run(reqs, settings, on_token)
 
 

@@ -69,6 +69,34 @@ def test_trial_policies_never_change_the_output(model, trials, speculate):
     assert tokens(a) == tokens(b) and traces(a) == traces(b)
 
 
+def test_probes_in_the_prefill_equal_probes_in_a_decode_forward(model):
+    # Prompts of different lengths (left padding in the prefill), some gates open at step 0 (the
+    # all-layer trial's token read off the prefill), rankings from extra query positions.
+    ps = [random_prompt(30 + i, 14 + 5 * i) for i in range(4)]
+    decode = run_engine(model, ps, probes="decode")
+    prefill = run_engine(model, ps, probes="prefill")
+    assert tokens(prefill) == tokens(decode) and traces(prefill) == traces(decode)
+    for d, p in zip(decode, prefill):
+        assert p.ranking.order == d.ranking.order
+        assert p.ranking.scores == pytest.approx(d.ranking.scores, abs=1e-5)
+    assert any(not o.trace[0].skipped for o in prefill)  # a first step decided by the folded trial
+
+
+def test_sliding_window_probes_in_the_prefill_match_when_columns_leave_the_window():
+    # Window 6 against 20-token prompts: the extra rows see only the window, as a decode row would.
+    model = tiny_model("mistral", sliding_window=6)
+    ps = [random_prompt(40, 20), random_prompt(41, 16)]
+    a, b = run_engine(model, ps, probes="decode"), run_engine(model, ps, probes="prefill")
+    assert tokens(a) == tokens(b)
+    for x, y in zip(a, b):
+        assert y.ranking.scores == pytest.approx(x.ranking.scores, abs=1e-5)
+
+
+def test_unknown_engine_options_are_named(model):
+    with pytest.raises(ValueError, match="unknown probe placement 'early'"):
+        Engine(model, EngineOptions(probes="early"))
+
+
 def test_continuous_admission_gives_each_prompt_its_tokens_alone(model):
     # Seven prompts of different lengths and limits through two slots: rows finish at different
     # steps and are replaced, so prompts join while others are mid-decode (at every trial state).

@@ -34,6 +34,7 @@ from .attention_bias import base_implementation, enable_attention_bias
 from .cost_model import CostModel
 from .decoding import DecodeOutput, DecodeRequest
 from .packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
+from .prefill import left_padded, ranking_probes
 from .ranking import AttentionRecorder, rank_from_scores, score_layers
 from .row_matmul import install, transposed, wanted
 from .sequence import Sequence, SequenceSettings
@@ -42,6 +43,7 @@ from .slot_cache import SlotCache
 __all__ = ["Engine", "EngineOptions", "fits", "output", "supports"]
 
 TRIAL_POLICIES = ("auto", "all", "first")
+PROBE_PLACES = ("prefill", "decode")
 
 
 def supports(method: Method, mode: str) -> bool:
@@ -67,6 +69,10 @@ class EngineOptions:
     trials: str = "auto"
     admit_min: int | None = None  # admit prompts once this many slots are free (None: slots // 8, at least 1)
     max_prefill_tokens: int = 16384  # padded prompt tokens per prefill forward
+    # Where the ranking probes and the leading (all-layer) trial run: as extra query positions of the
+    # prompt's own prefill forward ("prefill"), or as rows of a later decode forward ("decode": beside
+    # the all-layer trial when the first gate opens, else beside the second raw row).
+    probes: str = "prefill"
     # Multi-row linears as W @ x.T ("auto": on a CPU in float32, where x @ W.T is far slower for a few
     # rows; engine/row_matmul.py) or as nn.Linear computes them ("stock").
     matmul: str = "auto"
@@ -78,6 +84,8 @@ class Engine:
         self.opts = options or EngineOptions()
         if self.opts.trials not in TRIAL_POLICIES:
             raise ValueError(f"unknown trial policy {self.opts.trials!r}: choose one of {', '.join(TRIAL_POLICIES)}")
+        if self.opts.probes not in PROBE_PLACES:
+            raise ValueError(f"unknown probe placement {self.opts.probes!r}: choose one of {', '.join(PROBE_PLACES)}")
         text = model.config.get_text_config(decoder=True)
         self.num_layers = text.num_hidden_layers
         self.num_heads = text.num_attention_heads
@@ -180,20 +188,18 @@ class Engine:
         return logits
 
     def _prefill(self) -> None:
+        first = self.waiting[0]
+        kind = self._prefill_kind(first)
+        extra = self.num_layers + len(first.leading) if kind[0] else 0  # probes, then the leading trials
         batch: list[Sequence] = []
-        while self.waiting and len(batch) < len(self.free):
+        while self.waiting and len(batch) < len(self.free) and self._prefill_kind(self.waiting[0]) == kind:
             longest = max([len(s.input_ids) for s in batch] + [len(self.waiting[0].input_ids)])
-            if batch and longest * (len(batch) + 1) > self.opts.max_prefill_tokens:
+            if batch and (longest + extra) * (len(batch) + 1) > self.opts.max_prefill_tokens:
                 break
             batch.append(self.waiting.popleft())
         slots = [self.free.pop(0) for _ in batch]
         lengths = [len(s.input_ids) for s in batch]
-        width = max(lengths)
-        ids = torch.full((len(batch), width), self.opts.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, s in enumerate(batch):
-            ids[i, width - lengths[i]:] = torch.tensor(s.input_ids)
-            mask[i, width - lengths[i]:] = 1
+        ids, mask, positions, width = left_padded(batch, extra, self.opts.pad_token_id)
         slot_t = torch.tensor(slots, device=self.device)
         start = self.cache.place(slot_t, lengths)
         now = time.perf_counter()
@@ -201,23 +207,49 @@ class Engine:
             s.slot, s.state, s.admitted_at = slot, "prefill", now
             s.start = start + (width - lengths[i]) + self.cache.origin
             self.running.append(s)
-        mask = mask.to(self.device)
-        plan = PackedPlan(self.cache, slot_t, prefill_column=start)
+        plan = PackedPlan(self.cache, slot_t, prefill_column=start, prefill_extra=extra,
+                          groups=[self._prefill_group(s, b, extra, start + width - 1) for b, s in enumerate(batch)] if extra else [])
         record = any(s.needs_probes for s in batch)
-        with self.recorder.recording() if record else nullcontext(), transposed(self.transpose):
-            hidden = self.body(input_ids=ids.to(self.device), attention_mask=mask,
-                               position_ids=(mask.cumsum(-1) - 1).clamp_min(0), use_cache=False,
+        t0 = time.perf_counter()
+        with self.recorder.recording(1 + extra) if record else nullcontext(), transposed(self.transpose):
+            hidden = self.body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                               position_ids=positions.to(self.device), use_cache=False,
                                **{PACKED_KWARG: plan}).last_hidden_state
-            logits = self._logits(hidden[:, -1, :])
+            lead = extra - self.num_layers if extra else 0
+            last = hidden[:, width - 1:width, :]
+            if lead:  # the leading trials' tokens are read off the same forward
+                last = torch.cat([last, hidden[:, width + self.num_layers:, :]], dim=1)
+            logits = self._logits(last.reshape(-1, last.shape[-1])).view(len(batch), 1 + lead, -1)
+        seconds = time.perf_counter() - t0
         self.forwards += 1
         if record:
             pre, post = self.recorder.stacked()
-        steps = _raw_steps(logits)
+        steps = _raw_steps(logits[:, 0])
+        trial_tokens = logits[:, 1:].argmax(dim=-1).tolist() if lead else [[] for _ in batch]
         for i, s in enumerate(batch):
-            if s.needs_probes:
-                s.raw_states = (pre[i], post[i])
             n = len(s.input_ids)
-            self._on_raw(s, steps[i], s.input_ids[-1], n - 1, s.start + n - 1)
+            if extra:  # raw states at the last token, then the probes' states: the ranking now
+                s.raw_states = (pre[i, 0], post[i, 0])
+                s.probes_issued = True
+                self._rank(s, pre[i, 1:1 + self.num_layers], post[i, 1:1 + self.num_layers], seconds)
+                s.stats.trial_rows += lead
+            elif s.needs_probes:
+                s.raw_states = (pre[i], post[i])
+            known = dict(enumerate(trial_tokens[i]))
+            self._on_raw(s, steps[i], s.input_ids[-1], n - 1, s.start + n - 1, known)
+
+    def _prefill_kind(self, seq: Sequence) -> tuple[bool, int]:
+        """Prompts that share a prefill forward: with probes in it (and how many leading trials), or not."""
+        probes = seq.needs_probes and self.opts.probes == "prefill"
+        return probes, len(seq.leading) if probes else 0
+
+    def _prefill_group(self, seq: Sequence, b: int, extra: int, limit: int) -> ExtraGroup:
+        """Prompt ``b``'s extra query positions: probe l steers layer l alone, then the leading trials;
+        they see the prompt's columns before its last token (``limit``), and their own key."""
+        rows = ranking_probes(seq, self.num_layers, self.cache.origin)
+        rows += [self._trial_row(seq, t, self.cache.origin) for t in seq.leading]
+        idx = torch.arange(b * extra, (b + 1) * extra, device=self.device)
+        return ExtraGroup(seq.slot, idx, limit, len(seq.input_ids) - 1, rows)
 
     def _on_raw(self, seq: Sequence, step: tuple[torch.Tensor, ...], step_input: int, step_pos: int,
                 column: int, known: dict[int, int] | None = None) -> None:
@@ -270,8 +302,7 @@ class Engine:
         for s in self.running:
             if self._probes_now(s):  # probe l steers layer l alone, on the last prompt token
                 n = len(s.input_ids)
-                cols = s.columns(origin)
-                rows = [ExtraRow(frozenset([layer]), s.settings.alpha, cols) for layer in range(self.num_layers)]
+                rows = ranking_probes(s, self.num_layers, origin)
                 extra.append((s, s.input_ids[-1], n - 1, s.start + n - 1 - origin, rows, [None] * len(rows)))
                 s.probes_issued = True
         for s in self.running:

@@ -69,7 +69,9 @@ class PackedPlan:
 
     Decode: rows ``0..n_raw-1`` are raw rows of ``raw_slots`` (their keys and values are written at
     physical ``column``); the rest are the extra rows of ``groups``. Prefill (``prefill_column`` set):
-    every row is a new prompt of ``raw_slots``, left-padded, written from ``prefill_column`` on.
+    every row is a new prompt of ``raw_slots``, left-padded, written from ``prefill_column`` on; its
+    last ``prefill_extra`` positions are extra rows (group row ``b * prefill_extra + i`` is position
+    ``i`` of them after prompt ``b``), the strongest form of folding probes into the first forward.
     """
 
     cache: SlotCache
@@ -78,6 +80,7 @@ class PackedPlan:
     column: int = 0
     groups: list[ExtraGroup] = field(default_factory=list)
     prefill_column: int | None = None
+    prefill_extra: int = 0  # extra query positions after each prompt (rows of ``groups``, prompt-major)
     windows: dict[int, int | None] = field(default_factory=dict)  # layer -> sliding window, as the model passed it
     _masks: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -109,11 +112,39 @@ class PackedPlan:
                attention_mask: torch.Tensor | None, inner: Callable[..., tuple[torch.Tensor, Any]],
                **kwargs: Any) -> tuple[torch.Tensor, None]:
         layer = module.layer_idx
-        if self.prefill_column is not None:  # a prompt: the model's own attention, then keep its keys/values
+        if self.prefill_column is not None:
+            return self._prefill(module, layer, query, key, value, attention_mask, inner, kwargs), None
+        return self._decode(module, layer, query, key, value, kwargs), None
+
+    def _prefill(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
+                 value: torch.Tensor, attention_mask: torch.Tensor | None, inner: Callable[..., tuple[torch.Tensor, Any]],
+                 kwargs: dict[str, Any]) -> torch.Tensor:
+        """Prompts: the model's own attention, then keep their keys and values. Extra query positions
+        (``prefill_extra`` after each prompt: its probes and leading trials) attend like decode extra
+        rows, against the prompt's keys just written, and are never kept."""
+        e = self.prefill_extra
+        if not e:
             out = inner(module, query, key, value, attention_mask, **kwargs)[0]
             self.cache.write(layer, self.raw_slots, self.prefill_column, key, value)
-            return out, None
-        return self._decode(module, layer, query, key, value, kwargs), None
+            return out
+        B, Hq, T, D = query.shape
+        w = T - e
+        mask = None if attention_mask is None else attention_mask[..., :w, :w]
+        out = inner(module, query[:, :, :w], key[:, :, :w], value[:, :, :w], mask, **kwargs)[0]  # [B, w, Hq, Dv]
+        self.cache.write(layer, self.raw_slots, self.prefill_column, key[:, :, :w], value[:, :, :w])
+
+        def rows(t: torch.Tensor) -> torch.Tensor:  # [B, H, e, D] -> [B * e, H, 1, D], prompt-major
+            return t[:, :, w:].permute(0, 2, 1, 3).reshape(B * e, t.shape[1], 1, t.shape[-1])
+
+        extra = self._extras(module, layer, rows(query), rows(key), rows(value), kwargs)
+        return torch.cat([out, extra.view(B, e, Hq, -1).to(out.dtype)], dim=1)
+
+    def _params(self, module: torch.nn.Module, layer: int, kwargs: dict[str, Any]) -> tuple[float, Any, Any]:
+        scaling = kwargs.get("scaling")
+        scaling = module.head_dim ** -0.5 if scaling is None else scaling
+        window = kwargs.get("sliding_window")
+        self.windows[layer] = window
+        return scaling, kwargs.get("softcap"), window
 
     def _decode(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
                 value: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
@@ -122,11 +153,7 @@ class PackedPlan:
         Hkv = key.shape[1]
         g = Hq // Hkv
         n = self.raw_slots.numel()
-        scaling = kwargs.get("scaling")
-        scaling = module.head_dim ** -0.5 if scaling is None else scaling
-        softcap = kwargs.get("softcap")
-        window = kwargs.get("sliding_window")
-        self.windows[layer] = window
+        scaling, softcap, window = self._params(module, layer, kwargs)
         if n:
             cache.write(layer, self.raw_slots, self.column, key[:n], value[:n])
         width = self.column + 1
@@ -147,17 +174,33 @@ class PackedPlan:
                 s = s.masked_fill(~mask, float("-inf"))
                 o = torch.matmul(torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype), v)
             out[:n, 0] = o.reshape(cache.slots, Hq, -1)[self.raw_slots]
+        if self.groups:
+            out[n:] = self._extras(module, layer, query[n:], key[n:], value[n:], kwargs, offset=n)
+        return out
 
-        for grp in self.groups:  # extra rows, folded per source slot
-            m, lim = grp.rows.numel(), grp.limit
-            qe = query[grp.rows, :, 0].view(m, Hkv, g, D)
+    def _extras(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
+                value: torch.Tensor, kwargs: dict[str, Any], offset: int = 0) -> torch.Tensor:
+        """Extra rows ``[m, H, 1, D]`` (rows ``offset..`` of the forward), folded per source slot:
+        their slot's keys read in place, steered columns' logits times alpha, their own key one more
+        column. Returns ``[m, 1, Hq, Dv]``."""
+        cache = self.cache
+        R, Hq, _, D = query.shape
+        Hkv = key.shape[1]
+        g = Hq // Hkv
+        scaling, softcap, window = self._params(module, layer, kwargs)
+        K, V = cache.keys[layer], cache.values[layer]
+        out = query.new_empty(R, 1, Hq, value.shape[-1])
+        for grp in self.groups:
+            idx = grp.rows - offset
+            m, lim = idx.numel(), grp.limit
+            qe = query[idx, :, 0].view(m, Hkv, g, D)
             ks, vs = K[grp.slot, :, :lim], V[grp.slot, :, :lim]  # views: no copy
             s = torch.matmul(qe.permute(1, 0, 2, 3).reshape(Hkv, m * g, D), ks.transpose(-1, -2))
             s = s.view(Hkv, m, g, lim) * scaling
             scale = grp.scale(layer, s.device, s.dtype)
             if scale is not None:
                 s = s * scale[None, :, None, :]
-            own = (qe * key[grp.rows, :, 0].unsqueeze(2)).sum(-1).permute(1, 0, 2)[..., None] * scaling
+            own = (qe * key[idx, :, 0].unsqueeze(2)).sum(-1).permute(1, 0, 2)[..., None] * scaling
             s = torch.cat([s, own], dim=-1)  # [Hkv, m, g, lim + 1]
             if softcap is not None:
                 s = torch.tanh(s / softcap) * softcap
@@ -165,6 +208,6 @@ class PackedPlan:
             s = s.masked_fill(~visible, float("-inf"))
             p = torch.softmax(s, dim=-1, dtype=torch.float32).to(query.dtype)
             o = torch.matmul(p[..., :lim].reshape(Hkv, m * g, lim), vs).view(Hkv, m, g, -1)
-            o = o + p[..., lim:] * value[grp.rows, :, 0].permute(1, 0, 2)[:, :, None, :]
-            out[grp.rows, 0] = o.permute(1, 0, 2, 3).reshape(m, Hq, -1)
+            o = o + p[..., lim:] * value[idx, :, 0].permute(1, 0, 2)[:, :, None, :]
+            out[idx, 0] = o.permute(1, 0, 2, 3).reshape(m, Hq, -1)
         return out

@@ -59,15 +59,18 @@ def score_layers(mode: str, pre, post, pre_s, post_s) -> torch.Tensor:
 
 
 class AttentionRecorder:
-    """Forward hooks that record each attention sub-layer's input and output at the last position."""
+    """Forward hooks that record each attention sub-layer's input and output at the last position
+    (the last ``tail`` positions: a prompt's last token and the extra query positions after it)."""
 
     def __init__(self, modules: list[torch.nn.Module]):
         self.modules = modules
         self.pre: list[torch.Tensor | None] = [None] * len(modules)
         self.post: list[torch.Tensor | None] = [None] * len(modules)
+        self.tail = 1
 
     @contextmanager
-    def recording(self) -> Iterator["AttentionRecorder"]:
+    def recording(self, tail: int = 1) -> Iterator["AttentionRecorder"]:
+        self.tail = tail
         handles = [m.register_forward_hook(self._hook(i), with_kwargs=True) for i, m in enumerate(self.modules)]
         try:
             yield self
@@ -79,11 +82,12 @@ class AttentionRecorder:
         def hook(module, args, kwargs, output):
             hidden = kwargs.get("hidden_states", args[0] if args else None)
             out = output[0] if isinstance(output, tuple) else output
-            self.pre[i] = hidden[:, -1, :].detach().float()
-            self.post[i] = out[:, -1, :].detach().float()
+            self.pre[i] = hidden[:, -self.tail:, :].detach().float()
+            self.post[i] = out[:, -self.tail:, :].detach().float()
 
         return hook
 
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """[rows, L, H] inputs and outputs of the last recorded pass."""
-        return torch.stack(self.pre, dim=1), torch.stack(self.post, dim=1)
+        """[rows, L, H] inputs and outputs of the last recorded pass ([rows, tail, L, H] for a tail)."""
+        pre, post = torch.stack(self.pre, dim=2), torch.stack(self.post, dim=2)
+        return (pre[:, 0], post[:, 0]) if self.tail == 1 else (pre, post)
