@@ -38,14 +38,17 @@ PROMPTS = [
 
 def plain_greedy(model, ids: list[int], max_new_tokens: int, eos: list[int]) -> tuple[int, float, float]:
     """(tokens, first-token seconds, total seconds) of model.generate, timed with a streamer-free callback."""
-    x = torch.tensor([ids])
+    x = torch.tensor([ids], device=model.device)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     first = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=1,
                            eos_token_id=eos, pad_token_id=eos[0])
+    sync()
     t_first = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=max_new_tokens,
                          eos_token_id=eos, pad_token_id=eos[0])
+    sync()
     total = time.perf_counter() - t0
     del first
     return out.shape[1] - len(ids), t_first, total
@@ -68,6 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--device", default=None, help="e.g. cuda (default: the library's choice)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=len(PROMPTS))
@@ -78,7 +82,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the raw measurements here")
     args = ap.parse_args()
 
-    d = Directer.from_pretrained(args.model, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
+    d = Directer.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens,
                                   speculate=args.speculate)
     model, eos = d.model, sorted(d.eos_token_ids())
     texts = [p.prompt for p in load_ifeval()] if args.context_tokens > 0 else []
@@ -109,14 +113,14 @@ def main() -> None:
     ratio_tok = [a / b for a, b in zip(dir_tok, plain_tok)]
     ratio_first = [r["directer_first_s"] / r["plain_first_s"] for r in rows]
     steps = sum(r["directer_tokens"] for r in rows)
-    print(f"\nmodel {d.model_name}, {args.dtype}, {len(prepared)} prompts of "
+    print(f"\nmodel {d.model_name}, {args.dtype}, device {d.model.device}, {len(prepared)} prompts of "
           f"{min(len(p.input_ids) for p in prepared)}-{max(len(p.input_ids) for p in prepared)} tokens x {args.repeats} repeats, "
           f"max {args.max_new_tokens} new tokens, torch threads {torch.get_num_threads()}")
     print(f"plain greedy   : {1000 * statistics.median(plain_tok):7.1f} ms/token (median), "
           f"first token {1000 * statistics.median(r['plain_first_s'] for r in rows):7.1f} ms")
     print(f"DIRECTER       : {1000 * statistics.median(dir_tok):7.1f} ms/token (median), "
           f"first token {1000 * statistics.median(r['directer_first_s'] for r in rows):7.1f} ms "
-          f"(ranking {1000 * statistics.median(r['ranking_s'] for r in rows):.1f} ms)")
+          f"(ranking forward {1000 * statistics.median(r['ranking_s'] for r in rows):.1f} ms)")
     print(f"ratio per token: {statistics.median(ratio_tok):.2f}x (median over prompts; "
           f"aggregate {sum(r['directer_total_s'] - r['directer_first_s'] for r in rows) / max(1, steps - len(rows)) / (sum(r['plain_total_s'] - r['plain_first_s'] for r in rows) / max(1, sum(r['plain_tokens'] for r in rows) - len(rows))):.2f}x)")
     print(f"ratio first tok: {statistics.median(ratio_first):.2f}x (median)")

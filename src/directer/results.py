@@ -31,7 +31,7 @@ class Stats:
     accepted: dict[int, int] = field(default_factory=dict)  # accepted layer-set size -> count
     fallbacks: int = 0  # steps whose trials were all rejected: the raw token was emitted
     seconds: float = 0.0  # wall time of the prompt: prefill, ranking and decoding (model load excluded)
-    ranking_seconds: float = 0.0
+    ranking_seconds: float = 0.0  # the forward that ran the ranking probes (engine: the prompt's prefill)
     first_token_seconds: float = 0.0  # prefill + ranking + first step
     trial_rows: int = 0  # steered rows actually computed (speculative ones included): the cost of the trials
     evicted_layers: list[int] = field(default_factory=list)  # sliding layers that evicted instruction tokens

@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from directer.engine.row_matmul import install, padded, transposed, wanted
+from directer.engine.row_matmul import MAX_ROWS, install, padded, transposed, wanted
 
 from tiny import ARCHS, prompts, run_engine, tiny_model, tokens
 
@@ -28,7 +28,7 @@ def test_transposed_product_equals_linear(rows):
         got = net(x)
     with torch.no_grad():
         want = ref(x)
-    assert got.shape == want.shape == (rows, 1, 8)
+    assert got.shape == want.shape == (rows, 1, 8) and got.is_contiguous()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -36,11 +36,12 @@ def test_outside_the_switch_and_for_one_row_it_is_linear_bit_for_bit():
     net, ref = _linears(), _linears()
     install(net)
     install(net)  # a second install changes nothing
-    x, one = torch.randn(6, 24), torch.randn(1, 24)
+    x, one, many = torch.randn(6, 24), torch.randn(1, 24), torch.randn(MAX_ROWS + 1, 24)
     with torch.no_grad():
         assert torch.equal(net(x), ref(x))
         with transposed():
             assert torch.equal(net(one), ref(one))
+            assert torch.equal(net(many), ref(many))  # past MAX_ROWS: nn.Linear
         with transposed(False):
             assert torch.equal(net(x), ref(x))
 

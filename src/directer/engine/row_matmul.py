@@ -2,14 +2,13 @@
 
 A packed forward carries a handful of rows (a raw row and its trials, a few sequences and their
 probes). For such skinny inputs oneDNN/MKL's ``x @ W.T`` (what ``nn.Linear`` computes) is far from
-weight-bound on a CPU: on the bundled model in float32 (2 cores) the 210 decoder linears cost 45 ms
-for one row but 61-73 ms for 2-8 rows, while the same products as ``(W @ x.T).T`` cost 34-48 ms,
-about a one-row pass; at 32-256 rows (prefill) the transposed product is still 1.25-1.4x faster, and the
-output embedding (49152 x 576) 2-3x (``scripts/row_matmul_speed.py``). That is what lets trial rows
-ride along nearly for free.
+weight-bound on a CPU: on the bundled model in float32 (2 cores) its 210 decoder linears cost 41 ms
+for one row, 58 ms for two and 92 ms for eight, while the same products as ``(W @ x.T).T`` cost
+34-52 ms up to eight rows and 0.7-0.85x ``x @ W.T`` at 16-128 rows; the output embedding 0.35-0.6x
+(``scripts/row_matmul_speed.py``). That is what makes a trial row cheap beside a raw row.
 
 :func:`install` gives every plain ``nn.Linear`` of a model a forward that takes the transposed
-product while :func:`transposed` is active in this thread and the input has at least two rows, and is
+product while :func:`transposed` is active in this thread and the input has 2 to ``MAX_ROWS`` rows, and is
 ``nn.Linear.forward`` otherwise (bit for bit), so the model behaves as before outside the engine.
 The results equal ``nn.Linear``'s up to float rounding (a different summation order: ~1e-6 relative
 in float32). A one-row forward is computed by ``nn.Linear`` itself, so a single sequence's raw pass is
@@ -26,11 +25,13 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MATMUL_CHOICES", "install", "padded", "transposed", "wanted"]
+__all__ = ["MATMUL_CHOICES", "MAX_ROWS", "install", "padded", "transposed", "wanted"]
 
 MATMUL_CHOICES = ("auto", "transposed", "stock")
 _STATE = threading.local()
 _MARK = "_directer_row_matmul"
+# Above this many rows (a long prefill) x @ W.T is as fast or faster: 1,100 rows took 1.07x with W @ x.T.
+MAX_ROWS = 512
 
 
 def wanted(choice: str, device: torch.device, dtype: torch.dtype) -> bool:
@@ -53,13 +54,14 @@ def padded(rows: int) -> int:
 
 
 def _forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    if getattr(_STATE, "on", False) and x.dim() >= 2 and x.numel() >= 2 * x.shape[-1]:
+    if getattr(_STATE, "on", False) and x.dim() >= 2 and 2 * x.shape[-1] <= x.numel() <= MAX_ROWS * x.shape[-1]:
         flat = x.reshape(-1, x.shape[-1])
         rows = flat.shape[0]
         width = padded(rows)
         if width > rows:
             flat = torch.cat([flat, flat.new_zeros(width - rows, flat.shape[1])])
-        y = torch.mm(self.weight, flat.t()).t()[:rows]
+        # contiguous: the transposed view slowed every later op of a 1,100-token prefill by ~1.6x
+        y = torch.mm(self.weight, flat.t()).t()[:rows].contiguous()
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], y.shape[-1])
