@@ -103,6 +103,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--speculate", default="never", choices=["never", "auto", "always"],
                     help="fold DIRECTER's trials into the raw pass (see SteeringConfig.speculate)")
+    ap.add_argument("--trial-batching", default=None, choices=["all", "sequential"],
+                    help="all trials of an opening in one forward, or strongest first (default: the engine's auto)")
     ap.add_argument("--stop-at-eos", action="store_true",
                     help="let responses end at EOS (default: every prompt decodes exactly --max-new-tokens "
                          "tokens, so that a method whose responses end early does not look cheaper or dearer "
@@ -120,7 +122,7 @@ def main() -> None:
         methods = methods + [GENERATE]
 
     d = Directer.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens,
-                                 speculate=args.speculate)
+                                 speculate=args.speculate, trial_batching=args.trial_batching)
     prompts = load_ifeval(sample=args.sample, seed=args.seed)
     prepared = {}
     for m in methods:  # also validates every spec before anything is timed
