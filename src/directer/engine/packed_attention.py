@@ -5,8 +5,8 @@ A packed decode forward carries raw rows (one per advancing sequence, whose new 
 read their source sequence's slot without copying it. Key scaling is ``q·(αk) = α(q·k)``: an extra
 row multiplies the attention logits of its steered columns by α in its steered layers, attends to the
 columns its step could see (before the step's raw token) plus its own new key, and its keys and
-values are never stored. Extra rows sit on a [slots, rows per slot] grid (as grouped-query attention
-folds heads into the query dimension), so one matmul per layer reads every slot's keys once, in place.
+values are never stored. Rows that share a source are folded into the query dimension (as
+grouped-query attention folds heads), so the source's keys are read once, in place.
 
 The plan travels as a keyword argument of the model call (``directer_packed``), which the attention
 function registered by :mod:`directer.engine.attention_bias` hands to :meth:`PackedPlan.attend`.
@@ -44,6 +44,23 @@ class ExtraGroup:
     limit: int  # the rows see physical columns < limit (the step's raw token and later are not theirs)
     position: int  # the rows' query position (for sliding windows)
     steering: list[ExtraRow]
+    _scales: dict[tuple[int, ...], torch.Tensor | None] = field(default_factory=dict, repr=False)
+
+    def scale(self, layer: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        """[rows, limit] logit multipliers in ``layer`` (None: no row steers it), built once per row set."""
+        active = tuple(i for i, r in enumerate(self.steering)
+                       if layer in r.layers and r.alpha != 1.0 and r.columns.numel())
+        if active not in self._scales:
+            if not active:
+                self._scales[active] = None
+            else:
+                m = torch.ones(len(self.steering), self.limit, dtype=dtype, device=device)
+                for i in active:
+                    cols = self.steering[i].columns
+                    cols = cols[(cols >= 0) & (cols < self.limit)]
+                    m[i, cols] = self.steering[i].alpha
+                self._scales[active] = m
+        return self._scales[active]
 
 
 @dataclass
@@ -80,6 +97,16 @@ class PackedPlan:
             visible[idle, 0] = True
             self._masks[window] = visible[:, None, None, :]
         return self._masks[window]
+
+    def _group_mask(self, g: ExtraGroup, window: int | None) -> torch.Tensor:
+        k = (id(g), window)
+        if k not in self._masks:
+            c = self.cache
+            visible = c.valid[g.slot, :g.limit].clone()
+            if window:
+                visible &= c.pos[g.slot, :g.limit] > g.position - window
+            self._masks[k] = visible
+        return self._masks[k]
 
     def attend(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                attention_mask: torch.Tensor | None, inner: Callable[..., tuple[torch.Tensor, Any]],
@@ -153,99 +180,34 @@ class PackedPlan:
 
     def _extras(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
                 value: torch.Tensor, kwargs: dict[str, Any], offset: int = 0) -> torch.Tensor:
-        """Extra rows ``[m, H, 1, D]`` (rows ``offset..`` of the forward), all groups at once: the rows are
-        laid out on a [slots, rows-per-slot] grid, so one matmul reads every slot's keys in place,
-        steered columns' logits times alpha, their own key one more column. Returns ``[m, 1, Hq, Dv]``."""
-        grid = self._grid(offset, query.device)
+        """Extra rows ``[m, H, 1, D]`` (rows ``offset..`` of the forward), folded per source slot:
+        their slot's keys read in place, steered columns' logits times alpha, their own key one more
+        column. Returns ``[m, 1, Hq, Dv]``."""
         cache = self.cache
         R, Hq, _, D = query.shape
         Hkv = key.shape[1]
         g = Hq // Hkv
-        S, M, W = cache.slots, grid.per_slot, grid.width
         scaling, softcap, window = self._params(module, layer, kwargs)
-        K, V = cache.keys[layer][:, :, :W], cache.values[layer][:, :, :W]  # views: no copy
-
-        def place(t: torch.Tensor) -> torch.Tensor:  # [m, H, 1, D] -> [S, H, M, D]
-            out = t.new_zeros(S, M, t.shape[1], t.shape[-1])
-            out[grid.slot, grid.j] = t[grid.rows, :, 0]
-            return out.transpose(1, 2)
-
-        q = place(query).reshape(S, Hkv, g, M, D).transpose(2, 3)  # [S, Hkv, M, g, D]
-        s = torch.matmul(q.reshape(S, Hkv, M * g, D), K.transpose(-1, -2)).view(S, Hkv, M, g, W) * scaling
-        if grid.steers[layer]:
-            s = s * torch.where(grid.member[:, :, layer, None], grid.alpha, 1.0).to(s.dtype)[:, None, :, None, :]
-        own = (q * place(key)[:, :, :, None, :]).sum(-1, keepdim=True) * scaling  # [S, Hkv, M, g, 1]
-        s = torch.cat([s, own], dim=-1)
-        if softcap is not None:
-            s = torch.tanh(s / softcap) * softcap
-        s = s.masked_fill(~self._grid_mask(grid, window)[:, None, :, None, :], float("-inf"))
-        p = torch.softmax(s, dim=-1, dtype=torch.float32).to(query.dtype)
-        o = torch.matmul(p[..., :W].reshape(S, Hkv, M * g, W), V).view(S, Hkv, M, g, -1)
-        o = o + p[..., W:] * place(value)[:, :, :, None, :]
-        o = o.permute(0, 2, 1, 3, 4).reshape(S, M, Hq, -1)
-        out = query.new_empty(R, 1, Hq, o.shape[-1])
-        out[grid.rows, 0] = o[grid.slot, grid.j]
+        K, V = cache.keys[layer], cache.values[layer]
+        out = query.new_empty(R, 1, Hq, value.shape[-1])
+        for grp in self.groups:
+            idx = grp.rows - offset
+            m, lim = idx.numel(), grp.limit
+            qe = query[idx, :, 0].view(m, Hkv, g, D)
+            ks, vs = K[grp.slot, :, :lim], V[grp.slot, :, :lim]  # views: no copy
+            s = torch.matmul(qe.permute(1, 0, 2, 3).reshape(Hkv, m * g, D), ks.transpose(-1, -2))
+            s = s.view(Hkv, m, g, lim) * scaling
+            scale = grp.scale(layer, s.device, s.dtype)
+            if scale is not None:
+                s = s * scale[None, :, None, :]
+            own = (qe * key[idx, :, 0].unsqueeze(2)).sum(-1).permute(1, 0, 2)[..., None] * scaling
+            s = torch.cat([s, own], dim=-1)  # [Hkv, m, g, lim + 1]
+            if softcap is not None:
+                s = torch.tanh(s / softcap) * softcap
+            visible = torch.cat([self._group_mask(grp, window), s.new_ones(1, dtype=torch.bool)])
+            s = s.masked_fill(~visible, float("-inf"))
+            p = torch.softmax(s, dim=-1, dtype=torch.float32).to(query.dtype)
+            o = torch.matmul(p[..., :lim].reshape(Hkv, m * g, lim), vs).view(Hkv, m, g, -1)
+            o = o + p[..., lim:] * value[idx, :, 0].permute(1, 0, 2)[:, :, None, :]
+            out[idx, 0] = o.permute(1, 0, 2, 3).reshape(m, Hq, -1)
         return out
-
-    def _grid(self, offset: int, device: torch.device) -> "_Grid":
-        """The extra rows' layout, built once per forward."""
-        if ("grid", offset) not in self._masks:
-            self._masks[("grid", offset)] = _Grid.build(self.groups, offset, self.cache, device)
-        return self._masks[("grid", offset)]
-
-    def _grid_mask(self, grid: "_Grid", window: int | None) -> torch.Tensor:
-        """[S, M, W + 1] columns each grid row sees (its own key last); sliding windows by position."""
-        k = ("grid-mask", window)
-        if k not in self._masks:
-            visible = grid.visible
-            if window:
-                visible = visible & (self.cache.pos[:, None, :grid.width] > grid.position[:, :, None] - window)
-            self._masks[k] = torch.cat([visible, visible.new_ones(*visible.shape[:2], 1)], dim=-1)
-        return self._masks[k]
-
-
-@dataclass
-class _Grid:
-    """Extra rows on a [slots, per_slot] grid: where each row sits, which layers it steers, its column
-    multipliers, the columns it may see (before its step's raw token) and its query position."""
-
-    rows: torch.Tensor  # [m] row index (relative to the extra rows' offset)
-    slot: torch.Tensor  # [m]
-    j: torch.Tensor  # [m] index within its slot's rows
-    per_slot: int
-    width: int
-    member: torch.Tensor  # [S, M, L] bool: the row steers this layer
-    steers: list[bool]  # per layer: does any row steer it
-    alpha: torch.Tensor  # [S, M, W] float32: alpha at the row's steered columns, else 1
-    visible: torch.Tensor  # [S, M, W] bool
-    position: torch.Tensor  # [S, M] long
-
-    @classmethod
-    def build(cls, groups: list[ExtraGroup], offset: int, cache: SlotCache, device: torch.device) -> "_Grid":
-        S, L = cache.slots, len(cache.keys)
-        per: dict[int, int] = {}
-        for grp in groups:  # a slot can carry two groups (probes beside its step's trials)
-            per[grp.slot] = per.get(grp.slot, 0) + len(grp.steering)
-        M, W = max(per.values()), max(grp.limit for grp in groups)
-        rows, slot, j = [], [], []
-        member = torch.zeros(S, M, L, dtype=torch.bool)
-        alpha = torch.ones(S, M, W)
-        visible = torch.zeros(S, M, W, dtype=torch.bool, device=device)
-        position = torch.zeros(S, M, dtype=torch.long)
-        used = dict.fromkeys(per, 0)
-        for grp in groups:
-            m, first = len(grp.steering), used[grp.slot]
-            used[grp.slot] += m
-            rows += (grp.rows - offset).tolist()
-            slot += [grp.slot] * m
-            j += list(range(first, first + m))
-            visible[grp.slot, first:first + m, :grp.limit] = cache.valid[grp.slot, :grp.limit]
-            position[grp.slot, first:first + m] = grp.position
-            for i, r in enumerate(grp.steering):
-                cols = r.columns[(r.columns >= 0) & (r.columns < grp.limit)]
-                if r.alpha != 1.0 and cols.numel():
-                    member[grp.slot, first + i, sorted(r.layers)] = True
-                    alpha[grp.slot, first + i, cols] = r.alpha
-        t = lambda x: torch.tensor(x, dtype=torch.long, device=device)
-        return cls(t(rows), t(slot), t(j), M, W, member.to(device), member.any(dim=(0, 1)).tolist(),
-                   alpha.to(device), visible, position.to(device))
