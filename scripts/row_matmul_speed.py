@@ -1,5 +1,5 @@
-"""How the model's linear layers cost by number of rows: ``nn.Linear`` (``x @ W.T``) against the
-engine's ``W @ x.T`` (engine/row_matmul.py), unpadded and padded to the width the engine uses.
+"""How the model's linear layers cost by number of rows: ``nn.Linear`` (``x @ W.T``) against
+``W @ x.T`` unpadded and as the engine computes it (engine/row_matmul.py: padded, contiguous).
 
     python scripts/row_matmul_speed.py                       # bundled model, float32
     python scripts/row_matmul_speed.py --rows 1 2 4 8 31 32 --repeats 7
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from directer import Directer
-from directer.engine.row_matmul import padded
+from directer.engine.row_matmul import product
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     ways = {
         "nn.Linear": lambda w, x: F.linear(x, w),
         "W @ x.T": lambda w, x: torch.mm(w, x.t()),
-        "W @ x.T padded": lambda w, x: torch.mm(w, torch.cat([x, x.new_zeros(padded(len(x)) - len(x), x.shape[1])]).t()),
+        "engine (padded)": product,
     }
     times: dict[tuple[int, str, str], list[float]] = {}
     with torch.inference_mode():

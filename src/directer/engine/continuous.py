@@ -7,8 +7,9 @@ step 0, or a packed decode forward holding, for every running sequence, what it 
 - a raw row (sequences at step t whose previous step is decided);
 - trial rows (sequences whose gate opened on the previous forward), read copy-free against the
   sequence's slot as it was before the step's raw token (:mod:`directer.engine.packed_attention`);
-- ranking probe rows (sequences whose prompt was just encoded), beside the all-layer trial, which
-  needs no ranking.
+- ranking probe rows, only with ``EngineOptions(probes="decode")``; by default a prompt's probes and
+  its all-layer trial (which needs no ranking) are extra query positions of its prefill
+  (:mod:`directer.engine.prefill`).
 
 A sequence waiting for its trials skips one forward while the others advance, so a trial costs rows,
 not a forward of the whole batch. Finished sequences free their slot; waiting prompts are admitted
@@ -188,9 +189,9 @@ class Engine:
         return logits
 
     def _prefill(self) -> None:
-        first = self.waiting[0]
-        kind = self._prefill_kind(first)
-        extra = self.num_layers + len(first.leading) if kind[0] else 0  # probes, then the leading trials
+        kind = self._prefill_kind(self.waiting[0])
+        probes, lead = kind
+        extra = self.num_layers + lead if probes else 0  # probes, then the leading trials
         batch: list[Sequence] = []
         while self.waiting and len(batch) < len(self.free) and self._prefill_kind(self.waiting[0]) == kind:
             longest = max([len(s.input_ids) for s in batch] + [len(self.waiting[0].input_ids)])
@@ -215,7 +216,6 @@ class Engine:
             hidden = self.body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                position_ids=positions.to(self.device), use_cache=False,
                                **{PACKED_KWARG: plan}).last_hidden_state
-            lead = extra - self.num_layers if extra else 0
             last = hidden[:, width - 1:width, :]
             if lead:  # the leading trials' tokens are read off the same forward
                 last = torch.cat([last, hidden[:, width + self.num_layers:, :]], dim=1)

@@ -4,9 +4,10 @@
 step 0 and, when a ranking is needed, the raw attention states the ranking compares against) ->
 ``raw`` (its next forward carries its raw row) or ``trials`` (the gate opened at the current step:
 its next forward carries trial rows instead, read against its slot as it was before the step's raw
-token) -> ... -> ``done``. Ranking probes ride along in the first forward after the prefill when the first
-step's gate opened (beside the all-layer trial, which needs no ranking), else in the forward of the
-second raw row; a sequence whose tokens end before that spends one more forward in ``ranking``. All
+token) -> ... -> ``done``. By default the ranking probes and the all-layer trial run in the prefill
+itself; with ``probes="decode"`` they ride along in the first forward after it when the first step's
+gate opened, else in the forward of the second raw row, and a sequence whose tokens end before that
+spends one more forward in ``ranking``. All
 columns here are *logical* cache columns (see :class:`~directer.engine.slot_cache.SlotCache`).
 """
 
