@@ -42,7 +42,7 @@ def test_custom_generate_matches_the_api(d):
 
 
 @pytest.mark.parametrize("setting, name", [
-    ({"num_beams": 2}, "num_beams=2"), ({"do_sample": True}, "do_sample=True"),
+    ({"num_beams": 2}, "num_beams=2"), ({"do_sample": True, "typical_p": 0.5}, "typical_p=0.5"),
     ({"repetition_penalty": 1.3}, "repetition_penalty=1.3"), ({"no_repeat_ngram_size": 2}, "no_repeat_ngram_size=2"),
     ({"min_new_tokens": 3}, "min_new_tokens=3"),
 ])

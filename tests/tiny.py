@@ -82,13 +82,17 @@ def prompts(n: int = 3) -> list[list[int]]:
 
 def run(model, ps, method="directer", mode="paper", alpha=100.0, beta=0.5, gate=True, batch=True,
         trial_batching="all", probe_batch_size=64, positions=None, on_step=None, new=NEW, speculate="never",
-        filt=False, eos=frozenset(), limits=None):
+        filt=False, eos=frozenset(), limits=None, sampling=None, sample_index=None):
     """Decode prompts ``ps`` with ``method`` (a spec) through the loop, as one batch or one at a time."""
+    from directer.methods.sampling import SamplingParams
+
     positions = positions or [SPAN] * len(ps)
     opts = DecodeOptions(alpha=alpha, max_new_tokens=new, eos_token_ids=eos, pad_token_id=0, mode=mode,
-                         trial_batching=trial_batching, probe_batch_size=probe_batch_size, speculate=speculate)
+                         trial_batching=trial_batching, probe_batch_size=probe_batch_size, speculate=speculate,
+                         sampling=sampling or SamplingParams())
     meth = make_method(method, beta=beta, mode=mode, gate=gate, plausibility_filter=filt)
-    reqs = [DecodeRequest(p, pos, max_new_tokens=(limits[i] if limits else None))
+    reqs = [DecodeRequest(p, pos, max_new_tokens=(limits[i] if limits else None),
+                          sample_index=sample_index[i] if sample_index else 0)
             for i, (p, pos) in enumerate(zip(ps, positions))]
     if batch:
         return DecodingLoop(model, meth, opts).run(reqs, on_step)
@@ -101,16 +105,19 @@ def tokens(outputs) -> list[list[int]]:
 
 def run_engine(model, ps, method="directer", alpha=100.0, beta=0.5, gate=True, slots=None, trials="auto",
                positions=None, new=NEW, speculate="never", eos=frozenset(), limits=None, admit_min=None,
-               on_token=None, matmul="auto", probes="prefill"):
+               on_token=None, matmul="auto", probes="prefill", sampling=None, sample_index=None, filt=False):
     """Decode prompts ``ps`` on the continuous engine (``slots`` at once; default: all at once)."""
     from directer.engine.continuous import Engine, EngineOptions
+    from directer.methods.sampling import SamplingParams
     from directer.engine.sequence import SequenceSettings
 
     positions = positions or [SPAN] * len(ps)
-    meth = make_method(method, beta=beta, gate=gate)
-    reqs = [DecodeRequest(p, pos, max_new_tokens=(limits[i] if limits else None))
+    meth = make_method(method, beta=beta, gate=gate, plausibility_filter=filt)
+    reqs = [DecodeRequest(p, pos, max_new_tokens=(limits[i] if limits else None),
+                          sample_index=sample_index[i] if sample_index else 0)
             for i, (p, pos) in enumerate(zip(ps, positions))]
-    settings = SequenceSettings(meth, alpha=alpha, max_new_tokens=new, eos_token_ids=eos, speculate=speculate)
+    settings = SequenceSettings(meth, alpha=alpha, max_new_tokens=new, eos_token_ids=eos, speculate=speculate,
+                                sampling=sampling or SamplingParams())
     engine = Engine(model, EngineOptions(slots=slots or len(ps), trials=trials, admit_min=admit_min,
                                          matmul=matmul, probes=probes))
     return engine.run(reqs, settings, on_token)

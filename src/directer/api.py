@@ -59,6 +59,11 @@ class Directer:
         trial_batching: str | None = None,
         probe_batch_size: int | None = None,
         speculate: str = "never",
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        min_p: float = 0.0,
+        seed: int | None = None,
         model_name: str | None = None,
     ):
         check_supported(model)
@@ -67,7 +72,7 @@ class Directer:
         self.config = SteeringConfig(
             alpha=alpha, beta=beta, mode=mode, method=method, layers=tuple(layers) if layers is not None else None,
             plausibility_filter=plausibility_filter, gate=gate, max_new_tokens=max_new_tokens, trial_batching=trial_batching, probe_batch_size=probe_batch_size,
-            speculate=speculate,
+            speculate=speculate, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed,
         )
         self.model_name = model_name or getattr(model.config, "_name_or_path", None) or model.config.model_type
         self._guard_float16(self.config)
@@ -110,7 +115,9 @@ class Directer:
     ) -> GenerationResult | list[GenerationResult]:
         """Generate for one prompt or a list of prompts.
 
-        ``overrides`` replace configuration fields for this call (``alpha``, ``beta``, ``method``, ...).
+        ``overrides`` replace configuration fields for this call (``alpha``, ``beta``, ``method``, ...),
+        sampling included: ``temperature=0.7, top_p=0.9, seed=1`` (``temperature=0``, the default, is
+        greedy decoding; a sampled call without a seed draws one and records it in each result).
         ``ranking`` reuses a layer ranking (an object or a JSON file) instead of ranking each prompt.
         An instruction is looked for in the prompt ignoring case and spacing; one that is not there is
         appended after a blank line (``result.appended_instructions``), or is an error with
@@ -165,7 +172,7 @@ class Directer:
         prompt its own limit; ``on_tokens(index, token_ids, done)`` is called whenever a prompt gains a
         token (streaming), ``on_result(index, result)`` as soon as a prompt is finished.
         """
-        config = config or self.config
+        config = (config or self.config).seeded()
         if batch_size < 1:
             raise UsageError(f"invalid batch size {batch_size}: it must be >= 1")
         fixed = self._load_ranking(ranking)
@@ -223,7 +230,7 @@ class Directer:
         **overrides: Any,
     ) -> list[list[int]]:
         """Low-level: steer the given prompt positions of token-id prompts (one batch); return generated ids."""
-        config = self._config(None, overrides)
+        config = self._config(None, overrides).seeded()
         for ids in input_ids:
             self.check_length(len(ids), config.max_new_tokens)
         requests = [DecodeRequest(list(ids), list(pos), ranking) for ids, pos in zip(input_ids, positions)]
@@ -246,7 +253,7 @@ class Directer:
             changes["layers"] = tuple(changes["layers"])
         return replace(self.config, **changes) if changes else self.config
 
-    def _loop(self, config: SteeringConfig) -> DecodingLoop:
+    def _loop(self, config: SteeringConfig, top_logprobs: int = 0) -> DecodingLoop:
         self._guard_float16(config)
         method = config.policy()
         options = DecodeOptions(
@@ -259,6 +266,8 @@ class Directer:
             probe_batch_size=config.effective_probe_batch_size,
             speculate=config.speculate,
             model_name=self.model_name,
+            sampling=config.sampling,
+            top_logprobs=top_logprobs,
         )
         return DecodingLoop(self.model, method, options)
 
@@ -270,8 +279,8 @@ class Directer:
         return Engine(self.model, EngineOptions(slots=slots, pad_token_id=self._pad_id(), trials=trials,
                                                 admit_min=admit_min))
 
-    def settings(self, config: SteeringConfig) -> SequenceSettings:
-        """One request's settings for the engine."""
+    def settings(self, config: SteeringConfig, top_logprobs: int = 0) -> SequenceSettings:
+        """One request's settings for the engine (a sampled config must carry its seed: ``config.seeded()``)."""
         return SequenceSettings(
             method=config.policy(),
             alpha=config.alpha,
@@ -280,6 +289,8 @@ class Directer:
             mode=config.mode,
             speculate=config.speculate,
             model_name=self.model_name,
+            sampling=config.sampling,
+            top_logprobs=top_logprobs,
         )
 
     def _result(self, p: PreparedPrompt, out, config: SteeringConfig) -> GenerationResult:
@@ -306,6 +317,10 @@ class Directer:
             trace=out.trace,
             finish_reason=out.finish_reason,
             raw_logprobs=out.raw_logprobs,
+            top_logprobs=out.top_logprobs,
+            sampling=None if config.temperature == 0 else {
+                "temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
+                "min_p": config.min_p, "seed": config.seed},
             prompt=p.text,
             instructions=[s.text for s in p.spans],
             appended_instructions=list(p.appended),

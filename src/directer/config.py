@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import UsageError
+from .methods.sampling import SamplingParams, check_sampling, fresh_seed
 from .methods import MODES, make_method
 
 __all__ = ["SPECULATE", "TRIAL_BATCHING", "SteeringConfig"]
@@ -36,6 +37,12 @@ class SteeringConfig:
     probe_batch_size: int | None = None
     speculate: str = "never"
     ignore_eos: bool = False  # benchmarks: decode exactly max_new_tokens tokens, so methods cost the same work
+    # Sampling (README, Fidelity: sampling). temperature 0 is greedy decoding, the paper's setting.
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0  # 0: off
+    seed: int | None = None  # None: a fresh seed per call, recorded in each result
 
     def __post_init__(self) -> None:
         self.validate()
@@ -58,6 +65,18 @@ class SteeringConfig:
             raise UsageError(f"unknown speculate {self.speculate!r}: choose one of {', '.join(SPECULATE)}")
         if self.probe_batch_size is not None and self.probe_batch_size < 1:
             raise UsageError(f"invalid probe_batch_size {self.probe_batch_size}: it must be >= 1")
+        check_sampling(self.temperature, self.top_p, self.top_k, self.min_p, self.seed)
+        if self.mode == "reference" and self.temperature > 0:
+            raise UsageError(f"reference mode reproduces the released code, which decodes greedily: temperature "
+                             f"{self.temperature:g} needs mode 'paper' (or temperature 0)")
+
+    def seeded(self) -> "SteeringConfig":
+        """These settings with a fresh seed when they sample without one (results record the seed)."""
+        return replace(self, seed=fresh_seed()) if self.temperature > 0 and self.seed is None else self
+
+    @property
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_p, self.top_k, self.min_p, self.seed)
 
     def policy(self):
         """The method object these settings describe."""

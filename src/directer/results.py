@@ -62,7 +62,7 @@ class GenerationResult:
     ranking: list[int] | None  # layer order used, most sensitive first
     stats: Stats
     trace: list[TokenTrace]
-    finish_reason: str = "length"  # "eos" or "length"
+    finish_reason: str = "length"  # "eos", "length" or "stop" (a stop condition of the caller)
     prompt: str | None = None  # the rendered prompt text
     instructions: list[str] = field(default_factory=list)
     ranking_scores: list[float] | None = None
@@ -70,6 +70,11 @@ class GenerationResult:
     # passes; None for a method that runs no raw model (PASTA, SpotLight, InstABoost without the filter).
     raw_logprobs: list[float] | None = None
     appended_instructions: list[str] = field(default_factory=list)  # not in the prompt: appended after it
+    # Sampling settings of a sampled generation (temperature, top_p, top_k, min_p and the seed that
+    # reproduces it); None for greedy decoding.
+    sampling: dict[str, Any] | None = None
+    # When asked for: per step, the raw model's most likely (token id, log-probability) pairs.
+    top_logprobs: list[list[tuple[int, float]]] | None = None
 
     @property
     def perplexity(self) -> float | None:

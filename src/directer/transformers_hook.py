@@ -4,8 +4,11 @@
                          custom_generate=directer.custom_generate, instruction_spans=[(12, 27)])
 
 ``model.generate`` prepares inputs, the generation config and the length limits, then hands over to
-this loop. Decoding is greedy, one beam, with no logits processor: a setting it cannot honour that the
-caller passed (``num_beams=2``, ``do_sample=True``, ``repetition_penalty``, ...) is refused with an error
+this loop. Decoding is greedy, or sampled with ``do_sample=True`` and the generation config's
+``temperature``, ``top_k``, ``top_p`` and ``min_p`` (transformers' own warpers, in ``generate``'s order;
+the draws are seeded by ``seed=``, else by torch's global generator, so ``torch.manual_seed`` before
+the call reproduces it). One beam, no other logits processor: a setting it cannot honour that the
+caller passed (``num_beams=2``, ``repetition_penalty``, ``typical_p``, ...) is refused with an error
 naming it; one that only the model's own generation config sets is ignored with a warning naming it.
 """
 
@@ -45,9 +48,10 @@ def custom_generate(
     method: str = "directer",
     plausibility_filter: bool = False,
     ranking: Ranking | None = None,
+    seed: int | None = None,
     **model_kwargs: Any,
 ) -> torch.LongTensor:
-    """Greedy DIRECTER decoding inside ``model.generate``; returns prompt plus generated ids, right-padded.
+    """DIRECTER decoding inside ``model.generate``; returns prompt plus generated ids, right-padded.
 
     ``method`` takes any ``--method`` spec (``"pasta:filter=1"``, ``"static:alpha=3"``, ...).
 
@@ -57,9 +61,9 @@ def custom_generate(
     check_supported(model)
     batch, width = input_ids.shape
     max_new = (generation_config.max_length - width) if generation_config is not None else 20
-    config = SteeringConfig(alpha=alpha, beta=beta, mode=mode, method=method, plausibility_filter=plausibility_filter,
-                            max_new_tokens=max(1, max_new))
     _check_greedy(model, generation_config, logits_processor)
+    config = SteeringConfig(alpha=alpha, beta=beta, mode=mode, method=method, plausibility_filter=plausibility_filter,
+                            max_new_tokens=max(1, max_new), **_sampling(generation_config, seed))
     mask = model_kwargs.get("attention_mask")
     mask = torch.ones_like(input_ids) if mask is None else mask
     spans = _per_row_spans(instruction_spans, batch, method)
@@ -84,11 +88,12 @@ def custom_generate(
     options = DecodeOptions(
         alpha=config.alpha, max_new_tokens=config.max_new_tokens, eos_token_ids=eos_ids, pad_token_id=int(pad),
         mode=mode, trial_batching=config.effective_trial_batching, probe_batch_size=config.effective_probe_batch_size,
+        sampling=config.sampling,
     )
     method = config.policy()
     if supports(method, mode) and fits(model):  # the continuous engine, all rows at once
         settings = SequenceSettings(method, alpha=config.alpha, max_new_tokens=config.max_new_tokens,
-                                    eos_token_ids=eos_ids, mode=mode)
+                                    eos_token_ids=eos_ids, mode=mode, sampling=config.sampling)
         outputs = Engine(model, EngineOptions(slots=batch, pad_token_id=int(pad))).run(requests, settings)
     else:
         outputs = DecodingLoop(model, method, options).run(requests)
@@ -114,16 +119,34 @@ def _per_row_spans(spans: Any, batch: int, method: str) -> list[list[tuple[int, 
     return [[(int(s), int(e)) for s, e in r] for r in rows]
 
 
-# Settings of a generation config that greedy DIRECTER decoding cannot honour, with the value that
-# means "off". Sampling parameters (temperature, top_k, top_p, ...) only act with do_sample.
+def _sampling(generation_config: Any, seed: int | None) -> dict[str, Any]:
+    """The sampling fields of SteeringConfig from the generation config (greedy without do_sample)."""
+    if generation_config is None or not getattr(generation_config, "do_sample", False):
+        return {}
+    temperature = getattr(generation_config, "temperature", None)
+    temperature = 1.0 if temperature is None else float(temperature)
+    if temperature == 0:
+        raise UsageError("do_sample=True with temperature=0: use do_sample=False for greedy decoding")
+    if seed is None:  # from torch's global generator: torch.manual_seed(...) before generate reproduces it
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    return dict(temperature=temperature, top_k=int(getattr(generation_config, "top_k", None) or 0),
+                top_p=float(getattr(generation_config, "top_p", None) or 1.0),
+                min_p=float(getattr(generation_config, "min_p", None) or 0.0), seed=seed)
+
+
+# Settings of a generation config that DIRECTER decoding cannot honour, with the value that means
+# "off". Temperature, top_k, top_p and min_p are honoured with do_sample; other warpers are not.
 _NOT_GREEDY = {
-    "do_sample": False, "num_beams": 1, "num_beam_groups": 1, "num_return_sequences": 1, "penalty_alpha": None,
+    "num_beams": 1, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "top_h": None, "num_beam_groups": 1, "num_return_sequences": 1, "penalty_alpha": None,
     "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
     "min_length": 0, "min_new_tokens": None, "bad_words_ids": None, "suppress_tokens": None,
     "begin_suppress_tokens": None, "sequence_bias": None, "forced_bos_token_id": None,
     "forced_eos_token_id": None, "exponential_decay_length_penalty": None, "stop_strings": None,
     "guidance_scale": None, "prompt_lookup_num_tokens": None, "assistant_model": None,
 }
+
+
+_HONOURED_WARPERS = ("TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper")
 
 
 def _check_greedy(model: torch.nn.Module, generation_config: Any, logits_processor: Any) -> None:
@@ -141,12 +164,18 @@ def _check_greedy(model: torch.nn.Module, generation_config: Any, logits_process
     if any(a.startswith("min_new_tokens=") for a in asked):  # transformers derives min_length from it
         asked = [a for a in asked if not a.startswith("min_length=")]
     if asked:
-        raise UsageError(f"directer.custom_generate decodes greedily (one beam, no logits processors) and cannot "
+        raise UsageError(f"directer.custom_generate decodes one beam, greedy or sampled with temperature, top_k, "
+                         f"top_p and min_p only, and cannot "
                          f"honour {', '.join(asked)}: drop {'it' if len(asked) == 1 else 'them'} from the call")
     if inherited:
         warnings.warn(f"the model's generation config sets {', '.join(inherited)}; directer.custom_generate "
-                      "ignores it and decodes greedily", stacklevel=3)
-    elif logits_processor:
-        names = ", ".join(sorted({type(p).__name__ for p in logits_processor}))
+                      "ignores it", stacklevel=3)
+        return
+    honoured = _HONOURED_WARPERS if getattr(generation_config, "do_sample", False) else ()
+    # With do_sample, generate passes the warpers it built from the config's temperature, top_k, top_p
+    # and min_p; these are honoured (rebuilt from the same fields), any other processor is refused.
+    others = [p for p in (logits_processor or []) if type(p).__name__ not in honoured]
+    if others:
+        names = ", ".join(sorted({type(p).__name__ for p in others}))
         raise UsageError(f"directer.custom_generate applies no logits processors and cannot honour {names}: "
                          "drop logits_processor from the call")

@@ -13,7 +13,7 @@ from ..config import SteeringConfig
 from ..errors import UsageError
 from ..methods import method_label, parse_layers
 from ..models.locate import check_model_source, display_name
-from .options import DEVICE_HELP, DTYPE_HELP, DTYPES, engine_options, load_directer
+from .options import DEVICE_HELP, DTYPE_HELP, DTYPES, engine_options, load_directer, sampling_settings
 
 __all__ = ["eval_command", "profile_heads_command", "report"]
 
@@ -22,7 +22,7 @@ __all__ = ["eval_command", "profile_heads_command", "report"]
 @click.argument("benchmark", type=click.Choice(["ifeval"]))
 @click.option("--method", "methods", multiple=True, help="Method to run (repeatable; default: none and directer), "
               "with optional parameters, e.g. --method static:alpha=3 --method pasta:filter=1.")
-@engine_options(method=False, max_new_tokens=512)
+@engine_options(method=False, max_new_tokens=512, seed_option="--sampling-seed")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N prompts (default: all 541).")
 @click.option("--sample", type=click.IntRange(min=1), default=None,
               help="A seeded random sample of N prompts (default: all 541).")
@@ -34,13 +34,17 @@ __all__ = ["eval_command", "profile_heads_command", "report"]
               help="Share the methods out among N processes, each with an equal share of the CPU threads "
                    "(on a CPU, several single-threaded workers outrun one multi-threaded process on a small model).")
 def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibility_filter, max_new_tokens, dtype,
-                 attn_implementation, system, ranking_file, device, limit, sample, seed, batch_size, output_dir,
-                 workers) -> None:
+                 attn_implementation, system, ranking_file, device, temperature, top_p, top_k, min_p, sampling_seed,
+                 limit, sample, seed, batch_size, output_dir, workers) -> None:
     """Evaluate methods on an instruction-following benchmark, offline (resumable), and print the comparison.
 
     \b
     Example:
       directer eval ifeval --method none --method directer --sample 50 --max-new-tokens 512
+      directer eval ifeval --sample 200 --temperature 0.7 --top-p 0.9 --sampling-seed 1
+
+    With --temperature > 0 every prompt draws from its own stream of --sampling-seed (default 0), so a
+    resumed run continues exactly as an uninterrupted one would.
     """
     from .. import __version__
     from ..evaluation.runs import RunConfig, check_run, evaluate, remaining
@@ -57,13 +61,18 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
     if ranking_file or system:
         raise UsageError("--ranking and --system do not apply to eval (every prompt is ranked; IFEval has no system message)")
     layer_set = parse_layers(layers)
+    sampling = sampling_settings(temperature, top_p, top_k, min_p, sampling_seed, "--sampling-seed")
+    if temperature > 0 and sampling["seed"] is None:
+        sampling["seed"] = 0  # a run directory must reproduce (and resume) its draws
     for m in methods:
-        SteeringConfig(method=m, alpha=alpha, beta=beta, mode=mode, layers=layer_set, max_new_tokens=max_new_tokens)
+        SteeringConfig(method=m, alpha=alpha, beta=beta, mode=mode, layers=layer_set, max_new_tokens=max_new_tokens,
+                       **sampling)
     prompts = load_ifeval(limit=limit, sample=sample, seed=seed)
     run_dir = Path(output_dir or f"runs/{benchmark}-{'-'.join(m.split(':')[0] for m in methods)}")
     config = RunConfig(model=display_name(model), alpha=alpha, beta=beta, mode=mode,
                        layers=list(layer_set) if layer_set else None,
                        max_new_tokens=max_new_tokens, dtype=dtype, package_version=__version__,
+                       sampling=sampling if temperature > 0 else None,
                        selection={"limit": limit, "sample": sample, "seed": seed, "keys": [p.key for p in prompts]})
     check_run(run_dir, config)  # a run directory made with other settings is refused before the model loads
     check_model_source(model)

@@ -17,7 +17,7 @@ from ..methods import parse_layers, parse_method
 from ..models.locate import check_model_source
 from ..progress import progress_bar
 from ..results import Ranking
-from .options import engine_options, load_directer
+from .options import engine_options, load_directer, sampling_settings
 
 __all__ = ["compare_header", "demo", "generate"]
 
@@ -41,12 +41,13 @@ DEMO_INSTRUCTION = "Do not use any commas."
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts decoded together in batch mode.")
 def generate(prompt, instructions, strict_instructions, occurrence, model, alpha, beta, mode, method, layers, plausibility_filter,
              max_new_tokens, dtype, attn_implementation, system, ranking_file, device, compare, as_json, save_ranking,
-             html_file, input_file, output_file, batch_size) -> None:
+             html_file, input_file, output_file, batch_size, temperature, top_p, top_k, min_p, sampling_seed) -> None:
     """Generate a response to PROMPT with the instructions steered.
 
     \b
     Example:
       directer generate "Write a haiku about autumn." --instruction "Do not use any commas." --compare
+      directer generate "Write a haiku about autumn." -i "Do not use any commas." --temperature 0.7 --top-p 0.9 --seed 1
     """
     if (prompt is None) == (input_file is None):
         raise UsageError("give either a PROMPT argument or --input FILE (batch mode), not both or neither")
@@ -55,8 +56,14 @@ def generate(prompt, instructions, strict_instructions, occurrence, model, alpha
     if input_file is not None and html_file is not None:
         raise UsageError("--html shows one prompt: use it without --input")
     settings = dict(alpha=alpha, beta=beta, mode=mode, method=method, layers=parse_layers(layers),
-                    plausibility_filter=plausibility_filter, max_new_tokens=max_new_tokens)
+                    plausibility_filter=plausibility_filter, max_new_tokens=max_new_tokens,
+                    **sampling_settings(temperature, top_p, top_k, min_p, sampling_seed))
     SteeringConfig(**settings)
+    if temperature > 0 and sampling_seed is None:  # one seed for the call (--compare samples both with it)
+        from ..methods.sampling import fresh_seed
+
+        settings["seed"] = fresh_seed()
+        click.echo(f"directer: sampling with --seed {settings['seed']} (pass it to get the same tokens again)", err=True)
     records = _read_jsonl(input_file) if input_file else None
     # Everything else that needs no model is checked before the (slow) load too.
     if records is None:

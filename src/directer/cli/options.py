@@ -7,7 +7,8 @@ import click
 from ..config import SteeringConfig
 from ..methods import MODES, method_names
 
-__all__ = ["ATTENTION", "DEVICE_HELP", "DTYPES", "DTYPE_HELP", "engine_options", "load_directer", "quiet_transformers"]
+__all__ = ["ATTENTION", "DEVICE_HELP", "DTYPES", "DTYPE_HELP", "engine_options", "load_directer", "quiet_transformers",
+           "sampling_settings"]
 
 
 DTYPES = click.Choice(["float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "auto"], case_sensitive=False)
@@ -17,11 +18,12 @@ DTYPE_HELP = "Weights' dtype (auto: bfloat16 on a GPU that has it, else float32)
 DEVICE_HELP = "cpu, cuda, cuda:1, mps, ... (default: cuda if available, else cpu)."
 
 
-def engine_options(f=None, *, method: bool = True, max_new_tokens: int = 256):
+def engine_options(f=None, *, method: bool = True, max_new_tokens: int = 256, seed_option: str = "--seed"):
     """Options shared by every command that runs the engine (``method=False``: without --method;
-    ``max_new_tokens``: the command's default token limit)."""
+    ``max_new_tokens``: the command's default token limit; ``seed_option``: the sampling seed's name,
+    passed as ``sampling_seed``)."""
     if f is None:
-        return lambda g: engine_options(g, method=method, max_new_tokens=max_new_tokens)
+        return lambda g: engine_options(g, method=method, max_new_tokens=max_new_tokens, seed_option=seed_option)
     options = [
         click.option("--model", "model", default=None, help="Hugging Face id, local folder or .gguf file (default: the bundled SmolLM2-135M-Instruct)."),
         click.option("--alpha", type=float, default=100.0, show_default=True, help="Key scale factor (1: no steering)."),
@@ -38,6 +40,13 @@ def engine_options(f=None, *, method: bool = True, max_new_tokens: int = 256):
         click.option("--system", default=None, help="System message (default: the chat template's)."),
         click.option("--ranking", "ranking_file", default=None, help="Reuse the layer ranking in this JSON file (from --save-ranking or --json)."),
         click.option("--device", default=None, help=DEVICE_HELP),
+        click.option("--temperature", type=float, default=0.0, show_default=True,
+                     help="Sampling temperature (0: greedy decoding, the paper's setting). See README, Fidelity: sampling."),
+        click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling: keep the most likely tokens up to this probability mass (1: off)."),
+        click.option("--top-k", type=int, default=0, show_default=True, help="Sample among the k most likely tokens (0: off)."),
+        click.option("--min-p", type=float, default=0.0, show_default=True, help="Drop tokens below min-p times the top probability (0: off)."),
+        click.option(seed_option, "sampling_seed", type=int, default=None,
+                     help="Seed of the sampling (default: a fresh one, recorded in --json output). Same seed, same tokens, whatever the batch."),
     ]
     if not method:
         options = [o for o in options if "--method" not in _option_names(o)]
@@ -56,6 +65,16 @@ def quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+
+
+def sampling_settings(temperature, top_p, top_k, min_p, sampling_seed, seed_option: str = "--seed") -> dict:
+    """The sampling options as SteeringConfig fields, checked (errors name the command's options)."""
+    from ..methods.sampling import check_sampling
+
+    check_sampling(temperature, top_p, top_k, min_p, sampling_seed,
+                   names={"temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k", "min_p": "--min-p",
+                          "seed": seed_option})
+    return dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=sampling_seed)
 
 
 def load_directer(model, dtype, attn_implementation, device, **config):

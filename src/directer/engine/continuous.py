@@ -22,62 +22,29 @@ from __future__ import annotations
 import time
 from collections import deque
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable, Sequence as Seq
 
 import torch
 
-from ..methods.base import Method, RawStep, prompt_key
+from ..methods.base import RawStep, prompt_key
 from ..methods.trial import Trial
 from ..models.loading import attention_modules
 from ..results import TokenTrace
-from .attention_bias import base_implementation, enable_attention_bias
+from .attention_bias import enable_attention_bias
 from .cost_model import CostModel
+from .engine_options import PROBE_PLACES, TRIAL_POLICIES, EngineOptions, fits, supports
 from .decoding import DecodeOutput, DecodeRequest
 from .packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
 from .prefill import left_padded, ranking_probes
 from .ranking import AttentionRecorder, rank_from_scores, score_layers
 from .row_matmul import install, transposed, wanted
+from ..methods.sampling import stream_key
+from .sampling import Sampler
 from .sequence import Sequence, SequenceSettings
 from .slot_cache import SlotCache
 
 __all__ = ["Engine", "EngineOptions", "fits", "output", "supports"]
-
-TRIAL_POLICIES = ("auto", "all", "first")
-PROBE_PLACES = ("prefill", "decode")
-
-
-def supports(method: Method, mode: str) -> bool:
-    """Whether the engine runs this method: key scaling and plain decoding in paper mode. Stream
-    (attention-bias) methods and reference mode keep :class:`~directer.engine.decoding.DecodingLoop`."""
-    return not method.stream and mode != "reference"
-
-
-def fits(model: torch.nn.Module) -> bool:
-    """Whether the model's attention can carry packed forwards (eager or sdpa; flash kernels cannot)."""
-    config = model.config.get_text_config(decoder=True)
-    name = getattr(config, "_attn_implementation", None) or getattr(model.config, "_attn_implementation", None)
-    return base_implementation(name) in ("eager", "sdpa")
-
-
-@dataclass
-class EngineOptions:
-    slots: int = 8  # sequences decoded at once
-    pad_token_id: int = 0
-    # Per opening: "all" remaining trials in the next forward, or "first" (strongest first, one per
-    # forward). "auto" is "all": measured on CPU at batch 1, 16 and 32, a sequence waiting one more
-    # forward costs more than the trial rows strongest-first saves (docs/speed.md).
-    trials: str = "auto"
-    admit_min: int | None = None  # admit prompts once this many slots are free (None: slots // 8, at least 1)
-    max_prefill_tokens: int = 16384  # padded prompt tokens per prefill forward
-    # Where the ranking probes and the leading (all-layer) trial run: as extra query positions of the
-    # prompt's own prefill forward ("prefill"), or as rows of a later decode forward ("decode": beside
-    # the all-layer trial when the first gate opens, else beside the second raw row).
-    probes: str = "prefill"
-    # Multi-row linears as W @ x.T ("auto": on a CPU in float32, where x @ W.T is far slower for a few
-    # rows; engine/row_matmul.py) or as nn.Linear computes them ("stock").
-    matmul: str = "auto"
-
 
 class Engine:
     def __init__(self, model: torch.nn.Module, options: EngineOptions | None = None):
@@ -120,7 +87,13 @@ class Engine:
         if request.max_new_tokens:
             settings = replace(settings, max_new_tokens=request.max_new_tokens)
         positions = sorted(set(method.steering_positions(request.input_ids, request.positions, key)))
-        seq = Sequence(self._count, list(request.input_ids), positions, settings, request.ranking, key, on_token)
+        seq = Sequence(self._count, list(request.input_ids), positions, settings, request.ranking, key, on_token,
+                       stop=request.stop)
+        sampling = settings.sampling
+        if not sampling.greedy:
+            if sampling.seed is None:
+                raise ValueError("a sampled request needs a seed (Directer resolves a missing one)")
+            seq.sampler = Sampler(sampling, stream_key(sampling.seed, key, request.sample_index))
         self._count += 1
         if method.steers and (seq.ranking is not None or not method.needs_ranking):
             seq.schedule = method.schedule(seq.ranking, self.num_layers, key)
@@ -227,6 +200,9 @@ class Engine:
         steps = _raw_steps(logits[:, 0])
         trial_tokens = logits[:, 1:].argmax(dim=-1).tolist() if lead else [[] for _ in batch]
         for i, s in enumerate(batch):
+            if s.sampler is not None and lead:  # draw k + 1 of step 0 is trial k's token
+                trial_tokens[i] = [s.sampler.draw(logits[i, 1 + k], 0, k + 1)[0] for k in range(lead)]
+        for i, s in enumerate(batch):
             n = len(s.input_ids)
             if extra:  # raw states at the last token, then the probes' states: the ranking now
                 s.raw_states = (pre[i, 0], post[i, 0])
@@ -256,10 +232,13 @@ class Engine:
         """The raw pass of a step (logits, float32 probabilities, top 2, log-normaliser): the gate, then
         the step's token or its trials."""
         logits, probs, top2, lse = step
-        raw = RawStep(len(seq.tokens), logits, probs, top2)
+        choice, support = seq.sampler.draw(logits, len(seq.tokens), 0) if seq.sampler else (None, None)
+        raw = RawStep(len(seq.tokens), logits, probs, top2, choice, support)
         seq.open_step(raw, step_input, step_pos, column, lse)
         method = seq.settings.method
-        if not method.steers or method.skip(raw):
+        if not method.steers or method.skip(raw) or (choice is not None and not method.accept(raw, choice)):
+            # Under sampling a raw draw the method would not accept as a steered token is emitted as
+            # drawn: steering only re-decides draws inside its acceptance set (README, Fidelity).
             self._emit(seq, raw.token, _skipped(method.steers))
             return
         seq.trial_tokens.update(known or {})
@@ -349,6 +328,9 @@ class Engine:
             for s, first in probe_rows:
                 self._rank(s, pre_s[first:first + self.num_layers], post_s[first:first + self.num_layers], seconds)
         tokens = logits.argmax(dim=-1).tolist() if logits is not None else []
+        for j, (s, k, _) in enumerate(logit_rows):
+            if k is not None and s.sampler is not None:  # draw k + 1 of the step is trial k's token
+                tokens[j] = s.sampler.draw(logits[j], len(s.tokens), k + 1)[0]
         found: dict[int, dict[int, int]] = {}  # id(sequence) -> trial index -> token
         for (s, k, _), tok in zip(logit_rows, tokens):
             if k is not None:
@@ -417,4 +399,5 @@ def _skipped(steers: bool) -> TokenTrace:
 
 def output(seq: Sequence) -> DecodeOutput:
     """A finished sequence as the loop's output record."""
-    return DecodeOutput(seq.tokens, seq.trace, seq.stats, seq.ranking, seq.finish_reason, seq.logprobs)
+    return DecodeOutput(seq.tokens, seq.trace, seq.stats, seq.ranking, seq.finish_reason, seq.logprobs,
+                        seq.top_logprobs if seq.settings.top_logprobs else None)

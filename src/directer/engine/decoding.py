@@ -24,43 +24,13 @@ from ..models.loading import attention_modules
 from ..results import Ranking, Stats, TokenTrace
 from .key_scaling import SteeredCache
 from .plan import ForwardPlan, RowSteering
+from .requests import DecodeOptions, DecodeOutput, DecodeRequest
+from ..methods.sampling import stream_key
+from .sampling import Sampler
 from .ranking import AttentionRecorder, rank_from_scores, score_layers
 from .sliding_window import evicted_layers
 
 __all__ = ["DecodeOptions", "DecodeOutput", "DecodeRequest", "DecodingLoop"]
-
-
-@dataclass
-class DecodeRequest:
-    """One prompt for the loop: token ids and the prompt positions to steer."""
-
-    input_ids: list[int]
-    positions: list[int]  # token indices in ``input_ids`` whose keys are steered
-    ranking: Ranking | None = None  # reuse this ranking instead of computing one
-    max_new_tokens: int | None = None  # this prompt's limit (default: the options')
-
-
-@dataclass
-class DecodeOptions:
-    alpha: float = 100.0
-    max_new_tokens: int = 256
-    eos_token_ids: frozenset[int] = frozenset()
-    pad_token_id: int = 0
-    mode: str = "paper"  # ranking variant
-    trial_batching: str = "all"  # "all": every trial of a step in one forward; "sequential": one per forward
-    probe_batch_size: int = 64  # ranking probes per forward (1: one layer at a time, as released)
-    speculate: str = "never"  # "auto" | "always" | "never": run trials within the raw pass before the gate
-    model_name: str | None = None
-
-
-@dataclass
-class DecodeOutput:
-    token_ids: list[int]
-    trace: list[TokenTrace]
-    stats: Stats
-    ranking: Ranking | None
-    finish_reason: str
-    raw_logprobs: list[float] | None = None  # the raw model's log-probability of each emitted token
 
 
 @dataclass
@@ -74,9 +44,12 @@ class _Row:
     ranking: Ranking | None
     max_new_tokens: int
     schedule: list[Trial] | None = None
+    sampler: Sampler | None = None  # None: greedy
+    stop: Callable[[list[int]], bool] | None = None
     tokens: list[int] = field(default_factory=list)
     trace: list[TokenTrace] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
     finish_reason: str = "length"
     done: bool = False
@@ -154,7 +127,13 @@ class DecodingLoop:
             cols = torch.tensor(sorted(steered), dtype=torch.long) + self.pad[b]
             outside = torch.tensor([i for i in range(len(r.input_ids)) if i not in steered], dtype=torch.long) + self.pad[b]
             limit = r.max_new_tokens or self.opts.max_new_tokens
-            rows.append(_Row(b, cols, outside, key, r.input_ids[-1], len(r.input_ids) - 1, r.ranking, limit))
+            row = _Row(b, cols, outside, key, r.input_ids[-1], len(r.input_ids) - 1, r.ranking, limit, stop=r.stop)
+            sampling = self.opts.sampling
+            if not sampling.greedy:
+                if sampling.seed is None:
+                    raise ValueError("a sampled request needs a seed (Directer resolves a missing one)")
+                row.sampler = Sampler(sampling, stream_key(sampling.seed, key, r.sample_index))
+            rows.append(row)
         return rows
 
     def _prefill(self, requests: Sequence[DecodeRequest], rows: list[_Row]) -> None:
@@ -249,7 +228,16 @@ class DecodingLoop:
         for a, _ in order:
             rows[a].stats.trial_rows += 1
         logits, _ = self._forward(ForwardPlan(self._trial_rows(rows, order), alpha=self.opts.alpha))
-        return dict(zip(order, torch.argmax(logits, dim=-1).tolist()))
+        return dict(zip(order, self._draws(rows, order, logits)))
+
+    @staticmethod
+    def _draws(rows: list[_Row], order: list[tuple[int, int]], logits: torch.Tensor) -> list[int]:
+        """Trial tokens of (row, trial k) [R, V] logits: the argmax, or draw k + 1 of a sampled row's step."""
+        tokens = torch.argmax(logits, dim=-1).tolist()
+        for j, (a, k) in enumerate(order):
+            if rows[a].sampler is not None:
+                tokens[j] = rows[a].sampler.draw(logits[j], len(rows[a].tokens), k + 1)[0]
+        return tokens
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -280,9 +268,11 @@ class DecodingLoop:
             top2 = probs.topk(2, dim=-1).values
             pending: dict[int, RawStep] = {}
             decided: dict[int, tuple[int, TokenTrace]] = {}
-            for i in range(len(view)):
-                raw = RawStep(step, raw_logits[i], probs[i], top2[i])
-                if self.method.steers and not self.method.skip(raw):      # the skip gate
+            for i, r in enumerate(view):
+                choice, support = r.sampler.draw(raw_logits[i], step, 0) if r.sampler else (None, None)
+                raw = RawStep(step, raw_logits[i], probs[i], top2[i], choice, support)
+                # The skip gate; under sampling, a raw draw the method would not accept is emitted as drawn.
+                if self.method.steers and not self.method.skip(raw) and (choice is None or self.method.accept(raw, choice)):
                     pending[i] = raw
                 else:
                     decided[i] = (raw.token, TokenTrace(skipped=self.method.steers, trials=0, layers=None))
@@ -301,15 +291,22 @@ class DecodingLoop:
                 active = [active[i] for i in keep]
 
         return [DecodeOutput(r.tokens, r.trace, r.stats, r.ranking, r.finish_reason,
-                             r.logprobs if self.raw_logits_are_raw else None) for r in rows]
+                             r.logprobs if self.raw_logits_are_raw else None,
+                             r.top_logprobs if self.raw_logits_are_raw and self.opts.top_logprobs else None)
+                for r in rows]
 
-    @staticmethod
-    def _record_logprobs(view: list[_Row], raw_logits: torch.Tensor, tokens: list[int]) -> None:
-        """Append each row's raw log-probability of its emitted token (logsumexp: no underflow to -inf)."""
+    def _record_logprobs(self, view: list[_Row], raw_logits: torch.Tensor, tokens: list[int]) -> None:
+        """Append each row's raw log-probability of its emitted token (logsumexp: no underflow to -inf)
+        and, when asked, the raw model's most likely tokens."""
         emitted = torch.tensor(tokens, device=raw_logits.device)
-        logp = raw_logits.gather(1, emitted[:, None]).squeeze(1) - torch.logsumexp(raw_logits, dim=-1)
+        logp_all = raw_logits - torch.logsumexp(raw_logits, dim=-1, keepdim=True)
+        logp = logp_all.gather(1, emitted[:, None]).squeeze(1)
         for r, lp in zip(view, logp.tolist()):
             r.logprobs.append(lp)
+        if self.opts.top_logprobs:
+            values, ids = logp_all.topk(self.opts.top_logprobs, dim=-1)
+            for r, i, v in zip(view, ids.tolist(), values.tolist()):
+                r.top_logprobs.append(list(zip(i, v)))
 
     def _raw_pass(self, view: list[_Row]) -> tuple[torch.Tensor, SteeredCache | None, dict[tuple[int, int], int]]:
         """The raw forward of every row, with the ranking probes of rows that have no ranking yet and any
@@ -341,7 +338,7 @@ class DecodingLoop:
             self._schedule(view)
         else:
             logits, raw_view = self._forward(plan)
-        known = dict(zip(speculated, torch.argmax(logits[len(view):], dim=-1).tolist()))
+        known = dict(zip(speculated, self._draws(view, speculated, logits[len(view):])))
         return logits[: len(view)], raw_view, known
 
     def _stream_pass(self, view: list[_Row]) -> tuple[torch.Tensor, SteeredCache, dict[tuple[int, int], int]]:
@@ -349,9 +346,10 @@ class DecodingLoop:
         when the filter needs it. The steered row's token is the step's one trial, already computed."""
         B = len(view)
         logits, raw_view = self._forward(ForwardPlan(self._stream_rows(view), self.opts.alpha, persist=self.streams * B))
-        steered = torch.argmax(logits[(self.streams - 1) * B:], dim=-1).tolist()
+        order = [(i, 0) for i in range(B)]
+        steered = self._draws(view, order, logits[(self.streams - 1) * B:])
         # Without the filter the steered stream is the only one: its logits stand in for the raw pass.
-        return logits[:B], raw_view, {(i, 0): t for i, t in enumerate(steered)}
+        return logits[:B], raw_view, dict(zip(order, steered))
 
     def _stream_rows(self, view: list[_Row]) -> list[RowSteering]:
         """Every persistent cache row of a stream method, in cache order: the raw rows when the filter
@@ -372,7 +370,9 @@ class DecodingLoop:
         r.next_input, r.next_pos = token, r.next_pos + 1
         if token in self.opts.eos_token_ids:
             r.finish_reason = "eos"
-        r.done = r.finish_reason == "eos" or len(r.tokens) >= r.max_new_tokens
+        elif r.stop is not None and r.stop(r.tokens):
+            r.finish_reason = "stop"
+        r.done = r.finish_reason in ("eos", "stop") or len(r.tokens) >= r.max_new_tokens
         if r.done:
             r.stats.seconds = now - t0
             r.stats.evicted_layers = evicted_layers(self.cache, r.columns.tolist()) if len(r.columns) else []

@@ -22,6 +22,8 @@ import torch
 from ..methods.base import Method, RawStep
 from ..methods.trial import Trial
 from ..results import Ranking, Stats, TokenTrace
+from ..methods.sampling import SamplingParams
+from .sampling import Sampler
 
 __all__ = ["Sequence", "SequenceSettings"]
 
@@ -37,6 +39,8 @@ class SequenceSettings:
     mode: str = "paper"  # ranking variant
     speculate: str = "never"  # "auto" | "always" | "never": run known trials within the raw row's forward
     model_name: str | None = None
+    sampling: SamplingParams = SamplingParams()  # greedy unless its temperature is > 0
+    top_logprobs: int = 0  # record this many of the raw model's most likely tokens per step
 
 
 @dataclass
@@ -48,6 +52,8 @@ class Sequence:
     ranking: Ranking | None
     seed_key: int
     on_token: Callable[["Sequence"], None] | None = None
+    sampler: Sampler | None = None  # None: greedy
+    stop: Callable[[list[int]], bool] | None = None  # True when the tokens so far end the response
     state: str = "waiting"
     slot: int | None = None
     start: int = 0  # logical column of prompt token 0
@@ -67,6 +73,7 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)
     trace: list[TokenTrace] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
     finish_reason: str = "length"
     cancelled: bool = False
@@ -117,6 +124,9 @@ class Sequence:
         now = time.perf_counter()
         # The raw model's log-probability of the emitted token (logsumexp: no underflow to -inf).
         self.logprobs.append(float(self.raw.logits[token].float() - self.raw_lse))
+        if self.settings.top_logprobs:
+            values, ids = (self.raw.logits.float() - self.raw_lse).topk(self.settings.top_logprobs)
+            self.top_logprobs.append(list(zip(ids.tolist(), values.tolist())))
         self.tokens.append(token)
         self.trace.append(trace)
         self.stats.record(trace)
@@ -124,7 +134,9 @@ class Sequence:
             self.stats.first_token_seconds = now - self.admitted_at
         if token in self.settings.eos_token_ids:
             self.finish_reason = "eos"
-        finished = self.finish_reason == "eos" or len(self.tokens) >= self.settings.max_new_tokens
+        elif self.stop is not None and self.stop(self.tokens):
+            self.finish_reason = "stop"
+        finished = self.finish_reason in ("eos", "stop") or len(self.tokens) >= self.settings.max_new_tokens
         self.raw = None
         self.state = "done" if finished else "raw"
         self.step_input, self.step_pos = token, self.step_pos + 1

@@ -65,6 +65,8 @@ class RunConfig:
     package_version: str = ""
     dtype: str = "float32"
     methods: list[str] = field(default_factory=list)
+    # temperature, top_p, top_k, min_p, seed of a sampled run (None: greedy decoding)
+    sampling: dict[str, Any] | None = None
 
     def check_compatible(self, other: "RunConfig", where: Path) -> None:
         mine, theirs = asdict(self), asdict(other)
@@ -180,7 +182,7 @@ def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: S
     from .quality import perplexities
     steering = SteeringConfig(alpha=config.alpha, beta=config.beta, mode=config.mode, method=method,
                               layers=tuple(config.layers) if config.layers else None,
-                              max_new_tokens=config.max_new_tokens)
+                              max_new_tokens=config.max_new_tokens, **(config.sampling or {}))
     bar = progress_bar(len(prompts), desc=method, initial=len(done), position=position, enabled=progress)
     # What a time ratio between methods depends on: the summary compares only like with like.
     timing = {"threads": torch.get_num_threads(), "device": str(directer.model.device)}
@@ -219,7 +221,7 @@ def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: S
                 rec = {"key": p.key, "prompt": p.prompt, "response": r.text, "method": method, "spans": span,
                        "finish_reason": r.finish_reason, "num_tokens": len(r.token_ids), "perplexity": x,
                        "stats": r.to_dict()["stats"], "trace": r.to_dict()["trace"], "ranking": r.ranking,
-                       "cost_seconds": cost, "timing": timing}
+                       "cost_seconds": cost, "timing": timing, "sampling": r.sampling}
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 out.flush()
                 os.fsync(out.fileno())

@@ -44,14 +44,23 @@ class RawStep:
     logits: torch.Tensor  # [V], model dtype
     probs: torch.Tensor  # [V], float32 softmax of ``logits``
     top2: torch.Tensor  # the two largest values of ``probs``
+    # Under sampling: the raw pass's own draw, and the (warped) distribution it was drawn from, whose
+    # support bounds what may be emitted. None under greedy decoding (the token is the argmax).
+    choice: int | None = None
+    support: torch.Tensor | None = None
 
     @property
     def token(self) -> int:
-        return int(self.logits.argmax())
+        """The raw pass's token: its draw under sampling, its argmax under greedy decoding."""
+        return int(self.logits.argmax()) if self.choice is None else self.choice
 
 
 def plausible(raw: RawStep, token: int, beta: float) -> bool:
-    """Eq. 2: the raw model gives ``token`` at least beta times its top probability (float32)."""
+    """Eq. 2: the raw model gives ``token`` at least beta times its top probability (float32), on the
+    model's own distribution. Under sampling the token must also be one the user's sampling settings
+    allow the raw model to draw (top-k, top-p, min-p keep it)."""
+    if raw.support is not None and not float(raw.support[token]) > 0:
+        return False
     return float(raw.probs[token]) >= beta * float(raw.top2[0])
 
 

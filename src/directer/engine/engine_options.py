@@ -1,0 +1,47 @@
+"""The continuous engine's options, and which methods and models it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..methods.base import Method
+from .attention_bias import base_implementation
+
+__all__ = ["PROBE_PLACES", "TRIAL_POLICIES", "EngineOptions", "fits", "supports"]
+
+TRIAL_POLICIES = ("auto", "all", "first")
+PROBE_PLACES = ("prefill", "decode")
+
+
+def supports(method: Method, mode: str) -> bool:
+    """Whether the engine runs this method: key scaling and plain decoding in paper mode. Stream
+    (attention-bias) methods and reference mode keep :class:`~directer.engine.decoding.DecodingLoop`."""
+    return not method.stream and mode != "reference"
+
+
+def fits(model: torch.nn.Module) -> bool:
+    """Whether the model's attention can carry packed forwards (eager or sdpa; flash kernels cannot)."""
+    config = model.config.get_text_config(decoder=True)
+    name = getattr(config, "_attn_implementation", None) or getattr(model.config, "_attn_implementation", None)
+    return base_implementation(name) in ("eager", "sdpa")
+
+
+@dataclass
+class EngineOptions:
+    slots: int = 8  # sequences decoded at once
+    pad_token_id: int = 0
+    # Per opening: "all" remaining trials in the next forward, or "first" (strongest first, one per
+    # forward). "auto" is "all": measured on CPU at batch 1, 16 and 32, a sequence waiting one more
+    # forward costs more than the trial rows strongest-first saves (docs/speed.md).
+    trials: str = "auto"
+    admit_min: int | None = None  # admit prompts once this many slots are free (None: slots // 8, at least 1)
+    max_prefill_tokens: int = 16384  # padded prompt tokens per prefill forward
+    # Where the ranking probes and the leading (all-layer) trial run: as extra query positions of the
+    # prompt's own prefill forward ("prefill"), or as rows of a later decode forward ("decode": beside
+    # the all-layer trial when the first gate opens, else beside the second raw row).
+    probes: str = "prefill"
+    # Multi-row linears as W @ x.T ("auto": on a CPU in float32, where x @ W.T is far slower for a few
+    # rows; engine/row_matmul.py) or as nn.Linear computes them ("stock").
+    matmul: str = "auto"
