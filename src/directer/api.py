@@ -164,6 +164,10 @@ class Directer:
         max_new_tokens: Sequence[int] | None = None,
         on_tokens: Callable[[int, list[int], bool], None] | None = None,
         on_result: Callable[[int, GenerationResult], None] | None = None,
+        sample_indices: Sequence[int] | None = None,
+        stops: Sequence[Callable[[list[int]], bool] | None] | None = None,
+        top_logprobs: int = 0,
+        on_logprobs: Callable[[int, list[float], list], None] | None = None,
     ) -> list[GenerationResult]:
         """Generate for prompts already rendered by :meth:`prepare`, ``batch_size`` at a time.
 
@@ -171,6 +175,11 @@ class Directer:
         prompts decode at once and a finished one is replaced by the next. ``max_new_tokens`` gives each
         prompt its own limit; ``on_tokens(index, token_ids, done)`` is called whenever a prompt gains a
         token (streaming), ``on_result(index, result)`` as soon as a prompt is finished.
+
+        Per prompt, for serving: ``sample_indices`` (which sample of its prompt a row is: its random
+        stream), ``stops`` (``stop(token_ids) -> bool`` ends the row with finish reason ``"stop"``);
+        ``top_logprobs`` records the raw model's most likely tokens per step; ``on_logprobs(index,
+        raw_logprobs, top_logprobs)`` is called just before each ``on_tokens``.
         """
         config = (config or self.config).seeded()
         if batch_size < 1:
@@ -181,9 +190,11 @@ class Directer:
             if n is not None and n < 1:
                 raise UsageError(f"invalid max_new_tokens {n}: it must be >= 1")
             self.check_length(len(p.input_ids), n or config.max_new_tokens)
+        samples = list(sample_indices) if sample_indices else [0] * len(prepared)
+        stop_list = list(stops) if stops else [None] * len(prepared)
         requests = [
-            DecodeRequest(p.input_ids, p.positions, fixed, n)
-            for p, n in zip(prepared, limits)
+            DecodeRequest(p.input_ids, p.positions, fixed, n, k, stop)
+            for p, n, k, stop in zip(prepared, limits, samples, stop_list)
         ]
         bar = progress_bar(len(prepared), enabled=progress)
         results: list[GenerationResult | None] = [None] * len(prepared)
@@ -198,9 +209,11 @@ class Directer:
         if supports(config.policy(), config.mode) and fits(self.model):
             # Continuous batching: batch_size sequences at once, a finished one replaced by the next prompt.
             engine = self.engine(config, slots=min(batch_size, len(prepared)) or 1)
-            settings = self.settings(config)
+            settings = self.settings(config, top_logprobs)
 
             def on_token(seq) -> None:
+                if on_logprobs is not None:
+                    on_logprobs(seq.index, seq.logprobs, seq.top_logprobs)
                 if on_tokens is not None:
                     on_tokens(seq.index, seq.tokens, seq.done)
                 if seq.done:
@@ -214,8 +227,10 @@ class Directer:
                 if on_tokens is not None:
                     def step_hook(loop, rows, offset=start):
                         for r in rows:
+                            if on_logprobs is not None:
+                                on_logprobs(offset + r.index, r.logprobs, r.top_logprobs)
                             on_tokens(offset + r.index, r.tokens, r.done)
-                for j, out in enumerate(self._loop(config).run(chunk, step_hook)):
+                for j, out in enumerate(self._loop(config, top_logprobs).run(chunk, step_hook)):
                     finished(start + j, out)
         if bar is not None:
             bar.close()

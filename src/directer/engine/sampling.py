@@ -41,16 +41,16 @@ class Sampler:
                 TopPLogitsWarper,
             )
 
-            warpers = []  # generate's order and conditions (a transform that is off is left out)
+            # generate's order and conditions (a transform that is off is left out): temperature and
+            # top-k, then top-p, then min-p
+            before = []
             if params.temperature != 1.0:
-                warpers.append(TemperatureLogitsWarper(params.temperature))
+                before.append(TemperatureLogitsWarper(params.temperature))
             if params.top_k:
-                warpers.append(TopKLogitsWarper(top_k=params.top_k))
-            if params.top_p < 1.0:
-                warpers.append(TopPLogitsWarper(top_p=params.top_p))
-            if params.min_p:
-                warpers.append(MinPLogitsWarper(min_p=params.min_p))
-            self.warpers = LogitsProcessorList(warpers)
+                before.append(TopKLogitsWarper(top_k=params.top_k))
+            self.warpers = LogitsProcessorList(before)
+            self.top_p = TopPLogitsWarper(top_p=params.top_p) if params.top_p < 1.0 else None
+            self.min_p = MinPLogitsWarper(min_p=params.min_p) if params.min_p else None
 
     @property
     def greedy(self) -> bool:
@@ -60,8 +60,12 @@ class Sampler:
         """The float32 distribution draws come from: the warped softmax of one row of logits [V]."""
         import torch
 
-        z = logits.float()[None]
-        z = self.warpers(torch.empty((1, 0), dtype=torch.long, device=z.device), z)
+        none = torch.empty((1, 0), dtype=torch.long, device=logits.device)
+        z = self.warpers(none, logits.float()[None])
+        if self.top_p is not None:
+            z = _nucleus(self.top_p, none, z, self.params.top_k)
+        if self.min_p is not None:
+            z = self.min_p(none, z)
         return torch.softmax(z, dim=-1)[0]
 
     def draw(self, logits: torch.Tensor, step: int, k: int) -> tuple[int, torch.Tensor | None]:
@@ -75,6 +79,46 @@ class Sampler:
     def uniform(self, step: int, k: int) -> float:
         # String seeds go through SHA-512 in CPython: stable across processes and platforms.
         return random.Random(f"{self.stream}:{step}:{k}").random()
+
+
+CANDIDATES = 512  # top-p on this many candidates when they hold the nucleus (a full sort costs ~10x)
+STAND_INS = 4096  # at most this many stand-ins for the other tokens
+
+
+def _nucleus(warper, none: torch.Tensor, z: torch.Tensor, top_k: int) -> torch.Tensor:
+    """transformers' TopPLogitsWarper on [1, V] scores, run on a short equivalent input when one exists.
+
+    The warper sorts all V scores. The same result comes from the K best scores plus n equal stand-ins
+    sharing the mass of all the others (each logit log(mass / n): every candidate's probability is
+    unchanged), provided the stand-ins sort below every candidate (mass / n below the smallest
+    candidate's) and the warper removes them (mass at most 1 - top_p): then every other token is
+    removed in the full computation too, and each candidate sees the same ascending cumulative mass.
+    Otherwise (a nucleus of more than K tokens) the warper runs on all V scores.
+    """
+    import math
+
+    import torch
+
+    V = z.shape[-1]
+    k = min(top_k, CANDIDATES) if top_k else CANDIDATES
+    if k >= V:
+        return warper(none, z)
+    values, index = z[0].topk(k)
+    total = torch.logsumexp(z[0], dim=0)
+    rest = float(1.0 - torch.exp(torch.logsumexp(values, dim=0) - total))  # the others' probability mass
+    smallest = float(torch.exp(values[-1] - total))
+    if rest > 1.0 - warper.top_p or not smallest > 0:
+        return warper(none, z)
+    n = math.ceil(rest / smallest) + 1 if rest > 0 else 1
+    if n > STAND_INS:
+        return warper(none, z)
+    stand_in = (total + math.log(rest / n)) if rest > 0 else torch.tensor(-float("inf"), device=z.device)
+    short = warper(none, torch.cat([values, stand_in.expand(n)])[None])[0]
+    if bool((short[k:] > -float("inf")).any()):  # a stand-in survived: decide on the full scores
+        return warper(none, z)
+    out = torch.full_like(z, -float("inf"))
+    out[0, index] = short[:k]
+    return out
 
 
 def inverse_cdf(probs: torch.Tensor, u: float) -> int:

@@ -5,8 +5,9 @@ engine, which admits them into free slots at its next forward: a request arrivin
 joins them at once, whatever its settings (alpha, beta, instructions, method, token limit). A
 cancelled request (its client went away) leaves the engine before the next forward and frees its
 slot. Requests the engine does not run (attention-bias methods, reference mode) are decoded in their
-own batch between two engine forwards. Tokens are reported through each job's ``on_tokens``
-callback (streaming), the result through its future.
+own batch between two engine forwards (their rows stop at the next step when cancelled). Tokens are
+reported through each job's ``on_tokens`` callback (streaming), the result through its future. A job
+past its deadline is stopped the same way and its future fails with :class:`TimeoutError`.
 """
 
 from __future__ import annotations
@@ -32,16 +33,41 @@ __all__ = ["Job", "Scheduler", "ServiceUnavailable"]
 @dataclass
 class Job:
     prepared: PreparedPrompt
-    config: SteeringConfig
+    config: SteeringConfig  # a sampled one carries its seed
     max_new_tokens: int
-    on_tokens: Callable[[list[int], bool], None] | None = None
+    # on_tokens(token_ids, done, raw_logprobs, top_logprobs): after every token (streaming)
+    on_tokens: Callable[[list[int], bool, list[float], list], None] | None = None
+    sample_index: int = 0  # which of the request's n samples (its random stream)
+    stop: Callable[[list[int]], bool] | None = None  # the request's stop strings
+    top_logprobs: int = 0
+    timeout: float | None = None  # seconds from submission
     future: Future = field(default_factory=Future)
     queued_at: float = field(default_factory=time.monotonic)
     cancelled: bool = False
+    timed_out: bool = False
 
     def cancel(self) -> None:
         """The client is gone: stop decoding this job at the next forward."""
         self.cancelled = True
+
+    def expire(self, now: float) -> bool:
+        """Stop the job (as cancelled, marked timed out) once its deadline has passed."""
+        if self.timeout is not None and not self.cancelled and now - self.queued_at > self.timeout:
+            self.timed_out = self.cancelled = True
+        return self.cancelled
+
+    def ends(self, tokens: list[int]) -> bool:
+        """The stop condition of its rows: a stop string, or the job cancelled or out of time."""
+        return self.expire(time.monotonic()) or (self.stop is not None and self.stop(tokens))
+
+    def end_future(self) -> None:
+        """A stopped job's future: TimeoutError when its deadline passed, else cancelled."""
+        if self.future.done():
+            return
+        if self.timed_out:
+            self.future.set_exception(TimeoutError(f"the request took longer than {self.timeout:g} s"))
+        else:
+            self.future.cancel()
 
 
 class ServiceUnavailable(DirecterError):
@@ -69,7 +95,8 @@ class Scheduler:
             if self._closing:
                 raise ServiceUnavailable("the server is shutting down")
             if len(self._queue) + len(self._jobs) >= self.max_queue:
-                raise ServiceUnavailable(f"the request queue is full ({self.max_queue} waiting); retry later")
+                raise ServiceUnavailable(f"the server is busy: {self.max_queue} requests are queued or decoding "
+                                         "(its --max-queue); retry later")
             self._queue.append(job)
             self._cond.notify()
         return job.future
@@ -117,8 +144,9 @@ class Scheduler:
             others = [j for j in jobs if not self._start(j)]
             for group in _groups(others):  # methods the engine does not run: a batch of their own
                 self._run_batch(group)
+            now = time.monotonic()
             for job, seq in list(self._jobs.values()):
-                if job.cancelled:
+                if job.expire(now):
                     self._engine.cancel(seq)
             if self._engine is not None and self._engine.busy:
                 try:
@@ -129,8 +157,8 @@ class Scheduler:
 
     def _start(self, job: Job) -> bool:
         """Hand a job to the engine; False when the engine does not run its method."""
-        if job.cancelled:
-            job.future.cancel()
+        if job.expire(time.monotonic()):
+            job.end_future()
             return True
         config = job.config
         try:
@@ -139,8 +167,8 @@ class Scheduler:
             if self._engine is None:
                 self._engine = self.directer.engine(config, slots=self.max_batch_size, admit_min=1)
             p = job.prepared
-            request = DecodeRequest(p.input_ids, p.positions, None, job.max_new_tokens)
-            seq = self._engine.submit(request, self.directer.settings(config), self._on_token)
+            request = DecodeRequest(p.input_ids, p.positions, None, job.max_new_tokens, job.sample_index, job.stop)
+            seq = self._engine.submit(request, self.directer.settings(config, job.top_logprobs), self._on_token)
         except Exception as exc:
             job.future.set_exception(exc)
             return True
@@ -150,8 +178,8 @@ class Scheduler:
 
     def _on_token(self, seq: Sequence) -> None:
         job, _ = self._jobs[id(seq)]
-        if job.on_tokens is not None:
-            job.on_tokens(list(seq.tokens), seq.done)
+        if job.on_tokens is not None and not job.cancelled:
+            job.on_tokens(list(seq.tokens), seq.done, list(seq.logprobs), list(seq.top_logprobs))
         if seq.done:
             with self._cond:
                 del self._jobs[id(seq)]
@@ -163,7 +191,7 @@ class Scheduler:
             for key, (job, seq) in list(self._jobs.items()):
                 if seq.done and seq.finish_reason == "cancelled":
                     del self._jobs[key]
-                    job.future.cancel()
+                    job.end_future()
 
     def _fail_all(self, exc: Exception) -> None:
         with self._cond:
@@ -174,31 +202,43 @@ class Scheduler:
         self._engine = None  # a fresh engine (and cache) for the next requests
 
     def _run_batch(self, batch: list[Job]) -> None:
+        now = time.monotonic()
+        for job in [j for j in batch if j.expire(now)]:
+            job.end_future()
         batch = [j for j in batch if not j.cancelled]
+        details: dict[int, tuple[list[float], list]] = {}
+
+        def on_logprobs(index: int, logprobs: list[float], top: list) -> None:
+            details[index] = (list(logprobs), list(top))
 
         def on_tokens(index: int, tokens: list[int], done: bool) -> None:
-            callback = batch[index].on_tokens
-            if callback is not None:
-                callback(list(tokens), done)
+            job = batch[index]
+            if job.on_tokens is not None and not job.cancelled:
+                job.on_tokens(list(tokens), done, *details.get(index, ([], [])))
 
         if not batch:
             return
         try:
             results = self.directer.generate_prepared(
                 [j.prepared for j in batch], config=batch[0].config, batch_size=len(batch),
-                max_new_tokens=[j.max_new_tokens for j in batch], on_tokens=on_tokens,
+                max_new_tokens=[j.max_new_tokens for j in batch], on_tokens=on_tokens, on_logprobs=on_logprobs,
+                sample_indices=[j.sample_index for j in batch], stops=[j.ends for j in batch],
+                top_logprobs=max(j.top_logprobs for j in batch),
             )
         except Exception as exc:
             for job in batch:
                 job.future.set_exception(exc)
             return
         for job, result in zip(batch, results):
-            job.future.set_result(result)
-        self.completed += len(batch)
+            if job.cancelled:  # stopped at a step by its stop condition: cancelled or out of time
+                job.end_future()
+            else:
+                job.future.set_result(result)
+                self.completed += 1
 
 
 def _groups(jobs: list[Job]) -> list[list[Job]]:
-    """Jobs with equal settings (the token limit is per row) share a batch."""
+    """Jobs with equal settings (the token limit, sample index and stop strings are per row) share a batch."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
         key = astuple(replace(job.config, max_new_tokens=1))

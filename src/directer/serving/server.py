@@ -6,8 +6,11 @@ when it carries an extra body field ``directer``::
     {"instructions": ["Do not use any commas."], "alpha": 100, "beta": 0.5, "method": "directer", "mode": "paper"}
 
 (with the openai client: ``extra_body={"directer": {...}}``); without it the server decodes plainly
-(``method="none"``). Decoding is greedy; sampling parameters are accepted and ignored. Responses carry
-the steering stats in an extra field ``directer``; streamed responses carry them in the last chunk.
+(``method="none"``). ``temperature``, ``top_p`` (and the extensions ``top_k``, ``min_p``), ``seed``,
+``n``, ``stop``, ``max_tokens``/``max_completion_tokens``, ``logprobs``/``top_logprobs`` (chat),
+``stream`` and ``stream_options.include_usage`` are honoured; every other field is refused with a 400
+naming it (:mod:`directer.serving.protocol`). Each choice carries its steering stats in an extra field
+``directer`` (with n = 1 also the response's); a stream carries them in the chunk that ends a choice.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -27,26 +30,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..api import Directer
 from ..errors import DirecterError
-from ..results import GenerationResult
+from .guard import Guard
+from .protocol import STEERING_FIELDS, CompletionRequest, RequestError, api_words, parse_request
+from .responses import Choice, chunk, completion_body, finish_choice, logprob_entries, usage
 from .scheduler import Job, Scheduler, ServiceUnavailable
+from .stops import StopStrings, stable_text
 
-DISCONNECT_POLL = 0.25  # seconds between checks that a non-streaming client is still connected
+DISCONNECT_POLL = 0.25  # seconds between checks that a client is still connected
 
-__all__ = ["STEERING_FIELDS", "create_app", "RequestError", "ServerLimits"]
-
-STEERING_FIELDS = {"instructions", "alpha", "beta", "method", "mode"}
-
-
-class RequestError(Exception):
-    """A request the server refuses: sent back as OpenAI-style error JSON."""
-
-    def __init__(self, message: str, param: str | None = None, status: int = 400, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.param, self.status, self.kind = param, status, kind
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": None}}
-        return JSONResponse(body, status_code=self.status)
+__all__ = ["STEERING_FIELDS", "RequestError", "ServerLimits", "create_app"]
 
 
 @dataclass
@@ -55,11 +47,18 @@ class ServerLimits:
     max_tokens_limit: int = 1024
     max_prompt_tokens: int = 4096
     max_batch_size: int = 8
+    max_queue: int = 256  # requests queued or decoding; more get 503
+    max_body_bytes: int = 1 << 20  # larger bodies get 413 before they are parsed
+    request_timeout: float = 600.0  # seconds; a request still running then is stopped (504)
+    default_temperature: float = 1.0  # a request without "temperature" samples at OpenAI's default
+    api_key: str | None = None  # requests must send "Authorization: Bearer KEY"
+    access_log: bool = True
 
 
-def create_app(directer: Directer, limits: ServerLimits | None = None) -> FastAPI:
+def create_app(directer: Directer, limits: ServerLimits | None = None) -> Any:
+    """The ASGI application: the FastAPI routes behind the :class:`~directer.serving.guard.Guard`."""
     limits = limits or ServerLimits()
-    scheduler = Scheduler(directer, max_batch_size=limits.max_batch_size)
+    scheduler = Scheduler(directer, max_batch_size=limits.max_batch_size, max_queue=limits.max_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -73,11 +72,12 @@ def create_app(directer: Directer, limits: ServerLimits | None = None) -> FastAP
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError):
-        return exc.response()
+        return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        return RequestError(f"{exc.detail}: {request.method} {request.url.path}", status=exc.status_code).response()
+        return JSONResponse(RequestError(f"{exc.detail}: {request.method} {request.url.path}").body(),
+                            status_code=exc.status_code)
 
     @app.get("/health")
     async def health():
@@ -92,122 +92,127 @@ def create_app(directer: Directer, limits: ServerLimits | None = None) -> FastAP
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        body = await _json_body(request)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
-        ):
-            raise RequestError("'messages' must be a non-empty list of {role, content} objects with string content",
-                               "messages")
-        return await _complete(request, body, [dict(role=m["role"], content=m["content"]) for m in messages], chat=True)
+        return await _complete(request, chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        body = await _json_body(request)
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str) or not prompt:
-            raise RequestError("'prompt' must be a non-empty string", "prompt")
-        return await _complete(request, body, prompt, chat=False)
+        return await _complete(request, chat=False)
 
-    async def _complete(request: Request, body: dict, prompt: Any, chat: bool):
-        if body.get("n", 1) != 1:
-            raise RequestError("only n=1 is supported", "n")
-        if body.get("stop"):
-            raise RequestError("stop sequences are not supported by this server; stop on max_tokens or end of sequence",
-                               "stop")
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens")) or limits.max_tokens_default
-        if not isinstance(max_tokens, int) or not 1 <= max_tokens <= limits.max_tokens_limit:
-            raise RequestError(f"max_tokens must be an integer in 1..{limits.max_tokens_limit}", "max_tokens")
-        config, instructions = _steering(body)
-        config = replace(config, max_new_tokens=max_tokens)
+    async def _complete(request: Request, chat: bool):
+        body = await _json_body(request)
+        if body.get("temperature") is None:
+            body = {**body, "temperature": limits.default_temperature}
+        req = parse_request(body, chat, limits.max_tokens_default, limits.max_tokens_limit)
         try:
-            prepared = await run_in_threadpool(
-                directer.prepare, prompt, instructions, config=config, chat_template=None if chat else False
-            )
+            prepared = await run_in_threadpool(directer.prepare, req.prompt, req.instructions, config=req.config,
+                                               chat_template=None if chat else False)
             if len(prepared.input_ids) > limits.max_prompt_tokens:
                 raise RequestError(
                     f"the prompt has {len(prepared.input_ids)} tokens; this server accepts at most {limits.max_prompt_tokens}",
                     "messages" if chat else "prompt")
-            directer.check_length(len(prepared.input_ids), max_tokens)
+            directer.check_length(len(prepared.input_ids), req.max_tokens)
         except DirecterError as exc:
-            raise RequestError(str(exc)) from None
-
+            raise RequestError(api_words(str(exc))) from None
+        config = req.config.seeded()  # one seed for the n samples, each on its own stream
+        stops = StopStrings(directer.tokenizer, req.stop) if req.stop else None
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        stream = bool(body.get("stream"))
+        events: asyncio.Queue = asyncio.Queue()
+        jobs = []
+        for i in range(req.n):
+            def on_tokens(tokens, done, logprobs, top, i=i):
+                loop.call_soon_threadsafe(events.put_nowait, (i, tokens, logprobs, top))
 
-        def on_tokens(tokens: list[int], done: bool) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, tokens)
-
-        job = Job(prepared, config, max_tokens, on_tokens if stream else None)
+            jobs.append(Job(prepared, config, req.max_tokens, on_tokens if req.stream else None, sample_index=i,
+                            stop=stops, top_logprobs=req.top_logprobs, timeout=limits.request_timeout))
         try:
-            future = scheduler.submit(job)
+            for job in jobs:
+                scheduler.submit(job)
         except ServiceUnavailable as exc:
-            raise RequestError(str(exc), status=503, kind="server_error") from None
-        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-        if not stream:
-            waiter = asyncio.ensure_future(asyncio.wrap_future(future))
-            while not waiter.done():
-                await asyncio.wait({waiter}, timeout=DISCONNECT_POLL)
-                if not waiter.done() and await request.is_disconnected():
-                    job.cancel()  # the client is gone: its slot is freed at the next forward
-                    waiter.cancel()
-                    return Response(status_code=499)
-            result = waiter.result()
-            return _final_body(rid, result, chat, len(prepared.input_ids))
-        return StreamingResponse(_events(rid, job, queue, chat, len(prepared.input_ids)),
-                                 media_type="text/event-stream")
-
-    async def _events(rid: str, job: Job, queue: asyncio.Queue, chat: bool, prompt_tokens: int) -> AsyncIterator[str]:
-        try:
-            async for event in _stream(rid, job.future, queue, chat, prompt_tokens):
-                yield event
-        finally:  # the client went away (or the stream ended): never decode for nobody
-            if not job.future.done():
+            for job in jobs:
                 job.cancel()
-
-    async def _stream(rid: str, future, queue: asyncio.Queue, chat: bool, prompt_tokens: int) -> AsyncIterator[str]:
-        created, sent, obj = int(time.time()), "", "chat.completion.chunk" if chat else "text_completion"
-        done_waiter = asyncio.ensure_future(asyncio.wrap_future(future))
-
-        def chunk(delta: str | None, finish: str | None = None, extra: dict | None = None) -> str:
-            if chat:
-                d = {} if delta is None else {"content": delta}
-                if delta == "" and finish is None and not sent:
-                    d = {"role": "assistant", "content": ""}
-                choice = {"index": 0, "delta": d, "finish_reason": finish}
-            else:
-                choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}
-            payload = {"id": rid, "object": obj, "created": created, "model": directer.model_name, "choices": [choice]}
-            payload.update(extra or {})
-            return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-        yield chunk("")
-        while True:
-            getter = asyncio.ensure_future(queue.get())
-            finished, _ = await asyncio.wait({getter, done_waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if getter in finished:
-                text = _stable_text(directer.tokenizer.decode(getter.result(), skip_special_tokens=True))
-                if len(text) > len(sent):
-                    delta, sent = text[len(sent):], text
-                    yield chunk(delta)
-                continue
-            getter.cancel()
-            break
+            raise RequestError(str(exc), status=503, kind="server_error", code="server_busy") from None
+        for i, job in enumerate(jobs):
+            job.future.add_done_callback(lambda f, i=i: loop.call_soon_threadsafe(events.put_nowait, (i, None, None, None)))
+        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        prompt_tokens = len(prepared.input_ids)
+        if req.stream:
+            return StreamingResponse(_stream(request, rid, req, jobs, events, stops, prompt_tokens),
+                                     media_type="text/event-stream")
+        waiters = [asyncio.wrap_future(j.future) for j in jobs]
+        gathered = asyncio.ensure_future(asyncio.gather(*waiters))
+        while not gathered.done():
+            await asyncio.wait({gathered}, timeout=DISCONNECT_POLL)
+            if not gathered.done() and await request.is_disconnected():
+                for job in jobs:
+                    job.cancel()  # the client is gone: its rows are freed at the next forward
+                gathered.cancel()
+                return Response(status_code=499)
         try:
-            result: GenerationResult = done_waiter.result()
-        except Exception as exc:  # surfaced in-band: the HTTP status is already sent
-            yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}})}\n\n"
-            return
-        if len(result.text) > len(sent):
-            yield chunk(result.text[len(sent):])
-        finish = "stop" if result.finish_reason == "eos" else "length"
-        yield chunk(None, finish, {"usage": _usage(prompt_tokens, result), "directer": _stats(result)})
-        yield "data: [DONE]\n\n"
+            results = gathered.result()
+        except TimeoutError as exc:
+            raise _timeout(exc) from None
+        choices = [finish_choice(i, r, stops, directer.tokenizer, req.logprobs) for i, r in enumerate(results)]
+        request.state.completion_tokens = sum(c.tokens for c in choices)
+        return completion_body(rid, directer.model_name, chat, choices, prompt_tokens)
 
-    return app
+    async def _stream(request: Request, rid: str, req: CompletionRequest, jobs: list[Job], events: asyncio.Queue,
+                      stops: StopStrings | None, prompt_tokens: int) -> AsyncIterator[str]:
+        created, model, chat = int(time.time()), directer.model_name, req.chat
+        sent = [""] * req.n  # text streamed so far, per choice
+        sent_tokens = [0] * req.n  # tokens whose log-probabilities were streamed
+        open_ = set(range(req.n))
+        total = 0
+        try:
+            for i in range(req.n):
+                yield chunk(rid, model, chat, created, i, role=chat, delta="" if not chat else None)
+            while open_:
+                try:
+                    i, tokens, logprobs, top = await asyncio.wait_for(events.get(), DISCONNECT_POLL * 4)
+                except asyncio.TimeoutError:
+                    continue
+                if i not in open_:
+                    continue
+                if tokens is not None:  # a new token: stream what can no longer change
+                    text = stable_text(directer.tokenizer.decode(tokens, skip_special_tokens=True))
+                    text = stops.safe(text) if stops is not None else text
+                    if len(text) > len(sent[i]):
+                        lp = logprob_entries(directer.tokenizer, tokens, sent_tokens[i], len(tokens), logprobs, top) \
+                            if req.logprobs else None
+                        sent_tokens[i] = len(tokens)
+                        yield chunk(rid, model, chat, created, i, text[len(sent[i]):], logprobs=lp)
+                        sent[i] = text
+                    continue
+                open_.discard(i)
+                try:
+                    result = jobs[i].future.result()
+                except TimeoutError as exc:
+                    yield f"data: {json.dumps(_timeout(exc).body())}\n\n"
+                    return
+                except Exception as exc:  # surfaced in-band: the HTTP status is already sent
+                    yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}})}\n\n"
+                    return
+                choice: Choice = finish_choice(i, result, stops, directer.tokenizer, req.logprobs)
+                total += choice.tokens
+                rest = choice.text[len(sent[i]):] if choice.text.startswith(sent[i]) else ""
+                lp = choice.logprobs[sent_tokens[i]:] if choice.logprobs is not None else None
+                if rest or lp:
+                    yield chunk(rid, model, chat, created, i, rest, logprobs=lp)
+                yield chunk(rid, model, chat, created, i, None, choice.finish_reason, extra={"directer": choice.directer})
+            if req.include_usage:
+                yield chunk(rid, model, chat, created, None, extra={"usage": usage(prompt_tokens, total)})
+            request.state.completion_tokens = total
+            yield "data: [DONE]\n\n"
+        finally:  # the client went away (or the stream ended): never decode for nobody
+            for job in jobs:
+                if not job.future.done():
+                    job.cancel()
+
+    return Guard(app, api_key=limits.api_key, max_body_bytes=limits.max_body_bytes, access_log=limits.access_log)
+
+
+def _timeout(exc: Exception) -> RequestError:
+    return RequestError(f"{exc}; it was stopped (the server's --request-timeout)", status=504, kind="server_error",
+                        code="timeout")
 
 
 async def _json_body(request: Request) -> dict:
@@ -218,59 +223,3 @@ async def _json_body(request: Request) -> dict:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     return body
-
-
-def _steering(body: dict):
-    """The SteeringConfig of a request: plain decoding unless it carries a ``directer`` field."""
-    from ..config import SteeringConfig
-
-    field = body.get("directer")
-    if field is None:
-        return SteeringConfig(method="none"), []
-    if not isinstance(field, dict):
-        raise RequestError("'directer' must be an object like {\"instructions\": [...], \"alpha\": 100}", "directer")
-    unknown = set(field) - STEERING_FIELDS
-    if unknown:
-        raise RequestError(f"unknown field(s) in 'directer': {', '.join(sorted(unknown))} "
-                           f"(allowed: {', '.join(sorted(STEERING_FIELDS))})", "directer")
-    instructions = field.get("instructions", [])
-    if isinstance(instructions, str):
-        instructions = [instructions]
-    if not isinstance(instructions, list) or not all(isinstance(i, str) for i in instructions):
-        raise RequestError("'directer.instructions' must be a list of strings", "directer.instructions")
-    settings = {k: field[k] for k in ("alpha", "beta", "method", "mode") if k in field}
-    if isinstance(settings.get("method"), str) and "profile=" in settings["method"]:
-        # A request must not make the server read files by path.
-        raise RequestError("head profiles (pasta:profile=...) cannot be given in a request", "directer.method")
-    try:
-        return SteeringConfig(**settings), instructions
-    except DirecterError as exc:
-        raise RequestError(str(exc), "directer") from None
-    except TypeError as exc:
-        raise RequestError(f"invalid 'directer' settings: {exc}", "directer") from None
-
-
-def _stable_text(text: str) -> str:
-    # A token that ends inside a multi-byte character decodes to U+FFFD until the character completes.
-    return text[:-1] if text.endswith("\ufffd") else text
-
-
-def _usage(prompt_tokens: int, result: GenerationResult) -> dict:
-    n = len(result.token_ids)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
-
-
-def _stats(result: GenerationResult) -> dict:
-    d = result.to_dict()
-    return {k: d[k] for k in ("method", "mode", "alpha", "beta", "instruction_token_spans", "ranking", "stats", "trace")}
-
-
-def _final_body(rid: str, result: GenerationResult, chat: bool, prompt_tokens: int) -> dict:
-    finish = "stop" if result.finish_reason == "eos" else "length"
-    if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": finish}
-    else:
-        choice = {"index": 0, "text": result.text, "logprobs": None, "finish_reason": finish}
-    return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-            "model": result.model, "choices": [choice], "usage": _usage(prompt_tokens, result),
-            "directer": _stats(result)}
