@@ -96,11 +96,11 @@ def main() -> None:
                 # When steering, the server appends the instruction to the task after a blank line.
                 t = time.perf_counter()
                 r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": task}],
-                                                   max_tokens=n, extra_body=extra)
+                                                   max_tokens=n, temperature=0, extra_body=extra)
                 latency[k] = time.perf_counter() - t
                 tokens[k] = r.usage.completion_tokens
 
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=2)  # warm-up
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=2, temperature=0)  # warm-up
         t0 = time.perf_counter()
         threads = [threading.Thread(target=client_thread, args=(i,)) for i in range(args.clients)]
         for t in threads:
@@ -148,7 +148,7 @@ def short_during_long(client, item) -> str:
     def ask(name: str, n: int, delay: float) -> None:
         time.sleep(delay)
         t = time.perf_counter()
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": task}], max_tokens=n,
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": task}], max_tokens=n, temperature=0,
                                        extra_body={"directer": {"instructions": [instruction]}})
         done.append((name, time.perf_counter() - t))
 

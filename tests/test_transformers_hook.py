@@ -66,3 +66,22 @@ def test_logits_processors_are_refused_and_model_defaults_warned(model, tokenize
     finally:
         model.generation_config.repetition_penalty = 1.0
     assert torch.equal(out, greedy_out)  # ignored, as the warning says
+
+
+def test_sampling_takes_the_generation_config_and_matches_the_api(d):
+    """do_sample=True with temperature, top_k and top_p: the same tokens as the API with those settings
+    and the same seed; without seed=, torch.manual_seed before the call reproduces it."""
+    prepared = [d.prepare(HAIKU, NO_COMMAS)]
+    p = prepared[0]
+    expected = d.generate_prepared(prepared, config=d._config(6, {"temperature": 0.8, "top_k": 40, "top_p": 0.9,
+                                                                   "seed": 3}))[0].token_ids
+    ids = torch.tensor([p.input_ids])
+    kw = dict(attention_mask=torch.ones_like(ids), max_new_tokens=6, custom_generate=custom_generate,
+              instruction_spans=[(p.spans[0].start, p.spans[0].end)], do_sample=True, temperature=0.8, top_k=40,
+              top_p=0.9, pad_token_id=d.tokenizer.pad_token_id)
+    out = d.model.generate(ids, seed=3, **kw)
+    assert out[0, ids.shape[1]:].tolist()[: len(expected)] == expected
+    torch.manual_seed(11)
+    first = d.model.generate(ids, **kw)
+    torch.manual_seed(11)
+    assert torch.equal(d.model.generate(ids, **kw), first)

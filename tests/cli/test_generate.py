@@ -40,6 +40,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *words: 
     (["--method", "static:alpha=-1"], ["static alpha"]),
     (["--method", "pasta:profile=/nonexistent.json"], ["head profile", "not found"]),
     (["--max-new-tokens", "0"], ["max_new_tokens"]),
+    (["--temperature", "-1"], ["--temperature", ">= 0"]),
+    (["--top-p", "0"], ["--top-p", "(0, 1]"]),
+    (["--top-k", "-2"], ["--top-k"]),
+    (["--min-p", "2"], ["--min-p"]),
+    (["--mode", "reference", "--temperature", "0.7"], ["reference", "temperature"]),
 ])
 def test_invalid_options_are_usage_errors(args, words):
     assert_one_line_error(directer("generate", HAIKU, "-i", NO_COMMAS, *args), 2, *words)
@@ -251,3 +256,31 @@ def test_the_example_input_file_runs(tmp_path):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == [json.loads(x)["id"] for x in example.read_text().splitlines()]
     assert all(r["instruction_token_spans"] for r in records)
+
+
+@pytest.mark.slow
+def test_sampling_from_the_command_line_is_reproducible():
+    args = ("generate", HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "12", "--temperature", "0.8", "--top-p", "0.95",
+            "--json")
+    first = directer(*args, "--seed", "5")
+    assert first.returncode == 0, first.stderr
+    record = json.loads(first.stdout)
+    assert record["sampling"] == {"temperature": 0.8, "top_p": 0.95, "top_k": 0, "min_p": 0.0, "seed": 5}
+    assert json.loads(directer(*args, "--seed", "5").stdout)["token_ids"] == record["token_ids"]
+    fresh = directer(*args)  # no seed: one is drawn, printed and recorded
+    seed = json.loads(fresh.stdout)["sampling"]["seed"]
+    assert f"--seed {seed}" in fresh.stderr
+    assert json.loads(directer(*args, "--seed", str(seed)).stdout)["token_ids"] == json.loads(fresh.stdout)["token_ids"]
+
+
+@pytest.mark.slow
+def test_the_demo_shows_a_checked_example_and_writes_the_view(tmp_path):
+    view = tmp_path / "view.html"
+    proc = directer("demo", "--html", str(view))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "IFEval prompt 2143" in out and out.count("IFEval checker:") == 2
+    unsteered, steered = out.split("=== UNSTEERED ===")[1].split("=== DIRECTER")
+    assert "IFEval checker: FAIL" in unsteered and "IFEval checker: PASS" in steered  # live verdicts
+    assert "This is one prompt" in out and "docs/results/ifeval-541" in out
+    assert view.stat().st_size > 1000 and str(view) in out

@@ -48,6 +48,34 @@ def test_the_warped_distribution_is_generates(llama):
     assert torch.allclose(Sampler(params, "s").distribution(out.logits[0][0]), expected, atol=1e-6)
 
 
+def test_top_p_on_candidates_is_transformers_top_p_bit_for_bit():
+    """The short equivalent input (engine/sampling.py, _nucleus) gives TopPLogitsWarper's result exactly, on a
+    vocabulary the size of the bundled model's, for peaked and flat scores; the short path is taken
+    for peaked ones and the full sort for flat ones."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from directer.engine import sampling
+
+    none = torch.empty((1, 0), dtype=torch.long)
+    lengths: list[int] = []
+
+    class Spy(TopPLogitsWarper):
+        def __call__(self, input_ids, scores):
+            lengths.append(scores.shape[-1])
+            return super().__call__(input_ids, scores)
+
+    for seed, scale in enumerate([1.0, 4.0, 6.0, 8.0, 12.0] * 4):
+        z = torch.randn(1, 49152, generator=torch.Generator().manual_seed(seed)) * scale
+        for top_p in (0.5, 0.9, 0.99):
+            lengths.clear()
+            ours = sampling._nucleus(Spy(top_p), none, z.clone(), 0)
+            assert torch.equal(ours, TopPLogitsWarper(top_p)(none, z.clone()))
+            if scale >= 4.0 and top_p <= 0.9:
+                assert lengths[-1] < 49152 // 4  # the short input was enough
+            if scale == 1.0:
+                assert lengths[-1] == 49152  # a nucleus of thousands of tokens: the full sort
+
+
 @pytest.mark.parametrize("method", ["none", "directer", "static"])
 def test_temperature_zero_is_greedy_whatever_the_other_settings(model, method):
     greedy = run_engine(model, prompts(), method=method)

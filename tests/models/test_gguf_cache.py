@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -320,3 +321,22 @@ def test_bundled_truncated_cache_is_rebuilt(bundled_first_load, monkeypatch, cap
     assert "directer: cached copy of HuggingFaceTB/SmolLM2-135M-Instruct (bundled GGUF Q4_1) is damaged" in err
     assert "rebuilding" in err
     assert torch.equal(_bundled_logits(rebuilt), reference)
+
+
+def test_two_installations_of_one_file_share_a_conversion(cache_dir, fake_gguf, tmp_path):
+    """The cache is keyed by the file's content: a second virtual environment holding the same GGUF at
+    another path reuses the first one's conversion; a file with other content gets its own."""
+    other = tmp_path / "venv2" / "site-packages" / fake_gguf.name
+    other.parent.mkdir(parents=True)
+    shutil.copyfile(fake_gguf, other)
+    convert = FakeConverter()
+    gguf_cache._cached_conversion(fake_gguf, convert)
+    gguf_cache._cached_conversion(other, convert)
+    assert convert.calls == 1 and len(cache_entries(cache_dir)) == 1
+    changed = tmp_path / "changed" / fake_gguf.name
+    changed.parent.mkdir()
+    changed.write_bytes(b"GGUF other content")
+    gguf_cache._cached_conversion(changed, convert)
+    assert convert.calls == 2 and len(cache_entries(cache_dir)) == 2
+    digests = json.loads((cache_dir / gguf_cache.DIGESTS_FILE).read_text())
+    assert len(digests) == 3 and len(set(digests.values())) == 2  # each file hashed once, remembered

@@ -36,7 +36,7 @@ def test_a_request_joins_a_running_one_and_both_get_their_own_tokens(d):
     s = Scheduler(d, max_batch_size=4)
     s.start()
     started = threading.Event()
-    long = _job(d, 24, on_tokens=lambda tokens, done: started.set() if len(tokens) >= 4 else None)
+    long = _job(d, 24, on_tokens=lambda tokens, *_: started.set() if len(tokens) >= 4 else None)
     s.submit(long)
     assert started.wait(60)
     short = _job(d, 3, alpha=5.0)  # other settings, sent while the long one decodes
@@ -52,7 +52,7 @@ def test_a_cancelled_request_frees_its_slot_and_leaves_the_others_unchanged(d):
     s = Scheduler(d, max_batch_size=2)
     s.start()
     going = threading.Event()
-    doomed = _job(d, 24, on_tokens=lambda tokens, done: going.set() if len(tokens) >= 2 else None)
+    doomed = _job(d, 24, on_tokens=lambda tokens, *_: going.set() if len(tokens) >= 2 else None)
     other = _job(d, 20)
     s.submit(doomed)
     s.submit(other)
@@ -68,7 +68,7 @@ def test_running_and_waiting_counts(d):
     s = Scheduler(d, max_batch_size=1)
     s.start()
     first_going = threading.Event()
-    jobs = [_job(d, 12, on_tokens=lambda t, done: first_going.set())] + [_job(d, 12) for _ in range(2)]
+    jobs = [_job(d, 12, on_tokens=lambda t, *_: first_going.set())] + [_job(d, 12) for _ in range(2)]
     for j in jobs:
         s.submit(j)
     assert first_going.wait(60)
@@ -76,4 +76,30 @@ def test_running_and_waiting_counts(d):
     for j in jobs:
         j.future.result(60)
     assert s.running == 0 and s.waiting == 0 and s.completed == 3
+    s.close(30)
+
+
+def test_sampled_jobs_with_stops_and_samples(d):
+    """Per job: its sample index (stream), its stop condition and its deadline, in the engine and in the
+    synchronised loop (an attention-bias method)."""
+    sampled = replace(d.config, temperature=0.9, seed=4)
+    s = Scheduler(d, max_batch_size=4)
+    s.start()
+    for method in ("directer", "pasta"):
+        config = replace(sampled, method=method, max_new_tokens=16)
+        prepared = d.prepare(HAIKU, [NO_COMMAS], config=config)
+        jobs = [Job(prepared, config, 16, sample_index=k) for k in (0, 1, 0)]
+        for j in jobs:
+            s.submit(j)
+        tokens = [j.future.result(60).token_ids for j in jobs]
+        assert tokens[0] == tokens[2] != tokens[1]
+        stop_at = tokens[0][5]
+        stopped = Job(prepared, config, 16, stop=lambda ids, t=stop_at: ids[-1] == t)
+        s.submit(stopped)
+        result = stopped.future.result(60)
+        assert result.finish_reason == "stop" and result.token_ids == tokens[0][:tokens[0].index(stop_at) + 1]
+        late = Job(prepared, replace(config, max_new_tokens=16), 16, timeout=0.0)
+        s.submit(late)
+        with pytest.raises(TimeoutError):
+            late.future.result(60)
     s.close(30)

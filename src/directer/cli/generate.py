@@ -1,4 +1,4 @@
-"""``directer generate`` (one prompt, or a JSONL file in batch mode) and ``directer demo``."""
+"""``directer generate``: one prompt, or a JSONL file in batch mode."""
 
 from __future__ import annotations
 
@@ -19,11 +19,7 @@ from ..progress import progress_bar
 from ..results import Ranking
 from .options import engine_options, load_directer, sampling_settings
 
-__all__ = ["compare_header", "demo", "generate"]
-
-DEMO_PROMPT = "Write a haiku about autumn."
-DEMO_INSTRUCTION = "Do not use any commas."
-
+__all__ = ["compare_header", "generate"]
 
 @click.command()
 @click.argument("prompt", required=False)
@@ -87,17 +83,6 @@ def generate(prompt, instructions, strict_instructions, occurrence, model, alpha
     else:
         _generate_batch(directer, records, list(instructions), system, ranking_file, compare, output_file, batch_size,
                         occurrence, not strict_instructions)
-
-
-@click.command()
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, show_default=True, help="Token limit of each response.")
-@click.option("--model", default=None, help="Model to demo (default: the bundled SmolLM2-135M-Instruct).")
-def demo(max_new_tokens, model) -> None:
-    """Steer the bundled model on a short example and show the unsteered response beside it."""
-    directer = load_directer(model, "float32", None, None, max_new_tokens=max_new_tokens)
-    click.echo(f'Prompt:      {DEMO_PROMPT}\nInstruction: {DEMO_INSTRUCTION}\n', err=False)
-    # The demo appends its instruction on purpose (the paper's layout): no note about it.
-    _generate_one(directer, DEMO_PROMPT, [DEMO_INSTRUCTION], None, None, True, False, None, notes=False)
 
 
 def _generate_one(directer, prompt, instructions, system, ranking_file, compare, as_json, save_ranking,

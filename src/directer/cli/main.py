@@ -9,7 +9,8 @@ import click
 
 from ..errors import DirecterError
 from .evaluate import eval_command, profile_heads_command, report
-from .generate import demo, generate
+from .demo import demo
+from .generate import generate
 from .serve import serve
 
 __all__ = ["cli", "main"]

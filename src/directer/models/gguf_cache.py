@@ -30,8 +30,9 @@ from ..errors import DirecterError
 __all__ = ["CACHE_FORMAT", "CACHE_MARKER", "cache_root"]
 
 CACHE_MARKER = "directer-cache.json"
+DIGESTS_FILE = "digests.json"
 # Bump when the cached folder layout changes, so old caches are rebuilt rather than misread.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: folders keyed by the GGUF file's content (SHA-256), not its path
 # A temporary build folder older than this belongs to a process that died mid-conversion.
 _STALE_TMP_SECONDS = 24 * 3600
 
@@ -96,11 +97,39 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "directer"
 
 
-def _cache_folder(source: Path) -> Path:
-    """`cache_root()/models/<name>-<key>`, the key changing whenever the source file does."""
+def content_digest(source: Path) -> str:
+    """SHA-256 of the file's content. Remembered per (path, size, mtime) in ``cache_root()/digests.json``,
+    so a file is read in full once, not at every load."""
     stat = source.stat()
+    index_path = cache_root() / DIGESTS_FILE
+    seen = f"{source}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        index = {}
+    if isinstance(index, dict) and isinstance(index.get(seen), str):
+        return index[seen]
+    digest = hashlib.sha256()
+    with open(source, "rb") as f:
+        for block in iter(lambda: f.read(1 << 23), b""):
+            digest.update(block)
+    index = index if isinstance(index, dict) else {}
+    index[seen] = digest.hexdigest()
+    try:  # best effort: a lost update only means hashing the file again next time
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = index_path.with_name(f".{DIGESTS_FILE}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, index_path)
+    except OSError:
+        pass
+    return index[seen]
+
+
+def _cache_folder(source: Path) -> Path:
+    """`cache_root()/models/<name>-<key>`, the key naming the file's content (two installations of the
+    same model file share one conversion), the transformers major version and the cache format."""
     major = _transformers_version().split(".")[0]
-    identity = json.dumps([str(source), stat.st_size, stat.st_mtime_ns, major, CACHE_FORMAT])
+    identity = json.dumps([content_digest(source), major, CACHE_FORMAT])
     key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", source.stem)[:64] or "model"
     return cache_root() / "models" / f"{name}-{key}"
@@ -122,6 +151,7 @@ def _write_marker(folder: Path, source: Path) -> None:
         "source": str(source),
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
+        "sha256": content_digest(source),
         "transformers_version": _transformers_version(),
         "files": _folder_files(folder),
     }
@@ -138,9 +168,7 @@ def _cache_problem(folder: Path, source: Path) -> str | None:
         return "marker file unreadable"
     if not isinstance(marker, dict) or marker.get("format") != CACHE_FORMAT:
         return "marker file from another format"
-    stat = source.stat()
-    recorded = (marker.get("source"), marker.get("size"), marker.get("mtime_ns"))
-    if recorded != (str(source), stat.st_size, stat.st_mtime_ns):
+    if marker.get("sha256") != content_digest(source):
         return "made from a different source file"
     files = marker.get("files")
     if not isinstance(files, dict) or "config.json" not in files:
