@@ -38,9 +38,10 @@ from directer import Directer  # noqa: E402
 from directer.engine.decoding import DecodeRequest  # noqa: E402
 
 
-def start_server(port: int, batch: int) -> subprocess.Popen:
+def start_server(port: int, batch: int, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "directer.cli", "serve", "--port", str(port),
-                             "--max-batch-size", str(batch)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                             "--max-batch-size", str(batch), *extra], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
     for _ in range(360):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):

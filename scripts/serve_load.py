@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import os
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +28,9 @@ import urllib.error
 import urllib.request
 
 import openai
+
+sys.path.insert(0, os.path.dirname(__file__))
+from serve_benchmark import start_server  # noqa: E402
 
 TASKS = ["Write a haiku about autumn.", "Name three rivers.", "Describe rain in one line.", "Give a fruit name.",
          "Say hello in French.", "List two colours."]
@@ -47,20 +50,6 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def start(port: int, batch: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "directer.cli", "serve", "--port", str(port), "--api-key", KEY,
-                             "--max-batch-size", str(batch), "--quiet"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    for _ in range(360):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 def request_mix(rng: random.Random, max_tokens: int) -> dict:
@@ -126,7 +115,7 @@ def main() -> None:
     args = ap.parse_args()
 
     port = free_port()
-    proc = start(port, args.batch)
+    proc = start_server(port, args.batch, "--api-key", KEY, "--quiet")
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=300)
     rng = random.Random(args.seed)
     plans = [[request_mix(random.Random(rng.random()), args.max_tokens) for _ in range(400)] for _ in range(args.clients)]

@@ -24,18 +24,18 @@ def load_bundled_tokenizer(padding_side: str = "right"):
     return tok
 
 
-def tiny_chat_model(tokenizer):
+def tiny_chat_model(tokenizer, layers: int = 3, context: int = 256, sharpen: float = 30.0):
     """A tiny random Llama over the bundled vocabulary, with peaked distributions (stable greedy choices)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     m = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager").eval()
     with torch.no_grad():
-        m.get_output_embeddings().weight.mul_(30.0)
+        m.get_output_embeddings().weight.mul_(sharpen)
     return m
 
 

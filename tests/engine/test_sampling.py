@@ -84,7 +84,7 @@ def test_temperature_zero_is_greedy_whatever_the_other_settings(model, method):
     assert [o.trace for o in cold] == [o.trace for o in greedy]
 
 
-@pytest.mark.parametrize("method", ["none", "directer", "static", "pasta", "instaboost", "static:filter=1"])
+@pytest.mark.parametrize("method", ["none", "directer", "static", "pasta", "spotlight", "instaboost", "static:filter=1"])
 def test_temperature_zero_is_greedy_in_the_synchronised_loop(llama, method):
     cold = run(llama, prompts(), method=method, sampling=SamplingParams(0.0, top_p=0.5, seed=9))
     assert tokens(cold) == tokens(run(llama, prompts(), method=method))

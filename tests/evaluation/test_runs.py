@@ -76,3 +76,26 @@ def test_baselines_with_parameters_and_the_filter(tmp_path):
         assert rec["cost_seconds"] > 0 and rec["stats"]["steps"] == len(rec["trace"])
     twice = directer("eval", "ifeval", "--method", "pasta", "--method", "pasta", "--limit", "2")
     assert twice.returncode == 2 and "given twice" in twice.stderr
+
+
+def test_a_sampled_run_records_its_settings_and_resumes_the_same_draws(tmp_path):
+    run = tmp_path / "run"
+    args = ["eval", "ifeval", "--method", "none", "--method", "directer", "--limit", "3", "--max-new-tokens", "10",
+            "--batch-size", "2", "--temperature", "0.8", "--top-p", "0.95", "--sampling-seed", "3",
+            "--output-dir", str(run)]
+    first = directer(*args)
+    assert first.returncode == 0, first.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["sampling"] == {"temperature": 0.8, "top_p": 0.95, "top_k": 0, "min_p": 0.0, "seed": 3}
+    path = run / "responses-directer.jsonl"
+    whole = [json.loads(line) for line in path.read_text().splitlines()]
+    assert all(r["sampling"]["seed"] == 3 for r in whole)
+    path.write_text("\n".join(json.dumps(r) for r in whole[:1]) + "\n")  # interrupted after one prompt
+    assert directer(*args).returncode == 0
+    again = [json.loads(line) for line in path.read_text().splitlines()]
+    # The same draws on resume (records are written as prompts finish: compare them by key).
+    assert {r["key"]: r["response"] for r in again} == {r["key"]: r["response"] for r in whole}
+    other = directer(*args[:-2], "--sampling-seed", "4", "--output-dir", str(run))
+    assert other.returncode == 2 and "different sampling" in other.stderr and "loading" not in other.stderr
+    rep = directer("report", str(run))
+    assert rep.returncode == 0 and "sampled: temperature 0.8" in (run / "report.md").read_text()

@@ -23,23 +23,16 @@ uvicorn = pytest.importorskip("uvicorn")
 from directer import Directer  # noqa: E402
 from directer.serving.server import ServerLimits, create_app  # noqa: E402
 
-from bundled_tokenizer import load_bundled_tokenizer  # noqa: E402
+from bundled_tokenizer import load_bundled_tokenizer, tiny_chat_model  # noqa: E402
 
 KEY = "test-key-123"
 HAIKU = [{"role": "user", "content": "Write a haiku about autumn."}]
 
 
 def _slow_model(tokenizer):
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    m = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager").eval()
-    m.get_decoder().register_forward_pre_hook(lambda *_: time.sleep(0.01))
-    return m
+    model = tiny_chat_model(tokenizer, layers=2, context=4096, sharpen=1.0)
+    model.get_decoder().register_forward_pre_hook(lambda *_: time.sleep(0.01))
+    return model
 
 
 class Server:

@@ -9,7 +9,8 @@ sensitivity analysis; ``decoding`` the synchronised loop that runs a policy of :
 (reference mode, attention-bias methods). ``continuous`` is the engine behind every other path: its
 sequences (``sequence``) own slots of a ``slot_cache``, each forward is packed (``packed_attention``,
 ``prefill``), multi-row linears take the CPU's fast orientation (``row_matmul``) and ``cost_model``
-tells extra rows' price.
+tells extra rows' price. ``engine_options`` holds its options, ``requests`` what both loops take and
+give back, ``sampling`` the per-request draws (transformers' warpers, counter-based uniforms).
 
 The engine imports the policies, never the other way round: a policy only describes the trials it
 wants (:mod:`directer.methods.trial`). Nothing here imports evaluation, serving, the view or the CLI.

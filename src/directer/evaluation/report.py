@@ -152,6 +152,12 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     setting = (f"model {config.model}, {len(prompts)} IFEval prompts, alpha {config.alpha:g}, beta {config.beta:g}, "
                f"mode {config.mode}, max {config.max_new_tokens} new tokens, spans {config.spans}, "
                f"directer {config.package_version}")
+    if config.sampling:
+        sp = config.sampling
+        setting += (f", sampled: temperature {sp['temperature']:g}, top_p {sp['top_p']:g}, top_k {sp['top_k']}, "
+                    f"min_p {sp['min_p']:g}, seed {sp['seed']}")
+    else:
+        setting += ", greedy"
 
     for name, data in figs.items():
         (run_dir / f"report-{name}.png").write_bytes(data)
