@@ -39,7 +39,6 @@ from .packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
 from .prefill import left_padded, ranking_probes
 from .ranking import AttentionRecorder, rank_from_scores, score_layers
 from .row_matmul import install, transposed, wanted
-from ..methods.sampling import stream_key
 from .sampling import Sampler
 from .sequence import Sequence, SequenceSettings
 from .slot_cache import SlotCache
@@ -89,11 +88,7 @@ class Engine:
         positions = sorted(set(method.steering_positions(request.input_ids, request.positions, key)))
         seq = Sequence(self._count, list(request.input_ids), positions, settings, request.ranking, key, on_token,
                        stop=request.stop)
-        sampling = settings.sampling
-        if not sampling.greedy:
-            if sampling.seed is None:
-                raise ValueError("a sampled request needs a seed (Directer resolves a missing one)")
-            seq.sampler = Sampler(sampling, stream_key(sampling.seed, key, request.sample_index))
+        seq.sampler = Sampler.for_request(settings.sampling, key, request.sample_index)
         self._count += 1
         if method.steers and (seq.ranking is not None or not method.needs_ranking):
             seq.schedule = method.schedule(seq.ranking, self.num_layers, key)

@@ -25,7 +25,6 @@ from ..results import Ranking, Stats, TokenTrace
 from .key_scaling import SteeredCache
 from .plan import ForwardPlan, RowSteering
 from .requests import DecodeOptions, DecodeOutput, DecodeRequest
-from ..methods.sampling import stream_key
 from .sampling import Sampler
 from .ranking import AttentionRecorder, rank_from_scores, score_layers
 from .sliding_window import evicted_layers
@@ -127,13 +126,8 @@ class DecodingLoop:
             cols = torch.tensor(sorted(steered), dtype=torch.long) + self.pad[b]
             outside = torch.tensor([i for i in range(len(r.input_ids)) if i not in steered], dtype=torch.long) + self.pad[b]
             limit = r.max_new_tokens or self.opts.max_new_tokens
-            row = _Row(b, cols, outside, key, r.input_ids[-1], len(r.input_ids) - 1, r.ranking, limit, stop=r.stop)
-            sampling = self.opts.sampling
-            if not sampling.greedy:
-                if sampling.seed is None:
-                    raise ValueError("a sampled request needs a seed (Directer resolves a missing one)")
-                row.sampler = Sampler(sampling, stream_key(sampling.seed, key, r.sample_index))
-            rows.append(row)
+            rows.append(_Row(b, cols, outside, key, r.input_ids[-1], len(r.input_ids) - 1, r.ranking, limit,
+                             sampler=Sampler.for_request(self.opts.sampling, key, r.sample_index), stop=r.stop))
         return rows
 
     def _prefill(self, requests: Sequence[DecodeRequest], rows: list[_Row]) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from ..methods.sampling import SamplingParams
+from ..methods.sampling import SamplingParams, stream_key
 
 if TYPE_CHECKING:
     import torch
@@ -51,6 +51,15 @@ class Sampler:
             self.warpers = LogitsProcessorList(before)
             self.top_p = TopPLogitsWarper(top_p=params.top_p) if params.top_p < 1.0 else None
             self.min_p = MinPLogitsWarper(min_p=params.min_p) if params.min_p else None
+
+    @classmethod
+    def for_request(cls, sampling: SamplingParams, prompt_key: int, sample_index: int) -> "Sampler | None":
+        """The sampler of one request (None under greedy decoding); its seed must be resolved."""
+        if sampling.greedy:
+            return None
+        if sampling.seed is None:
+            raise ValueError("a sampled request needs a seed (Directer resolves a missing one)")
+        return cls(sampling, stream_key(sampling.seed, prompt_key, sample_index))
 
     @property
     def greedy(self) -> bool:
