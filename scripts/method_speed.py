@@ -30,7 +30,7 @@ from dataclasses import replace
 import torch
 
 from directer import Directer
-from directer.evaluation.runs import prepare_ifeval
+from directer.evaluation.runs import prepare_items
 from directer.evaluation.tasks.ifeval import load_ifeval
 
 TABLE_METHODS = [
@@ -129,7 +129,7 @@ def main() -> None:
         if m == GENERATE:
             prepared[m] = prepared["none"]
             continue
-        prepared[m], _ = prepare_ifeval(d, prompts, replace(d.config, method=m))
+        prepared[m], _ = prepare_items(d, prompts, replace(d.config, method=m))
     d.generate_prepared(prepared["none"][:2], config=replace(d.config, method="none"), batch_size=2)  # warm-up
 
     rows = []

@@ -28,8 +28,9 @@ ALLOWED = {
     "view": {"results", "methods"},
     "serving": {"errors", "results", "config", "engine", "api"},
     "evaluation": {"errors", "results", "config", "progress", "engine", "api", "autospans"},
+    "integrations": {"errors", "config", "methods", "api", "autospans"},
     "cli": {"errors", "results", "config", "inputs", "progress", "methods", "models", "api", "evaluation", "serving",
-            "view", "__init__"},
+            "view", "integrations", "__init__"},
     "__init__": {"errors", "results", "config", "engine", "methods", "models", "api", "transformers_hook"},
     "__main__": {"cli"},
 }

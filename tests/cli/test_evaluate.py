@@ -37,3 +37,28 @@ def test_counts_are_pluralised():
     from directer.cli.evaluate import _count
 
     assert (_count(1, "method"), _count(4, "prompt")) == ("1 method", "4 prompts")
+
+
+def test_task_arguments_are_refused_before_loading(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "answer": "1"}\n{"prompt": "p", "checks": [{"id": "no:such"}]}\n')
+    for args, words in [(["tasks"], "needs a task file: directer eval tasks FILE.jsonl"),
+                        (["ifeval", "x.jsonl"], "give a task file only with `tasks`"),
+                        (["ifeval", "--data", "x.jsonl"], "--data is for gsm8k-format"),
+                        (["tasks", str(tmp_path / "none.jsonl")], "cannot read task file"),
+                        (["tasks", str(bad)], "bad.jsonl:2: checks[0]: unknown check id(s) no:such"),
+                        (["gsm8k-format", "--data", str(bad)], "bad.jsonl:1: a record needs a string 'question'"),
+                        (["tasks", "examples/tasks.jsonl", "--sample", "7"], "sample 7 is larger than the 6 task-file items")]:
+        proc = directer("eval", *args, "--output-dir", str(tmp_path / "r"))
+        assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
+        assert "loading" not in proc.stderr and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_a_run_of_another_task_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    old = RunConfig(model=BUNDLED_DISPLAY_NAME, alpha=100.0, beta=0.5, mode="paper", layers=None, max_new_tokens=512,
+                    selection={"limit": 1, "sample": None, "seed": 0, "keys": [1]}, methods=["none"])
+    (run / "config.json").write_text(json.dumps(asdict(old)))
+    proc = directer("eval", "tasks", "examples/tasks.jsonl", "--method", "none", "--limit", "1", "--output-dir", str(run))
+    assert proc.returncode == 2 and "different dataset_sha256" in proc.stderr and "loading" not in proc.stderr

@@ -99,3 +99,48 @@ def test_a_sampled_run_records_its_settings_and_resumes_the_same_draws(tmp_path)
     assert other.returncode == 2 and "different sampling" in other.stderr and "loading" not in other.stderr
     rep = directer("report", str(run))
     assert rep.returncode == 0 and "sampled: temperature 0.8" in (run / "report.md").read_text()
+
+
+def test_gsm8k_format_run_scores_format_and_answer_and_reports(tmp_path):
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_text("".join(json.dumps({"question": f"Tom has {i} apples and buys {i} more. How many apples does he have?",
+                                        "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"}) + "\n" for i in range(2, 5)))
+    run = tmp_path / "run"
+    args = ["eval", "gsm8k-format", "--data", str(data), "--method", "none", "--method", "directer",
+            "--max-new-tokens", "8", "--batch-size", "3", "--output-dir", str(run)]
+    first = directer(*args)
+    assert first.returncode == 0, first.stderr
+    assert "task acc." in first.stdout and "| instruction |" in first.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "gsm8k-format" and config["task_args"]["version"] == "1"
+    assert config["task_args"]["data"] == str(data.resolve()) and config["selection"]["keys"] == [0, 1, 2]
+    rec = json.loads((run / "responses-directer.jsonl").read_text().splitlines()[0])
+    assert len(rec["spans"]) == 1 and rec["prompt"].endswith("\n\n" + rec["spans"][0])  # the appended constraint
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary[0]["task_acc"] is not None and {"task_acc", "both_strict"} <= set(summary[1]["diffs"])
+    assert summary[1]["mcnemar_task"] is not None
+
+    done = directer(*args)
+    assert done.returncode == 0 and "no model needed" in done.stderr
+    rep = directer("report", str(run))
+    assert rep.returncode == 0, rep.stderr
+    assert (run / "report.md").read_text().startswith("# GSM8K-Format report")
+    # The data changed under the run: the report says so instead of scoring other problems.
+    data.write_text(data.read_text().replace("Tom", "Ann"))
+    rep = directer("report", str(run))
+    assert rep.returncode == 2 and "changed since the run" in rep.stderr
+
+
+def test_task_file_run(tmp_path):
+    run = tmp_path / "run"
+    proc = directer("eval", "tasks", "examples/tasks.jsonl", "--method", "none", "--method", "directer",
+                    "--max-new-tokens", "8", "--batch-size", "6", "--output-dir", str(run))
+    assert proc.returncode == 0, proc.stderr
+    lines = (run / "responses-directer.jsonl").read_text().splitlines()
+    records = sorted((json.loads(line) for line in lines), key=lambda r: r["key"])  # written as they finish
+    assert [r["key"] for r in records] == [1, 2, 3, 4, 5, 6]
+    # given instruction texts are steered as given; "auto" ones are found by the detector
+    assert records[0]["spans"] == ["Your entire response should be in English, and in all lowercase letters."]
+    assert records[1]["spans"] == ["Do not use any commas in your answer."]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary[0]["n"] == 6 and summary[0]["task_acc"] is not None  # three records have answers

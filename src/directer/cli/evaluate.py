@@ -19,37 +19,46 @@ __all__ = ["eval_command", "profile_heads_command", "report"]
 
 
 @click.command(name="eval")
-@click.argument("benchmark", type=click.Choice(["ifeval"]))
+@click.argument("benchmark", type=click.Choice(["ifeval", "gsm8k-format", "tasks"]))
+@click.argument("task_file", required=False, metavar="[TASK_FILE]")
 @click.option("--method", "methods", multiple=True, help="Method to run (repeatable; default: none and directer), "
               "with optional parameters, e.g. --method static:alpha=3 --method pasta:filter=1.")
 @engine_options(method=False, max_new_tokens=512, seed_option="--sampling-seed")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N prompts (default: all 541).")
+@click.option("--data", default=None, help="gsm8k-format: the problems as JSON lines with question and answer "
+              "(default: openai/gsm8k's test split from the Hub, through the datasets library).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N items (default: all).")
 @click.option("--sample", type=click.IntRange(min=1), default=None,
-              help="A seeded random sample of N prompts (default: all 541).")
+              help="A seeded random sample of N items (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Prompts decoded together (on a 2-core CPU, 32 is about twice as fast per token as 8).")
-@click.option("--output-dir", default=None, help="Run directory (default: runs/ifeval-<methods>); an existing one is resumed.")
+@click.option("--output-dir", default=None, help="Run directory (default: runs/<benchmark>-<methods>); an existing one is resumed.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Share the methods out among N processes, each with an equal share of the CPU threads "
                    "(on a CPU, several single-threaded workers outrun one multi-threaded process on a small model).")
-def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibility_filter, max_new_tokens, dtype,
+def eval_command(benchmark, task_file, methods, model, alpha, beta, mode, layers, plausibility_filter, max_new_tokens, dtype,
                  attn_implementation, system, ranking_file, device, temperature, top_p, top_k, min_p, sampling_seed,
-                 limit, sample, seed, batch_size, output_dir, workers) -> None:
-    """Evaluate methods on an instruction-following benchmark, offline (resumable), and print the comparison.
+                 data, limit, sample, seed, batch_size, output_dir, workers) -> None:
+    """Evaluate methods on a benchmark, offline (resumable), and print the comparison.
+
+    BENCHMARK is ifeval (the 541 IFEval prompts, bundled), gsm8k-format (GSM8K problems with a format
+    constraint appended: format and answer accuracy; --data FILE or the Hub) or tasks (your TASK_FILE
+    of JSON lines: prompt, instructions, checks, answer; see docs/evaluation.md).
 
     \b
     Example:
       directer eval ifeval --method none --method directer --sample 50 --max-new-tokens 512
       directer eval ifeval --sample 200 --temperature 0.7 --top-p 0.9 --sampling-seed 1
+      directer eval gsm8k-format --data gsm8k-test.jsonl --sample 200 --max-new-tokens 256
+      directer eval tasks examples/tasks.jsonl --method none --method directer
 
     With --temperature > 0 every prompt draws from its own stream of --sampling-seed (default 0), so a
     resumed run continues exactly as an uninterrupted one would.
     """
     from .. import __version__
     from ..evaluation.runs import RunConfig, check_run, evaluate, remaining
-    from ..evaluation.summary import category_table, markdown_table
-    from ..evaluation.tasks.ifeval import load_ifeval
+    from ..evaluation.summary import breakdown_table, markdown_table
+    from ..evaluation.tasks.registry import load_task, select
 
     methods = [method_label(m, plausibility_filter) for m in (methods or ["none", "directer"])]
     if len(set(methods)) < len(methods):
@@ -59,7 +68,13 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
     if workers < 1:
         raise UsageError(f"invalid --workers {workers}: it must be >= 1")
     if ranking_file or system:
-        raise UsageError("--ranking and --system do not apply to eval (every prompt is ranked; IFEval has no system message)")
+        raise UsageError("--ranking and --system do not apply to eval (every prompt is ranked; the benchmarks have no "
+                         "system message)")
+    if (benchmark == "tasks") != (task_file is not None):
+        raise UsageError("give a task file only with `tasks`: directer eval tasks FILE.jsonl" if task_file
+                         else "`directer eval tasks` needs a task file: directer eval tasks FILE.jsonl")
+    if data is not None and benchmark != "gsm8k-format":
+        raise UsageError("--data is for gsm8k-format (a task file is given as `directer eval tasks FILE`)")
     layer_set = parse_layers(layers)
     sampling = sampling_settings(temperature, top_p, top_k, min_p, sampling_seed, "--sampling-seed")
     if temperature > 0 and sampling["seed"] is None:
@@ -67,9 +82,12 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
     for m in methods:
         SteeringConfig(method=m, alpha=alpha, beta=beta, mode=mode, layers=layer_set, max_new_tokens=max_new_tokens,
                        **sampling)
-    prompts = load_ifeval(limit=limit, sample=sample, seed=seed)
-    run_dir = Path(output_dir or f"runs/{benchmark}-{'-'.join(m.split(':')[0] for m in methods)}")
+    task = load_task(benchmark, {"data": data, "file": task_file})
+    prompts = select(task.items, limit=limit, sample=sample, seed=seed, what=task.label)
+    stem = Path(task_file).stem if task_file else benchmark
+    run_dir = Path(output_dir or f"runs/{stem}-{'-'.join(m.split(':')[0] for m in methods)}")
     config = RunConfig(model=display_name(model), alpha=alpha, beta=beta, mode=mode,
+                       task=benchmark, task_args=task.args, dataset_sha256=task.sha256,
                        layers=list(layer_set) if layer_set else None,
                        max_new_tokens=max_new_tokens, dtype=dtype, package_version=__version__,
                        sampling=sampling if temperature > 0 else None,
@@ -94,7 +112,7 @@ def eval_command(benchmark, methods, model, alpha, beta, mode, layers, plausibil
         summaries = evaluate_parallel(load, run_dir, methods, prompts, config, workers, threads, batch_size=batch_size)
     else:
         summaries = evaluate(load_directer(**load), run_dir, methods, prompts, config, batch_size=batch_size)
-    click.echo(markdown_table(summaries) + "\n\n" + category_table(summaries))
+    click.echo(markdown_table(summaries) + "\n\n" + breakdown_table(summaries))
     click.echo(f"directer: {_count(len(prompts), 'prompt')} x {_count(len(methods), 'method')} in "
                f"{time.perf_counter() - t0:.0f} s; responses and summary in {run_dir}", err=True)
 

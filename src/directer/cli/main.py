@@ -11,6 +11,7 @@ from ..errors import DirecterError
 from .evaluate import eval_command, profile_heads_command, report
 from .demo import demo
 from .generate import generate
+from .harness import lm_eval_command
 from .serve import serve
 
 __all__ = ["cli", "main"]
@@ -31,7 +32,7 @@ def cli() -> None:
     """DIRECTER: steer a causal LM toward the instructions in its prompt (dynamic rejection steering)."""
 
 
-for _command in (generate, demo, eval_command, profile_heads_command, report, serve):
+for _command in (generate, demo, eval_command, profile_heads_command, report, serve, lm_eval_command):
     cli.add_command(_command)
 
 

@@ -18,17 +18,18 @@ from typing import Callable, Sequence
 
 from ..api import Directer
 from ..errors import UsageError
-from .runs import prepare_ifeval
-from .tasks.ifeval import IFEvalPrompt, score_response
+from .runs import prepare_items
+from .tasks.base import EvalItem
+from .tasks.ifeval import score_response
 
 __all__ = ["profile_heads"]
 
 
-def _accuracy(directer: Directer, prompts: Sequence[IFEvalPrompt], method: str, max_new_tokens: int,
+def _accuracy(directer: Directer, prompts: Sequence[EvalItem], method: str, max_new_tokens: int,
               batch_size: int) -> float:
     """Instruction-level loose accuracy of ``method`` on the prompts (auto spans, greedy)."""
     config = replace(directer.config, method=method, max_new_tokens=max_new_tokens, plausibility_filter=False)
-    prepared, _ = prepare_ifeval(directer, prompts, config)
+    prepared, _ = prepare_items(directer, prompts, config)
     results = directer.generate_prepared(prepared, config=config, batch_size=batch_size)
     followed = total = 0
     for p, r in zip(prompts, results):
@@ -38,7 +39,7 @@ def _accuracy(directer: Directer, prompts: Sequence[IFEvalPrompt], method: str, 
     return followed / max(1, total)
 
 
-def profile_heads(directer: Directer, prompts: Sequence[IFEvalPrompt], output: Path, *, alpha_p: float = 0.01,
+def profile_heads(directer: Directer, prompts: Sequence[EvalItem], output: Path, *, alpha_p: float = 0.01,
                   layers: Sequence[int] | None = None, top_k: int = 16, max_new_tokens: int = 64,
                   batch_size: int = 16, progress: Callable[[int, int], None] | None = None) -> dict:
     """Score every head of ``layers`` (default: all) and write the top ``top_k`` as a PASTA profile."""

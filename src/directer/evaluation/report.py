@@ -11,8 +11,8 @@ from typing import Sequence
 
 from ..errors import UsageError
 from .runs import CONFIG_FILE, saved_config, score_run, summarize_run
-from .tasks.ifeval import load_ifeval
-from .summary import METRICS, MethodSummary, category_table, markdown_table
+from .tasks.registry import load_task
+from .summary import METRICS, MethodSummary, breakdown_table, markdown_table
 
 __all__ = ["LABELS", "wilson", "write_report"]
 
@@ -53,7 +53,7 @@ def _figures(summaries: Sequence[MethodSummary]) -> dict[str, bytes]:
         ax.bar(xs, [100 * v for v in vals], width, yerr=errs, capsize=3, label=s.method)
     ax.set_xticks(range(len(METRICS)), [LABELS[m] for m in METRICS])
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("IFEval accuracy (prompt-level bars: 95% Wilson intervals)")
+    ax.set_title("Accuracy (prompt-level bars: 95% Wilson intervals)")
     _legend_outside(ax)
     figs["accuracy"] = _png(fig)
 
@@ -141,15 +141,20 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     if config is None:
         raise UsageError(f"{run_dir} is not an evaluation run directory (no {CONFIG_FILE}): run `directer eval` first")
     keys = config.selection.get("keys") or []
-    by_key = {p.key: p for p in load_ifeval()}
+    task = load_task(config.task, config.task_args)
+    if task.sha256 != config.dataset_sha256:
+        raise UsageError(f"the data of {run_dir} changed since the run (sha256 {task.sha256[:12]}..., the run used "
+                         f"{config.dataset_sha256[:12]}...): restore it or evaluate again in a new directory")
+    by_key = {p.key: p for p in task.items}
     # The run's own prompt order: the bootstrap resamples by position, so order matters for its interval.
     prompts = [by_key[k] for k in keys] if keys else list(by_key.values())
     scored = score_run(run_dir, prompts, config.methods)  # scored once: the summary and the pairs share it
     summaries = summarize_run(run_dir, prompts, config.methods, scored)
     figs = _figures(summaries)
     pairs = _disagreements(scored, config.methods)
-    table, cats = markdown_table(summaries), category_table(summaries)
-    setting = (f"model {config.model}, {len(prompts)} IFEval prompts, alpha {config.alpha:g}, beta {config.beta:g}, "
+    table, cats = markdown_table(summaries), breakdown_table(summaries)
+    title = {"ifeval": "IFEval", "gsm8k-format": "GSM8K-Format", "tasks": "Task file"}[config.task] + " report"
+    setting = (f"model {config.model}, {len(prompts)} {task.label}, alpha {config.alpha:g}, beta {config.beta:g}, "
                f"mode {config.mode}, max {config.max_new_tokens} new tokens, spans {config.spans}, "
                f"directer {config.package_version}")
     if config.sampling:
@@ -161,7 +166,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
 
     for name, data in figs.items():
         (run_dir / f"report-{name}.png").write_bytes(data)
-    md = [f"# IFEval report\n\n{setting}\n", table, "", cats, ""]
+    md = [f"# {title}\n\n{setting}\n", table, "", cats, ""]
     md += [f"![{n}](report-{n}.png)\n" for n in figs]
     if pairs:
         md.append("## Where the methods disagree (prompt-level strict)\n")
@@ -172,7 +177,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     md_path = run_dir / "report.md"
     md_path.write_text("\n".join(md))
 
-    body = [f"<h1>IFEval report</h1><p>{html.escape(setting)}</p>", _md_table_html(table), _md_table_html(cats)]
+    body = [f"<h1>{html.escape(title)}</h1><p>{html.escape(setting)}</p>", _md_table_html(table), _md_table_html(cats)]
     body += [f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">' for n, d in figs.items()]
     if pairs:
         body.append("<h2>Where the methods disagree (prompt-level strict)</h2>")
@@ -188,7 +193,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
              "pre{white-space:pre-wrap;background:#f6f7fb;padding:.6em;font-size:12px}.prompt{font-style:italic}"
              ".pair{border-top:1px solid #ddd;margin-top:1em}")
     html_path = run_dir / "report.html"
-    html_path.write_text(f"<!DOCTYPE html><html><head><meta charset=utf-8><title>IFEval report</title>"
+    html_path.write_text(f"<!DOCTYPE html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
                          f"<style>{style}</style></head><body>{''.join(body)}</body></html>", encoding="utf-8")
     return html_path, md_path
 

@@ -1,6 +1,7 @@
-"""Offline IFEval evaluation: resumable runs of several methods on the same prompts, and their scores.
+"""Offline evaluation (IFEval, GSM8K-Format, task files): resumable runs of several methods on the same
+items, and their scores.
 
-A run directory holds ``config.json`` (what the run is: model, settings, prompt selection, package
+A run directory holds ``config.json`` (what the run is: task, model, settings, item selection, package
 version) and one ``responses-<method>.jsonl`` per method, in IFEval's response format (``prompt``,
 ``response``) plus our fields (key, spans, stats, trace, perplexity). Records are appended and synced
 batch by batch, so an interrupted run loses at most the batch in flight and continues where it stopped;
@@ -22,7 +23,9 @@ from ..autospans import detect_spans, occurrences
 from ..config import SteeringConfig
 from ..errors import UsageError
 from ..progress import progress_bar
-from .tasks.ifeval import IFEVAL_SHA256, IFEvalPrompt, score_response
+from .tasks.base import EvalItem
+from .tasks.ifeval import IFEVAL_SHA256
+from .tasks.scoring import score_item
 
 if TYPE_CHECKING:  # torch and the model are imported only where responses are generated
     from ..api import Directer
@@ -33,7 +36,7 @@ __all__ = [
     "check_run",
     "evaluate",
     "open_run",
-    "prepare_ifeval",
+    "prepare_items",
     "read_records",
     "remaining",
     "responses_path",
@@ -67,6 +70,10 @@ class RunConfig:
     methods: list[str] = field(default_factory=list)
     # temperature, top_p, top_k, min_p, seed of a sampled run (None: greedy decoding)
     sampling: dict[str, Any] | None = None
+    # The benchmark (ifeval, gsm8k-format, tasks) and its arguments (data file, format version); run
+    # directories written before these existed are IFEval runs.
+    task: str = "ifeval"
+    task_args: dict[str, Any] = field(default_factory=dict)
 
     def check_compatible(self, other: "RunConfig", where: Path) -> None:
         mine, theirs = asdict(self), asdict(other)
@@ -113,7 +120,7 @@ def check_run(run_dir: Path, config: RunConfig) -> None:
         config.check_compatible(old, run_dir)
 
 
-def remaining(run_dir: Path, method: str, prompts: Sequence[IFEvalPrompt]) -> int:
+def remaining(run_dir: Path, method: str, prompts: Sequence[EvalItem]) -> int:
     """How many of ``prompts`` a method has no finished response for in ``run_dir``."""
     done = {r["key"] for r in read_records(responses_path(run_dir, method))}
     return sum(p.key not in done for p in prompts)
@@ -157,7 +164,7 @@ def _rewrite(path: Path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: Sequence[IFEvalPrompt],
+def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: Sequence[EvalItem],
                config: RunConfig, batch_size: int = 8, progress: bool = True, position: int | None = None) -> list[dict]:
     """Generate (or finish generating) one method's responses; return all its records in prompt order.
 
@@ -190,7 +197,7 @@ def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: S
         # The engine keeps batch_size prompts decoding and replaces each finished one; a finished
         # prompt's record is written at once, so an interrupted run loses nothing already generated.
         for chunk in _chunks(todo, _GROUP):
-            prepared, spans = prepare_ifeval(directer, chunk, steering)
+            prepared, spans = prepare_items(directer, chunk, steering)
             last = [time.perf_counter()]
             unscored: list[tuple[int, Any, float]] = []  # (index, result, cost) awaiting a scoring pass
 
@@ -236,19 +243,31 @@ def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: S
     return sorted(records, key=lambda r: order[r["key"]])
 
 
-def prepare_ifeval(directer: Directer, prompts: Sequence[IFEvalPrompt],
-                   config: SteeringConfig) -> tuple[list[PreparedPrompt], list[list[str]]]:
-    """Render IFEval prompts with their automatically detected instruction spans (a prompt without one is
+def prepare_items(directer: Directer, items: Sequence[EvalItem],
+                  config: SteeringConfig) -> tuple[list[PreparedPrompt], list[list[str]]]:
+    """Render items with their instruction spans (given, or detected automatically; an item without one is
     decoded unsteered); return the prepared prompts and the span texts."""
-    ranges = [detect_spans(p.prompt, p.instruction_id_list, p.kwargs) for p in prompts]
-    spans = [[p.prompt[a:b] for a, b in r] for p, r in zip(prompts, ranges)]
+    ranges = [_given_spans(p) if p.instructions is not None else detect_spans(p.prompt, p.instruction_id_list, p.kwargs)
+              for p in items]
+    spans = [[p.prompt[a:b] for a, b in r] for p, r in zip(items, ranges)]
     # A short span (a "***" divider, say) can also occur earlier in the prompt: steer the copy found.
     prepared = [
         directer.prepare(p.prompt, s, occurrence=occurrences(p.prompt, r) if s else 0,
                          config=config if s else replace(config, method="none"))
-        for p, s, r in zip(prompts, spans, ranges)
+        for p, s, r in zip(items, spans, ranges)
     ]
     return prepared, spans
+
+
+def _given_spans(item: EvalItem) -> list[tuple[int, int]]:
+    """The last occurrence of each given instruction text (an appended constraint comes last), in prompt order."""
+    ranges = []
+    for text in item.instructions or []:
+        start = item.prompt.rfind(text)
+        if start < 0:
+            raise UsageError(f"item {item.key}: instruction {text[:60]!r} is not in its prompt")
+        ranges.append((start, start + len(text)))
+    return sorted(ranges)
 
 
 # Prompts rendered and handed to the engine at a time (rendering is cheap; this bounds memory only).
@@ -260,13 +279,13 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[i:i + size]
 
 
-def score_records(prompts: Sequence[IFEvalPrompt], records: Sequence[dict]) -> list[Any]:
-    """IFEval scores of each record, matched to its prompt by key."""
+def score_records(prompts: Sequence[EvalItem], records: Sequence[dict]) -> list[Any]:
+    """Scores of each record (checks and answer), matched to its item by key."""
     by_key = {p.key: p for p in prompts}
-    return [score_response(by_key[r["key"]], r["response"]) for r in records]
+    return [score_item(by_key[r["key"]], r["response"]) for r in records]
 
 
-def evaluate(directer: Directer | None, run_dir: Path, methods: Sequence[str], prompts: Sequence[IFEvalPrompt],
+def evaluate(directer: Directer | None, run_dir: Path, methods: Sequence[str], prompts: Sequence[EvalItem],
              config: RunConfig, batch_size: int = 8, progress: bool = True) -> list[Any]:
     """Run (or resume) every method, score all methods of the run directory, write the summary files."""
     config = open_run(run_dir, replace(config, methods=list(methods)))
@@ -280,8 +299,8 @@ def table_order(methods: Sequence[str], config: RunConfig) -> list[str]:
     return list(methods) + [m for m in config.methods if m not in methods]
 
 
-def score_run(run_dir: Path, prompts: Sequence[IFEvalPrompt], methods: Sequence[str]) -> dict[str, tuple[list[dict], list[Any]]]:
-    """Each method's finished records on ``prompts`` (in prompt order) with their IFEval scores."""
+def score_run(run_dir: Path, prompts: Sequence[EvalItem], methods: Sequence[str]) -> dict[str, tuple[list[dict], list[Any]]]:
+    """Each method's finished records on ``prompts`` (in prompt order) with their scores."""
     keys = [p.key for p in prompts]
     scored = {}
     for method in methods:
@@ -295,19 +314,24 @@ def score_run(run_dir: Path, prompts: Sequence[IFEvalPrompt], methods: Sequence[
     return scored
 
 
-def summarize_run(run_dir: Path, prompts: Sequence[IFEvalPrompt], methods: Sequence[str],
+def summarize_run(run_dir: Path, prompts: Sequence[EvalItem], methods: Sequence[str],
                   scored: dict[str, tuple[list[dict], list[Any]]] | None = None) -> list[Any]:
-    """Summarize the scored methods (scoring them if ``scored`` is None); write summary.json and summary.md."""
-    from .summary import category_table, compare, markdown_table, summarize_method, to_json
+    """Summarize the scored methods (scoring them if ``scored`` is None); write summary.json and summary.md.
+
+    IFEval runs break accuracy down by category; other tasks by instruction (each constraint of
+    GSM8K-Format is its own row)."""
+    from .summary import breakdown_table, compare, markdown_table, summarize_method, to_json
 
     scored = scored if scored is not None else score_run(run_dir, prompts, methods)
+    config = saved_config(run_dir)
+    by_instruction = config is not None and config.task != "ifeval"
     order = (["none"] if "none" in scored else []) + [m for m in methods if m != "none"]
     summaries = []
     for method in order:
-        s = summarize_method(method, *scored[method])
+        s = summarize_method(method, *scored[method], by_instruction=by_instruction)
         if method != "none" and "none" in scored:
             compare(scored["none"], scored[method], s)
         summaries.append(s)
     (run_dir / "summary.json").write_text(json.dumps(to_json(summaries), indent=1) + "\n")
-    (run_dir / "summary.md").write_text(markdown_table(summaries) + "\n\n" + category_table(summaries) + "\n")
+    (run_dir / "summary.md").write_text(markdown_table(summaries) + "\n\n" + breakdown_table(summaries) + "\n")
     return summaries

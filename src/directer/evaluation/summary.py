@@ -10,7 +10,9 @@ from .quality import repetition, restates_instruction
 from .stats import mcnemar, paired_bootstrap
 
 __all__ = [
+    "ANSWER_METRICS",
     "METRICS",
+    "breakdown_table",
     "category_table",
     "compare",
     "markdown_table",
@@ -47,12 +49,25 @@ class MethodSummary:
     timing: list[str] = field(default_factory=list)  # the threads/device the records were timed with
     time_note: str = ""  # why there is no time ratio although both were timed
     categories: dict[str, list[float]] = field(default_factory=dict)  # category -> [strict, loose, count]
+    # Items with a reference answer (GSM8K-Format, task files): share answered right, and share with the
+    # format followed (strict) and the answer right; None when the run has no answers.
+    task_acc: float | None = None
+    both_strict: float | None = None
+    mcnemar_task: list[float] | None = None  # [none-only, method-only, p] on the answers
 
 
 METRICS = ("prompt_strict", "prompt_loose", "inst_strict", "inst_loose")
+#: Computed over the items that have a reference answer.
+ANSWER_METRICS = ("task_acc", "both_strict")
 
 
-def summarize_method(method: str, records: Sequence[dict], scores: Sequence[Any]) -> MethodSummary:
+def _answered(scores: Sequence[Any]) -> list[Any]:
+    return [s for s in scores if s.answer is not None]
+
+
+def summarize_method(method: str, records: Sequence[dict], scores: Sequence[Any],
+                     by_instruction: bool = False) -> MethodSummary:
+    """One method's row; ``by_instruction``: per-instruction rows (whole ids) instead of IFEval's categories."""
     n_inst = [len(s.strict) for s in scores]
     steps = sum(r["stats"]["steps"] for r in records) or 1
     accepted: dict[str, int] = {}
@@ -62,11 +77,12 @@ def summarize_method(method: str, records: Sequence[dict], scores: Sequence[Any]
     cats: dict[str, list[int]] = {}
     for s in scores:
         for iid, st, lo in zip(s.instruction_ids, s.strict, s.loose):
-            c = cats.setdefault(iid.split(":")[0], [0, 0, 0])
+            c = cats.setdefault(iid if by_instruction else iid.split(":")[0], [0, 0, 0])
             c[0] += st
             c[1] += lo
             c[2] += 1
     ppl = [r["perplexity"] for r in records if r.get("perplexity") is not None]
+    answered = _answered(scores)
     return MethodSummary(
         method=method,
         n=len(records),
@@ -87,6 +103,8 @@ def summarize_method(method: str, records: Sequence[dict], scores: Sequence[Any]
         seconds_per_token=summarize_time(records),
         timing=timing_conditions(records),
         categories={k: [v[0] / v[2], v[1] / v[2], v[2]] for k, v in sorted(cats.items())},
+        task_acc=_mean([bool(s.answer) for s in answered]) if answered else None,
+        both_strict=_mean([s.both_strict for s in answered]) if answered else None,
     )
 
 
@@ -107,6 +125,14 @@ def compare(base: tuple[Sequence[dict], Sequence[Any]], other: tuple[Sequence[di
         summary.diffs[name] = [d.diff, d.low, d.high]
     only_base, only_other, p = mcnemar([s.prompt_strict for s in sb], [s.prompt_strict for s in so])
     summary.mcnemar = [only_base, only_other, p]
+    with_answer = [i for i, s in enumerate(sb) if s.answer is not None]
+    if with_answer:
+        for name, value in (("task_acc", lambda s: bool(s.answer)), ("both_strict", lambda s: s.both_strict)):
+            d = paired_bootstrap([value(sb[i]) for i in with_answer], [value(so[i]) for i in with_answer], seed=seed)
+            summary.diffs[name] = [d.diff, d.low, d.high]
+        only_base, only_other, p = mcnemar([bool(sb[i].answer) for i in with_answer],
+                                           [bool(so[i].answer) for i in with_answer])
+        summary.mcnemar_task = [only_base, only_other, p]
     base_time = summarize_time(rb)
     # A ratio of times taken with different thread counts or devices would measure the machine, not the method.
     if base_time and summary.seconds_per_token is not None:
@@ -134,24 +160,39 @@ def _mean(xs: Sequence[float]) -> float:
 
 
 def markdown_table(summaries: Sequence[MethodSummary]) -> str:
-    """Accuracy (with paired 95% intervals against `none`), quality and steering columns."""
-    head = ("| method | n | prompt strict | prompt loose | inst. strict | inst. loose | McNemar p (prompt strict) "
-            "| perplexity | repeated 4-grams | length | cut | restates | gate skip | fallback | trials/token | time/token |")
-    lines = [head, "|" + "---|" * 16]
+    """Accuracy (with paired 95% intervals against `none`), quality and steering columns; task accuracy
+    and format-and-answer columns when the items have reference answers."""
+    answers = any(s.task_acc is not None for s in summaries)
+    names = ["method", "n", "prompt strict", "prompt loose", "inst. strict", "inst. loose", "McNemar p (prompt strict)"]
+    if answers:
+        names += ["task acc.", "format strict + task", "McNemar p (task)"]
+    names += ["perplexity", "repeated 4-grams", "length", "cut", "restates", "gate skip", "fallback", "trials/token",
+              "time/token"]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for s in summaries:
-        cells = [s.method, str(s.n)]
-        for m in METRICS:
-            value = f"{100 * getattr(s, m):.1f}"
-            if m in s.diffs:
-                d, lo, hi = s.diffs[m]
-                value += f" ({100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}])"
-            cells.append(value)
-        cells.append(f"{s.mcnemar[2]:.3f} ({int(s.mcnemar[0])}↔{int(s.mcnemar[1])})" if s.mcnemar else "")
+        cells = [s.method, str(s.n)] + [_metric_cell(s, m) for m in METRICS] + [_mcnemar_cell(s.mcnemar)]
+        if answers:
+            cells += [_metric_cell(s, m) for m in ANSWER_METRICS] + [_mcnemar_cell(s.mcnemar_task)]
         cells += [f"{s.perplexity:.2f}" if s.perplexity is not None else "", f"{100 * s.repetition:.1f}%",
                   f"{s.length:.0f}", f"{100 * s.cut:.1f}%", f"{100 * s.restated:.1f}%", f"{100 * s.gate_skip:.1f}%",
                   f"{100 * s.fallback:.1f}%", f"{s.trials_per_token:.2f}", _time_cell(s)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _metric_cell(s: MethodSummary, metric: str) -> str:
+    value = getattr(s, metric)
+    if value is None:
+        return ""
+    cell = f"{100 * value:.1f}"
+    if metric in s.diffs:
+        d, lo, hi = s.diffs[metric]
+        cell += f" ({100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}])"
+    return cell
+
+
+def _mcnemar_cell(m: list[float] | None) -> str:
+    return f"{m[2]:.3f} ({int(m[0])}↔{int(m[1])})" if m else ""
 
 
 def _time_cell(s: MethodSummary) -> str:
@@ -163,9 +204,9 @@ def _time_cell(s: MethodSummary) -> str:
     return cell + (" (no ratio: timed unlike none)" if s.time_note else "")
 
 
-def category_table(summaries: Sequence[MethodSummary]) -> str:
+def category_table(summaries: Sequence[MethodSummary], label: str = "category") -> str:
     cats = sorted({c for s in summaries for c in s.categories})
-    lines = ["| category | n | " + " | ".join(f"{s.method} strict / loose" for s in summaries) + " |",
+    lines = [f"| {label} | n | " + " | ".join(f"{s.method} strict / loose" for s in summaries) + " |",
              "|" + "---|" * (2 + len(summaries))]
     for c in cats:
         n = next((int(s.categories[c][2]) for s in summaries if c in s.categories), 0)
@@ -173,6 +214,12 @@ def category_table(summaries: Sequence[MethodSummary]) -> str:
                  for s in summaries]
         lines.append(f"| {c} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def breakdown_table(summaries: Sequence[MethodSummary]) -> str:
+    """:func:`category_table`, labelled by what its rows are (IFEval categories or whole instruction ids)."""
+    by_id = any(":" in c for s in summaries for c in s.categories)
+    return category_table(summaries, "instruction" if by_id else "category")
 
 
 def to_json(summaries: Sequence[MethodSummary]) -> list[dict]:

