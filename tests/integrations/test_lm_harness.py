@@ -105,7 +105,22 @@ def test_loglikelihood_is_the_raw_models(lm):
 def test_bad_model_arguments_fail_before_loading():
     with pytest.raises(UsageError, match="instructions=all"):
         DirecterLM(instructions="all")
-    with pytest.raises(UsageError, match="batch_size=auto"):
+    with pytest.raises(UsageError, match="--batch_size auto"):
         DirecterLM(batch_size="auto")
     with pytest.raises(UsageError, match="alpha"):
         DirecterLM(alpha=-1)
+
+
+def test_the_command_line_route_runs_the_example_task_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["lm-eval", "--model", "directer", "--tasks", "directer_instructions", "--include_path", "examples/lm-eval",
+            "--apply_chat_template", "--limit", "2", "--gen_kwargs", "max_gen_toks=8", "--batch_size", "2"]
+    proc = directer(*args, "--model_args", "method=directer", "--output_path", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "directer_instructions" in proc.stdout and "prompt_level_strict_acc" in proc.stdout
+    results = list((tmp_path / "out").rglob("results_*.json"))
+    assert len(results) == 1 and json.loads(results[0].read_text())["results"]["directer_instructions"]["alias"]
+    bad = directer(*args, "--model_args", "instructions=all")
+    assert bad.returncode == 2 and "instructions=all: use auto or field:NAME" in bad.stderr
+    assert "Traceback" not in bad.stderr

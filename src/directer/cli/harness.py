@@ -19,12 +19,12 @@ def lm_eval_command(args: tuple[str, ...]) -> None:
 
     \b
     Example:
-      directer lm-eval --model directer --model_args method=directer,alpha=100,batch_size=8 \\
+      directer lm-eval --model directer --model_args method=directer,alpha=100 --batch_size 8 \\
           --tasks ifeval --apply_chat_template --limit 20 --output_path runs/lm-eval
       directer lm-eval --model directer --model_args method=none --tasks ifeval --apply_chat_template --limit 20
 
     Model arguments: pretrained (default: the bundled model), method, alpha, beta, mode, layers,
-    instructions (auto or field:NAME), dtype, device, batch_size, max_gen_toks. Log-likelihood tasks
+    instructions (auto or field:NAME), dtype, max_gen_toks (lm-eval's --batch_size and --device apply). Log-likelihood tasks
     are scored by the raw model. Needs the extra: pip install 'directer[lm-eval]'.
     """
     try:

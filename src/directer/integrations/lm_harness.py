@@ -26,6 +26,7 @@ import logging
 from dataclasses import replace
 from typing import Any, Sequence
 
+import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
@@ -70,17 +71,24 @@ class DirecterLM(HFLM):
 
     def __init__(self, pretrained: str | None = None, method: str = "directer", alpha: float = 100.0,
                  beta: float = 0.5, mode: str = "paper", layers: str | None = None, instructions: str = "auto",
-                 dtype: str = "float32", device: str | None = None, batch_size: int | str = 8,
+                 dtype: str = "float32", device: str | None = None, batch_size: int | str | None = None,
                  max_gen_toks: int = 256, **kwargs: Any) -> None:
         if not (instructions == "auto" or str(instructions).startswith("field:")):
             raise UsageError(f"instructions={instructions}: use auto or field:NAME")
         if str(batch_size).startswith("auto"):
-            raise UsageError("batch_size=auto is not supported by the directer model: give a number (default 8)")
+            raise UsageError("--batch_size auto is not supported by the directer model: give a number (default 8)")
+        # Rows decoded together by the engine; lm-eval passes its --batch_size here.
+        batch_size = 8 if batch_size in (None, "") else batch_size
+        kwargs.pop("max_batch_size", None)  # only meaningful for batch_size auto
         layer_set = parse_layers(str(layers)) if layers not in (None, "") else None
         config = dict(method=str(method), alpha=float(alpha), beta=float(beta), mode=str(mode), layers=layer_set)
         SteeringConfig(**{k: v for k, v in config.items() if v is not None})  # bad settings fail before loading
         from ..api import Directer
 
+        if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's command line passes cuda:0 unless told otherwise; HFLM then runs where it can too.
+            log.warning("directer: device %s requested but CUDA is not available: running on the CPU", device)
+            device = None
         self.directer = Directer.from_pretrained(pretrained or None, dtype=dtype, device=device,
                                                  max_new_tokens=int(max_gen_toks), **config)
         super().__init__(pretrained=self.directer.model, tokenizer=self.directer.tokenizer,
