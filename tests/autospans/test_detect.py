@@ -78,9 +78,11 @@ def test_pure_task_prompt_gives_no_span(prompt):
 
 def test_hints_find_what_the_cues_miss():
     prompt = "Tell me a story about a fox. It must feature the word lantern."
-    assert detect_instructions(prompt) == []
-    found = detect_instructions(prompt, ["keywords:existence"], [{"keywords": ["lantern"]}])
+    assert detect_instructions(prompt, directives=False) == []
+    found = detect_instructions(prompt, ["keywords:existence"], [{"keywords": ["lantern"]}], directives=False)
     assert found == ["It must feature the word lantern."]
+    # rule 7 finds it by its role alone (a directive after the task)
+    assert detect_instructions(prompt) == ["It must feature the word lantern."]
 
 
 def test_hints_never_use_prompt_to_repeat():

@@ -63,6 +63,7 @@ from collections.abc import Mapping, Sequence
 
 from .clauses import Document
 from .cues import GENERAL_CUES, ID_PATTERNS, ID_RES, LANGUAGES
+from .directives import directive_spans
 from .segmentation import Span, find_all, inside_any, quote_regions, share, straight_apostrophes
 
 __all__ = [
@@ -85,6 +86,7 @@ def detect_instructions(
     prompt: str,
     instruction_ids: Sequence[str] | None = None,
     kwargs: Sequence[Mapping] | None = None,
+    directives: bool = True,
 ) -> list[str]:
     """Return the constraint sentences/clauses of ``prompt`` as exact substrings, in prompt order.
 
@@ -93,6 +95,8 @@ def detect_instructions(
         instruction_ids: optional IFEval instruction ids (``"punctuation:no_comma"`` ...);
             with them, constraints the cue rules missed are looked for by their wording.
         kwargs: optional IFEval kwargs, one dict per id (keywords, end phrase, ...).
+        directives: apply rule 7 (sentences that direct the response after the task, whatever their
+            wording); False gives rules 1-6 alone, with which IFEval's prompts are evaluated.
 
     Returns:
         Non-overlapping substrings of ``prompt`` in order, adjacent ones merged; empty
@@ -101,13 +105,14 @@ def detect_instructions(
         steers the first occurrence unless told otherwise, so pass
         ``occurrence=occurrences(prompt, detect_spans(...))`` to steer exactly these.
     """
-    return [prompt[s:e] for s, e in detect_spans(prompt, instruction_ids, kwargs)]
+    return [prompt[s:e] for s, e in detect_spans(prompt, instruction_ids, kwargs, directives)]
 
 
 def detect_spans(
     prompt: str,
     instruction_ids: Sequence[str] | None = None,
     kwargs: Sequence[Mapping] | None = None,
+    directives: bool = True,
 ) -> list[Span]:
     """:func:`detect_instructions` as ``[start, end)`` character ranges of ``prompt``."""
     if not isinstance(prompt, str):
@@ -120,6 +125,9 @@ def detect_spans(
         narrower = doc.select_all(clauses_only=True)
         if narrower and share(prompt, narrower) < share(prompt, spans):
             spans = narrower
+    # Rule 7: sentences that direct the response after the task, whatever their wording.
+    if directives:
+        spans = doc.tidy(spans + directive_spans(doc))
     if instruction_ids:
         kws = kwargs if kwargs is not None else [{}] * len(instruction_ids)
         for _, kw in zip(instruction_ids, kws):

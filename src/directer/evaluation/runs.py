@@ -247,7 +247,8 @@ def prepare_items(directer: Directer, items: Sequence[EvalItem],
                   config: SteeringConfig) -> tuple[list[PreparedPrompt], list[list[str]]]:
     """Render items with their instruction spans (given, or detected automatically; an item without one is
     decoded unsteered); return the prepared prompts and the span texts."""
-    ranges = [_given_spans(p) if p.instructions is not None else detect_spans(p.prompt, p.instruction_id_list, p.kwargs)
+    ranges = [_given_spans(p) if p.instructions is not None else
+              detect_spans(p.prompt, p.instruction_id_list, p.kwargs, directives=p.span_rules != "ifeval")
               for p in items]
     spans = [[p.prompt[a:b] for a, b in r] for p, r in zip(items, ranges)]
     # A short span (a "***" divider, say) can also occur earlier in the prompt: steer the copy found.

@@ -9,7 +9,8 @@ default), with ``generate_until`` decoded by our engine, batched; log-likelihood
 The instruction spans of each request (``instructions=``):
 
 * ``auto`` (default): found by the automatic detector in the user's text; when the task's document has
-  IFEval's ``instruction_id_list`` and ``kwargs`` they guide it exactly as in ``directer eval ifeval``;
+  IFEval's ``instruction_id_list`` and ``kwargs`` they guide it, with IFEval's rules, exactly as in
+  ``directer eval ifeval``;
 * ``field:NAME``: the texts in the document's field ``NAME`` (a string or a list of strings);
 * a request with no span is decoded unsteered.
 
@@ -49,7 +50,8 @@ def request_spans(doc: Any, text: str, instructions: str) -> list[tuple[int, int
     """The ``[start, end)`` ranges of ``text`` to steer for one request (see the module docstring)."""
     if instructions == "auto":
         if isinstance(doc, dict) and isinstance(doc.get("instruction_id_list"), list):
-            return detect_spans(text, doc["instruction_id_list"], doc.get("kwargs"))
+            # IFEval's documents: IFEval's rules, exactly as `directer eval ifeval` detects them
+            return detect_spans(text, doc["instruction_id_list"], doc.get("kwargs"), directives=False)
         return detect_spans(text)
     name = instructions.removeprefix("field:")
     value = doc.get(name) if isinstance(doc, dict) else None

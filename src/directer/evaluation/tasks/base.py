@@ -30,6 +30,9 @@ class EvalItem:
     instructions: list[str] | None = None
     answer: str | None = None  # the reference answer, for task accuracy
     matcher: str = "number"  # how ``answer`` is matched: number, exact or regex (see answers.py)
+    # Automatic spans: "general" (all rules) or "ifeval" (rules 1-6, with which IFEval is evaluated,
+    # so that its results stay comparable; see docs/autospans.md).
+    span_rules: str = "general"
 
 
 @dataclass

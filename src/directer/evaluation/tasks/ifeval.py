@@ -138,7 +138,7 @@ def _parse(data: bytes) -> list[IFEvalPrompt]:
             row = json.loads(line)
             prompts.append(IFEvalPrompt(key=int(row["key"]), prompt=row["prompt"],
                                         instruction_id_list=list(row["instruction_id_list"]),
-                                        kwargs=[dict(k) for k in row["kwargs"]]))
+                                        kwargs=[dict(k) for k in row["kwargs"]], span_rules="ifeval"))
     return prompts
 
 
