@@ -4,5 +4,6 @@
 ``workers`` the parallel runs (``--workers``); ``stats`` (paired bootstrap, McNemar), ``quality``
 (perplexity, repetition, restatements), ``summary`` (the comparison table) and ``report`` (HTML and
 Markdown with figures) read them; ``profiling`` scores attention heads for PASTA. Benchmarks are in
-``tasks`` (IFEval today), one module each.
+``tasks`` (IFEval, GSM8K-Format, task files), one module each, loaded by name through
+``tasks.registry``.
 """

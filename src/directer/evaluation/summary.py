@@ -86,8 +86,9 @@ def summarize_method(method: str, records: Sequence[dict], scores: Sequence[Any]
     return MethodSummary(
         method=method,
         n=len(records),
-        prompt_strict=_mean([s.prompt_strict for s in scores]),
-        prompt_loose=_mean([s.prompt_loose for s in scores]),
+        # Format accuracy over the items that have checks (a task file may hold answer-only items).
+        prompt_strict=_mean([s.prompt_strict for s in scores if s.instruction_ids]),
+        prompt_loose=_mean([s.prompt_loose for s in scores if s.instruction_ids]),
         inst_strict=sum(sum(s.strict) for s in scores) / max(1, sum(n_inst)),
         inst_loose=sum(sum(s.loose) for s in scores) / max(1, sum(n_inst)),
         perplexity=statistics.median(ppl) if ppl else None,
@@ -113,18 +114,21 @@ def compare(base: tuple[Sequence[dict], Sequence[Any]], other: tuple[Sequence[di
     """Fill ``summary.diffs`` and ``summary.mcnemar`` against the baseline (records aligned by prompt)."""
     (rb, sb), (ro, so) = base, other
     assert [r["key"] for r in rb] == [r["key"] for r in ro], "runs must cover the same prompts in the same order"
-    n_inst = [len(s.strict) for s in sb]
+    checked = [i for i, s in enumerate(sb) if s.instruction_ids]  # items with format checks
+    cb, co = [sb[i] for i in checked], [so[i] for i in checked]
+    n_inst = [len(s.strict) for s in cb]
     pairs = {
-        "prompt_strict": ([s.prompt_strict for s in sb], [s.prompt_strict for s in so], None),
-        "prompt_loose": ([s.prompt_loose for s in sb], [s.prompt_loose for s in so], None),
-        "inst_strict": ([_mean(s.strict) for s in sb], [_mean(s.strict) for s in so], n_inst),
-        "inst_loose": ([_mean(s.loose) for s in sb], [_mean(s.loose) for s in so], n_inst),
+        "prompt_strict": ([s.prompt_strict for s in cb], [s.prompt_strict for s in co], None),
+        "prompt_loose": ([s.prompt_loose for s in cb], [s.prompt_loose for s in co], None),
+        "inst_strict": ([_mean(s.strict) for s in cb], [_mean(s.strict) for s in co], n_inst),
+        "inst_loose": ([_mean(s.loose) for s in cb], [_mean(s.loose) for s in co], n_inst),
     }
-    for name, (a, b, w) in pairs.items():
-        d = paired_bootstrap(a, b, weights=w, seed=seed)
-        summary.diffs[name] = [d.diff, d.low, d.high]
-    only_base, only_other, p = mcnemar([s.prompt_strict for s in sb], [s.prompt_strict for s in so])
-    summary.mcnemar = [only_base, only_other, p]
+    if checked:
+        for name, (a, b, w) in pairs.items():
+            d = paired_bootstrap(a, b, weights=w, seed=seed)
+            summary.diffs[name] = [d.diff, d.low, d.high]
+        only_base, only_other, p = mcnemar([s.prompt_strict for s in cb], [s.prompt_strict for s in co])
+        summary.mcnemar = [only_base, only_other, p]
     with_answer = [i for i, s in enumerate(sb) if s.answer is not None]
     if with_answer:
         for name, value in (("task_acc", lambda s: bool(s.answer)), ("both_strict", lambda s: s.both_strict)):
