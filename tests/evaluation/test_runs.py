@@ -125,8 +125,15 @@ def test_gsm8k_format_run_scores_format_and_answer_and_reports(tmp_path):
     rep = directer("report", str(run))
     assert rep.returncode == 0, rep.stderr
     assert (run / "report.md").read_text().startswith("# GSM8K-Format report")
+    # The data moved: --data says where it is now.
+    moved = tmp_path / "elsewhere.jsonl"
+    data.rename(moved)
+    rep = directer("report", str(run))
+    assert rep.returncode == 2 and "cannot read --data" in rep.stderr
+    rep = directer("report", str(run), "--data", str(moved))
+    assert rep.returncode == 0, rep.stderr
     # The data changed under the run: the report says so instead of scoring other problems.
-    data.write_text(data.read_text().replace("Tom", "Ann"))
+    data.write_text(moved.read_text().replace("Tom", "Ann"))
     rep = directer("report", str(run))
     assert rep.returncode == 2 and "changed since the run" in rep.stderr
 

@@ -172,9 +172,11 @@ def profile_heads_command(output, model, sample, seed, layers, top_k, alpha_p, m
 
 @click.command()
 @click.argument("run_dir")
-def report(run_dir) -> None:
+@click.option("--data", default=None, help="Where the run's data file (gsm8k-format --data, or the task file) is now, "
+              "if it moved; its content must be unchanged.")
+def report(run_dir, data) -> None:
     """Write report.html and report.md for an evaluation run directory."""
     from ..evaluation.report import write_report
 
-    html, md = write_report(Path(run_dir))
+    html, md = write_report(Path(run_dir), data=data)
     click.echo(f"directer: wrote {html} and {md}", err=True)

@@ -136,12 +136,19 @@ def _disagreements(scored: dict, methods: Sequence[str], limit: int = 4) -> list
     return out
 
 
-def write_report(run_dir: Path) -> tuple[Path, Path]:
+def write_report(run_dir: Path, data: str | None = None) -> tuple[Path, Path]:
+    """Write the report of a run directory; ``data``: where the run's data file is now (gsm8k-format and
+    task-file runs whose file has moved; its sha256 must still be the run's)."""
     config = saved_config(run_dir)
     if config is None:
         raise UsageError(f"{run_dir} is not an evaluation run directory (no {CONFIG_FILE}): run `directer eval` first")
     keys = config.selection.get("keys") or []
-    task = load_task(config.task, config.task_args)
+    args = dict(config.task_args)
+    if data is not None:
+        if config.task == "ifeval":
+            raise UsageError("--data does not apply to an IFEval run (its prompts are pinned)")
+        args["data" if config.task == "gsm8k-format" else "file"] = data
+    task = load_task(config.task, args)
     if task.sha256 != config.dataset_sha256:
         raise UsageError(f"the data of {run_dir} changed since the run (sha256 {task.sha256[:12]}..., the run used "
                          f"{config.dataset_sha256[:12]}...): restore it or evaluate again in a new directory")
