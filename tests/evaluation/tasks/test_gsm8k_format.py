@@ -106,3 +106,30 @@ def test_the_gsm8k_test_split_loads_as_1319_items():
     assert task.items[0].answer == "18" and task.items[0].prompt.startswith("Janet")
     chosen = select(task.items, sample=200, seed=0)
     assert len(chosen) == 200 and [i.key for i in chosen] == sorted(i.key for i in chosen)
+
+
+def test_the_hub_is_used_only_without_data_and_through_datasets(monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("datasets")
+
+    def load_dataset(name, config, split):  # the Hub is not reached from tests: a stand-in records the call
+        calls.append((name, config, split))
+        return [{"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}]
+
+    fake.load_dataset = load_dataset
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    rows, _ = load_gsm8k(None)
+    assert calls == [("openai/gsm8k", "main", "test")] and rows == [("What is 2 + 2?", "4")]
+
+    def unreachable(name, config, split):
+        raise ConnectionError("no network")
+
+    fake.load_dataset = unreachable
+    with pytest.raises(UsageError, match="cannot load openai/gsm8k .*pass --data FILE"):
+        load_gsm8k(None)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
+    with pytest.raises(UsageError, match="pip install datasets, or pass --data FILE"):
+        load_gsm8k(None)
