@@ -163,16 +163,24 @@ def test_a_request_past_its_timeout_is_stopped(server):
 
 
 def test_the_access_log_has_one_line_per_request(server, caplog):
+    def own_lines() -> list[str]:
+        # An earlier test's last /health poll is logged after its response was sent, so its line can
+        # land inside this window: count only the requests made here.
+        return [r.getMessage() for r in caplog.records
+                if r.name == "directer.access" and "/health" not in r.getMessage()]
+
     with caplog.at_level(logging.INFO, logger="directer.access"):
         server.client().chat.completions.create(model="m", messages=HAIKU, max_tokens=3)
         try:
             server.client("wrong").models.list()
         except openai.AuthenticationError:
             pass
-    # An earlier test's last /health poll is logged after its response was sent, so its line can
-    # land inside this window: count only the requests made here.
-    lines = [r.getMessage() for r in caplog.records
-             if r.name == "directer.access" and "/health" not in r.getMessage()]
+        # A line is written once its response has gone out, so the client can see the response first.
+        deadline = time.monotonic() + 10
+        while len(own_lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # and no third line follows
+    lines = own_lines()
     assert len(lines) == 2
     assert '"POST /v1/chat/completions" 200 3 tokens' in lines[0] and lines[0].endswith(" s")
     assert '"GET /v1/models" 401 -' in lines[1]
