@@ -74,6 +74,21 @@ def test_auto_means_cpu_float32_and_a_bad_choice_is_named():
         wanted("fast", cpu, torch.float32)
 
 
+def test_auto_with_a_model_is_decided_by_timing_both_products_once(monkeypatch):
+    from directer.engine import row_matmul
+
+    model = tiny_model("llama")
+    row_matmul._DECISIONS.clear()
+    calls = []
+    real = row_matmul.product
+    monkeypatch.setattr(row_matmul, "product", lambda w, x: calls.append(x.shape[0]) or real(w, x))
+    decision = wanted("auto", torch.device("cpu"), torch.float32, model)
+    assert isinstance(decision, bool) and sorted(set(calls)) == [2, 8]  # both widths were timed
+    calls.clear()
+    assert wanted("auto", torch.device("cpu"), torch.float32, model) is decision and not calls  # cached
+    assert not wanted("auto", torch.device("cpu"), torch.bfloat16, model)  # never timed off float32
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_engine_tokens_do_not_depend_on_the_product(arch):
     ps = prompts(3)

@@ -61,7 +61,7 @@ class Engine:
         self.body = model.get_decoder()
         self.head = model.get_output_embeddings()
         enable_attention_bias(model)  # our attention function reads the packed plan
-        self.transpose = wanted(self.opts.matmul, self.device, next(model.parameters()).dtype)
+        self.transpose = wanted(self.opts.matmul, self.device, next(model.parameters()).dtype, model)
         if self.transpose:
             install(model)
         self.cache = SlotCache(self.num_layers, self.opts.slots, self.device)

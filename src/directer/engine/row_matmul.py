@@ -25,7 +25,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MATMUL_CHOICES", "MAX_ROWS", "install", "padded", "product", "transposed", "wanted"]
+__all__ = ["MATMUL_CHOICES", "MAX_ROWS", "install", "padded", "pays_off", "product", "transposed", "wanted"]
 
 MATMUL_CHOICES = ("auto", "transposed", "stock")
 _STATE = threading.local()
@@ -34,14 +34,51 @@ _MARK = "_directer_row_matmul"
 MAX_ROWS = 512
 
 
-def wanted(choice: str, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether to use the transposed product: ``auto`` on a CPU in float32 (where it was measured to
-    pay; GPU GEMMs and the CPU's reduced-precision kernels are left as they are)."""
+def wanted(choice: str, device: torch.device, dtype: torch.dtype, model: torch.nn.Module | None = None) -> bool:
+    """Whether to use the transposed product. ``auto``: only on a CPU in float32 (GPU GEMMs and the CPU's
+    reduced-precision kernels are left as they are), and there only if it is faster on this machine for
+    ``model``'s linears (:func:`pays_off`, measured once per process): the gain depends on the CPU and its
+    BLAS (on one 2-core Xeon it made 2-8 rows cost about one row; on another it made 2 rows cost 2.2x)."""
     if choice not in MATMUL_CHOICES:
         raise ValueError(f"unknown matmul choice {choice!r}: choose one of {', '.join(MATMUL_CHOICES)}")
     if choice == "auto":
-        return device.type == "cpu" and dtype == torch.float32
+        if device.type != "cpu" or dtype != torch.float32:
+            return False
+        return pays_off(model) if model is not None else True
     return choice == "transposed"
+
+
+_DECISIONS: dict[tuple, bool] = {}
+
+
+def pays_off(model: torch.nn.Module, rows: tuple[int, ...] = (2, 8), repeats: int = 3) -> bool:
+    """Whether ``W @ x.T`` beats ``x @ W.T`` on this machine for the model's largest linears at a few
+    rows (the engine's usual widths): the best of ``repeats`` timings of both on the four largest
+    weights, summed over ``rows``; transposed only when it is at least 10 % faster. Cached per weight
+    shapes and thread count (a few tens of milliseconds, once)."""
+    import time
+
+    weights = sorted((m.weight for m in model.modules() if type(m) is torch.nn.Linear),
+                     key=lambda w: w.numel(), reverse=True)[:4]
+    if not weights:
+        return False
+    key = (tuple(tuple(w.shape) for w in weights), torch.get_num_threads(), rows)
+    if key in _DECISIONS:
+        return _DECISIONS[key]
+    totals = [0.0, 0.0]
+    with torch.no_grad():
+        for n in rows:
+            xs = [torch.randn(n, w.shape[1], dtype=w.dtype) for w in weights]
+            for which, run in enumerate((lambda w, x: F.linear(x, w), lambda w, x: product(w, x))):
+                best = float("inf")
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    for w, x in zip(weights, xs):
+                        run(w, x)
+                    best = min(best, time.perf_counter() - start)
+                totals[which] += best
+    _DECISIONS[key] = totals[1] < 0.9 * totals[0]
+    return _DECISIONS[key]
 
 
 def padded(rows: int) -> int:
