@@ -8,7 +8,7 @@ on IFEval (``python -m directer.autospans.coverage``). Used by the API and the s
 """
 
 from .detect import (GENERAL_CUES, ID_PATTERNS, LANGUAGES, detect_instructions, detect_spans, instruction_anchors,
-                     occurrences)
+                     last_occurrences, occurrences)
 
 __all__ = [
     "GENERAL_CUES",
@@ -17,5 +17,6 @@ __all__ = [
     "detect_instructions",
     "detect_spans",
     "instruction_anchors",
+    "last_occurrences",
     "occurrences",
 ]

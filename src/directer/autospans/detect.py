@@ -73,6 +73,7 @@ __all__ = [
     "detect_instructions",
     "detect_spans",
     "instruction_anchors",
+    "last_occurrences",
     "occurrences",
 ]
 
@@ -138,6 +139,18 @@ def detect_spans(
                 hit = doc.best_occurrence(anchor)
                 spans = doc.tidy(spans + doc.select_around(*hit))
     return spans
+
+
+def last_occurrences(prompt: str, texts: Sequence[str]) -> list[Span]:
+    """Given instruction texts as ``[start, end)`` ranges of their last occurrence in ``prompt`` (an
+    appended constraint comes last), in prompt order; a text that is not there raises ``ValueError(text)``."""
+    ranges = []
+    for text in texts:
+        start = prompt.rfind(text)
+        if start < 0:
+            raise ValueError(text)
+        ranges.append((start, start + len(text)))
+    return sorted(ranges)
 
 
 def occurrences(prompt: str, spans: Sequence[Span]) -> list[int]:

@@ -160,7 +160,7 @@ def write_report(run_dir: Path, data: str | None = None) -> tuple[Path, Path]:
     figs = _figures(summaries)
     pairs = _disagreements(scored, config.methods)
     table, cats = markdown_table(summaries), breakdown_table(summaries)
-    title = {"ifeval": "IFEval", "gsm8k-format": "GSM8K-Format", "tasks": "Task file"}[config.task] + " report"
+    title = f"{task.title} report"
     setting = (f"model {config.model}, {len(prompts)} {task.label}, alpha {config.alpha:g}, beta {config.beta:g}, "
                f"mode {config.mode}, max {config.max_new_tokens} new tokens, spans {config.spans}, "
                f"directer {config.package_version}")

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from ..autospans import detect_spans, occurrences
+from ..autospans import detect_spans, last_occurrences, occurrences
 from ..config import SteeringConfig
 from ..errors import UsageError
 from ..progress import progress_bar
@@ -261,14 +261,10 @@ def prepare_items(directer: Directer, items: Sequence[EvalItem],
 
 
 def _given_spans(item: EvalItem) -> list[tuple[int, int]]:
-    """The last occurrence of each given instruction text (an appended constraint comes last), in prompt order."""
-    ranges = []
-    for text in item.instructions or []:
-        start = item.prompt.rfind(text)
-        if start < 0:
-            raise UsageError(f"item {item.key}: instruction {text[:60]!r} is not in its prompt")
-        ranges.append((start, start + len(text)))
-    return sorted(ranges)
+    try:
+        return last_occurrences(item.prompt, item.instructions or [])
+    except ValueError as exc:
+        raise UsageError(f"item {item.key}: instruction {exc.args[0][:60]!r} is not in its prompt") from None
 
 
 # Prompts rendered and handed to the engine at a time (rendering is cheap; this bounds memory only).

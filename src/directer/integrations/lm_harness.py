@@ -34,7 +34,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 from tqdm.auto import tqdm
 
-from ..autospans import detect_spans, occurrences
+from ..autospans import detect_spans, last_occurrences, occurrences
 from ..config import SteeringConfig
 from ..errors import UsageError
 from ..methods import parse_layers
@@ -58,13 +58,10 @@ def request_spans(doc: Any, text: str, instructions: str) -> list[tuple[int, int
     if value is None:
         raise UsageError(f"instructions=field:{name}: the task's documents have no field {name!r}")
     texts = [value] if isinstance(value, str) else list(value)
-    ranges = []
-    for t in texts:
-        start = text.rfind(t)
-        if start < 0:
-            raise UsageError(f"instructions=field:{name}: {t[:60]!r} is not in the request's text")
-        ranges.append((start, start + len(t)))
-    return sorted(ranges)
+    try:
+        return last_occurrences(text, texts)
+    except ValueError as exc:
+        raise UsageError(f"instructions=field:{name}: {exc.args[0][:60]!r} is not in the request's text") from None
 
 
 @register_model("directer")

@@ -27,6 +27,7 @@ from typing import Any
 from ...errors import UsageError
 from .answers import gsm8k_reference, parse_number
 from .base import EvalItem
+from .jsonl import read_json_lines
 
 __all__ = ["ASSIGNMENT_SEED", "Format", "FORMATS", "GSM8K_FORMAT_VERSION", "gsm8k_format_items", "load_gsm8k"]
 
@@ -72,20 +73,8 @@ FORMATS: tuple[Format, ...] = (
 
 
 def _rows_from_file(path: Path) -> list[tuple[str, str]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read --data {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"--data {path} is not UTF-8 text: give a JSON-lines file") from None
     rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise UsageError(f"{path}:{number}: not JSON ({exc.msg}): give one JSON object per line") from None
+    for number, row in read_json_lines(path, "--data")[1]:
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or "answer" not in row:
             raise UsageError(f"{path}:{number}: a record needs a string 'question' and an 'answer' "
                              "(GSM8K's solution ending '#### N', or the number)")

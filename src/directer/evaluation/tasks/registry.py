@@ -31,6 +31,7 @@ class TaskData:
     sha256: str
     args: dict[str, Any]
     label: str  # how reports name the items ("IFEval prompts", "GSM8K-Format problems", ...)
+    title: str  # how reports name the benchmark
 
 
 def load_task(name: str, args: dict[str, Any] | None = None) -> TaskData:
@@ -44,20 +45,20 @@ def load_task(name: str, args: dict[str, Any] | None = None) -> TaskData:
     if name == "ifeval":
         from .ifeval import IFEVAL_SHA256, load_ifeval
 
-        return TaskData(name, load_ifeval(), IFEVAL_SHA256, {}, "IFEval prompts")
+        return TaskData(name, load_ifeval(), IFEVAL_SHA256, {}, "IFEval prompts", "IFEval")
     if name == "gsm8k-format":
         from .gsm8k_format import GSM8K_FORMAT_VERSION, gsm8k_format_items, load_gsm8k
 
         rows, digest = load_gsm8k(args.get("data"))
         return TaskData(name, gsm8k_format_items(rows), digest,
-                        {"data": args.get("data"), "version": GSM8K_FORMAT_VERSION}, "GSM8K-Format problems")
+                        {"data": args.get("data"), "version": GSM8K_FORMAT_VERSION}, "GSM8K-Format problems", "GSM8K-Format")
     if name == "tasks":
         from .task_file import load_task_file
 
         if not args.get("file"):
             raise UsageError("`directer eval tasks` needs a task file: directer eval tasks FILE.jsonl")
         items, digest = load_task_file(args["file"])
-        return TaskData(name, items, digest, {"file": args["file"]}, "task-file items")
+        return TaskData(name, items, digest, {"file": args["file"]}, "task-file items", "Task file")
     raise UsageError(f"unknown benchmark {name!r}: use one of {', '.join(TASKS)}")
 
 

@@ -25,6 +25,8 @@ def check_ids(ids: list[str], where: str) -> None:
 
 def score_item(item: EvalItem, response: str) -> PromptScore:
     """Every check of ``item`` (strict and loose, in the item's order) and its answer, if it has one."""
+    if len(item.kwargs) != len(item.instruction_id_list):
+        raise UsageError(f"item {item.key}: {len(item.instruction_id_list)} checks but {len(item.kwargs)} kwargs entries")
     own = [i for i, iid in enumerate(item.instruction_id_list) if iid in FORMAT_CHECKERS]
     strict: list[bool] = [False] * len(item.instruction_id_list)
     loose: list[bool] = [False] * len(item.instruction_id_list)
@@ -36,8 +38,6 @@ def score_item(item: EvalItem, response: str) -> PromptScore:
         score = score_response(sub, response)
         for j, i in enumerate(reference):
             strict[i], loose[i] = score.strict[j], score.loose[j]
-    if own and len(item.kwargs) != len(item.instruction_id_list):
-        raise UsageError(f"item {item.key}: {len(item.instruction_id_list)} checks but {len(item.kwargs)} kwargs entries")
     for i in own:
         strict[i], loose[i] = check_own(item.instruction_id_list[i], item.kwargs[i], response)
     answer = None if item.answer is None else answer_matches(response, item.answer, item.matcher)

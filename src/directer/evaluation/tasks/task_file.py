@@ -27,6 +27,7 @@ from ...errors import UsageError
 from .answers import MATCHERS, parse_number
 from .base import EvalItem
 from .formats import FORMAT_CHECKERS
+from .jsonl import read_json_lines
 from .ifeval import checker_package
 from .scoring import check_ids
 
@@ -38,25 +39,11 @@ FIELDS = ("key", "prompt", "instructions", "checks", "answer", "matcher")
 def load_task_file(path: str | Path) -> tuple[list[EvalItem], str]:
     """The file's items (in file order) and the file's sha256; every record is checked before any is used."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read task file {path}: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"task file {path} is not UTF-8 text: give JSON lines") from None
+    data, records = read_json_lines(path, "task file")
     items: list[EvalItem] = []
     keys: dict[int, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, record in records:
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise UsageError(f"{where}: not JSON ({exc.msg} at column {getattr(exc, 'colno', '?')}): "
-                             "give one JSON object per line") from None
         item = _item(record, number, where)
         if item.key in keys:
             raise UsageError(f"{where}: key {item.key} is already used on line {keys[item.key]}: give each record its own key")
