@@ -12,6 +12,7 @@ import click
 from ..config import SteeringConfig
 from ..errors import UsageError
 from ..methods import method_label, parse_layers
+from ..evaluation.tasks.registry import TASKS
 from ..models.locate import check_model_source, display_name
 from .options import DEVICE_HELP, DTYPE_HELP, DTYPES, engine_options, load_directer, sampling_settings
 
@@ -19,7 +20,7 @@ __all__ = ["eval_command", "profile_heads_command", "report"]
 
 
 @click.command(name="eval")
-@click.argument("benchmark", type=click.Choice(["ifeval", "gsm8k-format", "tasks"]))
+@click.argument("benchmark", type=click.Choice(list(TASKS)))
 @click.argument("task_file", required=False, metavar="[TASK_FILE]")
 @click.option("--method", "methods", multiple=True, help="Method to run (repeatable; default: none and directer), "
               "with optional parameters, e.g. --method static:alpha=3 --method pasta:filter=1.")
