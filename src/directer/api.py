@@ -82,19 +82,28 @@ class Directer:
         cls,
         model: str | None = None,
         *,
-        dtype: str | torch.dtype = "float32",
+        dtype: str | torch.dtype = "auto",
         attn_implementation: str | None = None,
         device: str | None = None,
+        device_map: str | dict[str, Any] | None = None,
+        max_memory: dict[Any, Any] | None = None,
+        offload_folder: str | Path | None = None,
         **kwargs: Any,
     ) -> "Directer":
         """Load a model (``None``: the bundled model; a Hub id, a local folder or a ``.gguf`` file) and wrap it.
 
-        ``attn_implementation`` defaults to ``eager`` in reference mode (what the released code runs)
-        and ``sdpa`` otherwise.
+        ``dtype="auto"`` is bfloat16 on a GPU that has it and float32 elsewhere, and float32 in reference
+        mode (what the released code runs, with ``eager`` attention, the default ``attn_implementation``
+        there; ``sdpa`` otherwise). ``device_map`` (``"auto"``, ``"balanced"``, ``"sequential"`` or a
+        dict of module names to devices, with ``max_memory`` and ``offload_folder``) spreads a model too
+        large for one device over several, through accelerate as transformers does.
         """
         if attn_implementation is None:
             attn_implementation = "eager" if kwargs.get("mode") == "reference" else "sdpa"
-        loaded: LoadedModel = load_model(model, dtype=dtype, attn_implementation=attn_implementation, device=device)
+        if kwargs.get("mode") == "reference" and isinstance(dtype, str) and dtype.lower() == "auto":
+            dtype = "float32"
+        loaded: LoadedModel = load_model(model, dtype=dtype, attn_implementation=attn_implementation, device=device,
+                                         device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
         return cls(loaded.model, loaded.tokenizer, model_name=loaded.name, **kwargs)
 
     # -- public API -------------------------------------------------------------------------------

@@ -124,3 +124,30 @@ def test_the_command_line_route_runs_the_example_task_offline(tmp_path, monkeypa
     bad = directer(*args, "--model_args", "instructions=all")
     assert bad.returncode == 2 and "instructions=all: use auto or field:NAME" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_two_launched_processes_share_the_requests_and_give_one_process_samples(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["lm-eval", "--model", "directer", "--model_args", "method=directer", "--tasks", "directer_instructions",
+            "--include_path", "examples/lm-eval", "--apply_chat_template", "--limit", "4", "--gen_kwargs",
+            "max_gen_toks=8", "--batch_size", "2", "--log_samples"]
+    alone = directer(*args, "--output_path", str(tmp_path / "one"))
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "directer.cli", *args, "--output_path", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "on rank 1" in two.stderr  # lm-eval built the second process's share of the requests
+
+    def samples(folder):
+        (path,) = folder.rglob("samples_*.jsonl")
+        return sorted((r["doc_id"], r["resps"]) for r in map(json.loads, path.read_text().splitlines()))
+
+    assert samples(tmp_path / "two") == samples(tmp_path / "one") and len(samples(tmp_path / "one")) == 4

@@ -14,7 +14,9 @@ from ..errors import UsageError
 from ..methods import method_label, parse_layers
 from ..evaluation.tasks.registry import TASKS
 from ..models.locate import check_model_source, display_name
-from .options import DEVICE_HELP, DTYPE_HELP, DTYPES, engine_options, load_directer, sampling_settings
+from ..processes import launched, process_device, process_state
+from .options import (DEVICE_HELP, DTYPE_HELP, DTYPES, check_placement, engine_options, load_directer, load_in_turn,
+                      run_dtype, sampling_settings)
 
 __all__ = ["eval_command", "profile_heads_command", "report"]
 
@@ -35,11 +37,12 @@ __all__ = ["eval_command", "profile_heads_command", "report"]
               help="Prompts decoded together (on a 2-core CPU, 32 is about twice as fast per token as 8).")
 @click.option("--output-dir", default=None, help="Run directory (default: runs/<benchmark>-<methods>); an existing one is resumed.")
 @click.option("--workers", type=int, default=1, show_default=True,
-              help="Share the methods out among N processes, each with an equal share of the CPU threads "
-                   "(on a CPU, several single-threaded workers outrun one multi-threaded process on a small model).")
+              help="Run as N CPU processes on this machine (torchrun's launcher), each with an equal share of the "
+                   "threads and of every method's prompts (on a CPU, several single-threaded processes outrun one "
+                   "multi-threaded process on a small model). Under accelerate launch or torchrun, leave it at 1.")
 def eval_command(benchmark, task_file, methods, model, alpha, beta, mode, layers, plausibility_filter, max_new_tokens, dtype,
-                 attn_implementation, system, ranking_file, device, temperature, top_p, top_k, min_p, sampling_seed,
-                 data, limit, sample, seed, batch_size, output_dir, workers) -> None:
+                 attn_implementation, system, ranking_file, device, device_map, temperature, top_p, top_k, min_p,
+                 sampling_seed, data, limit, sample, seed, batch_size, output_dir, workers) -> None:
     """Evaluate methods on a benchmark, offline (resumable), and print the comparison.
 
     BENCHMARK is ifeval (the 541 IFEval prompts, bundled), gsm8k-format (GSM8K problems with a format
@@ -68,6 +71,10 @@ def eval_command(benchmark, task_file, methods, model, alpha, beta, mode, layers
         raise UsageError("give --limit or --sample, not both")
     if workers < 1:
         raise UsageError(f"invalid --workers {workers}: it must be >= 1")
+    if workers > 1 and launched():
+        raise UsageError("--workers starts processes itself: under accelerate launch or torchrun, drop --workers "
+                         "(the launcher's process count is used)")
+    check_placement(device, device_map, workers)
     if ranking_file or system:
         raise UsageError("--ranking and --system do not apply to eval (every prompt is ranked; the benchmarks have no "
                          "system message)")
@@ -90,29 +97,30 @@ def eval_command(benchmark, task_file, methods, model, alpha, beta, mode, layers
     config = RunConfig(model=display_name(model), alpha=alpha, beta=beta, mode=mode,
                        task=benchmark, task_args=task.args, dataset_sha256=task.sha256,
                        layers=list(layer_set) if layer_set else None,
-                       max_new_tokens=max_new_tokens, dtype=dtype, package_version=__version__,
+                       max_new_tokens=max_new_tokens, package_version=__version__,
+                       dtype=run_dtype(dtype, mode, device, device_map),
                        sampling=sampling if temperature > 0 else None,
                        selection={"limit": limit, "sample": sample, "seed": seed, "keys": [p.key for p in prompts]})
     check_run(run_dir, config)  # a run directory made with other settings is refused before the model loads
     check_model_source(model)
-    load = dict(model=model, dtype=dtype, attn_implementation=attn_implementation, device=device, alpha=alpha,
-                beta=beta, mode=mode, max_new_tokens=max_new_tokens)
+    if workers > 1 and not launched():
+        from .launch import command_line, relaunch, without_option
+
+        relaunch(workers, without_option(command_line(), "--workers"))
+        return
+    state = process_state(device) if launched() else None
+    load = dict(model=model, dtype=config.dtype, attn_implementation=attn_implementation, device=process_device(state, device),
+                device_map=device_map, alpha=alpha, beta=beta, mode=mode, max_new_tokens=max_new_tokens)
     t0 = time.perf_counter()
     if not any(remaining(run_dir, m, prompts) for m in methods):
-        click.echo(f"directer: every method is finished in {run_dir}; summarizing (no model needed)", err=True)
-        summaries = evaluate(None, run_dir, methods, prompts, config, batch_size=batch_size)
-    elif workers > 1 and len(methods) > 1:
-        import torch
-
-        from ..evaluation.workers import evaluate_parallel
-
-        # Loaded here to check the model, and so that the bundled model's conversion cache is written
-        # once, not raced by the workers; each worker loads its own copy.
-        load_directer(**load)
-        threads = max(1, torch.get_num_threads() // workers)
-        summaries = evaluate_parallel(load, run_dir, methods, prompts, config, workers, threads, batch_size=batch_size)
+        if state is None or state.is_main_process:
+            click.echo(f"directer: every method is finished in {run_dir}; summarizing (no model needed)", err=True)
+        summaries = evaluate(None, run_dir, methods, prompts, config, batch_size=batch_size, state=state)
     else:
-        summaries = evaluate(load_directer(**load), run_dir, methods, prompts, config, batch_size=batch_size)
+        summaries = evaluate(load_in_turn(state, load), run_dir, methods, prompts, config, batch_size=batch_size,
+                             state=state)
+    if summaries is None:  # one of several processes: the main one prints the table
+        return
     click.echo(markdown_table(summaries) + "\n\n" + breakdown_table(summaries))
     click.echo(f"directer: {_count(len(prompts), 'prompt')} x {_count(len(methods), 'method')} in "
                f"{time.perf_counter() - t0:.0f} s; responses and summary in {run_dir}", err=True)

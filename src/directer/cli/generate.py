@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from contextlib import contextmanager
@@ -17,7 +18,8 @@ from ..methods import parse_layers, parse_method
 from ..models.locate import check_model_source
 from ..progress import progress_bar
 from ..results import Ranking
-from .options import engine_options, load_directer, sampling_settings
+from ..processes import launched, process_device, process_state
+from .options import check_placement, engine_options, load_in_turn, sampling_settings
 
 __all__ = ["compare_header", "generate"]
 
@@ -36,7 +38,7 @@ __all__ = ["compare_header", "generate"]
 @click.option("--output", "output_file", default=None, help="Batch mode: JSONL to write, one record per prompt (default: stdout).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts decoded together in batch mode.")
 def generate(prompt, instructions, strict_instructions, occurrence, model, alpha, beta, mode, method, layers, plausibility_filter,
-             max_new_tokens, dtype, attn_implementation, system, ranking_file, device, compare, as_json, save_ranking,
+             max_new_tokens, dtype, attn_implementation, system, ranking_file, device, device_map, compare, as_json, save_ranking,
              html_file, input_file, output_file, batch_size, temperature, top_p, top_k, min_p, sampling_seed) -> None:
     """Generate a response to PROMPT with the instructions steered.
 
@@ -51,6 +53,10 @@ def generate(prompt, instructions, strict_instructions, occurrence, model, alpha
         raise UsageError("--output needs --input (batch mode); for one prompt use --json")
     if input_file is not None and html_file is not None:
         raise UsageError("--html shows one prompt: use it without --input")
+    if input_file is None and launched():
+        raise UsageError("one PROMPT is decoded by one process: run it without a launcher, or give --input FILE "
+                         "to share a batch among the launched processes")
+    check_placement(device, device_map)
     settings = dict(alpha=alpha, beta=beta, mode=mode, method=method, layers=parse_layers(layers),
                     plausibility_filter=plausibility_filter, max_new_tokens=max_new_tokens,
                     **sampling_settings(temperature, top_p, top_k, min_p, sampling_seed))
@@ -76,13 +82,15 @@ def generate(prompt, instructions, strict_instructions, occurrence, model, alpha
     if ranking_file is not None:
         Ranking.load(ranking_file)  # exists and is a ranking; whether it fits the model is checked after loading
     check_model_source(model)  # a path that does not exist, an unreachable Hub
-    directer = load_directer(model, dtype, attn_implementation, device, **settings)
+    state = process_state(device) if launched() else None
+    directer = load_in_turn(state, dict(model=model, dtype=dtype, attn_implementation=attn_implementation,
+                                        device=process_device(state, device), device_map=device_map, **settings))
     if records is None:
         _generate_one(directer, prompt, list(instructions), system, ranking_file, compare, as_json, save_ranking,
                       occurrence, html_file, not strict_instructions)
     else:
         _generate_batch(directer, records, list(instructions), system, ranking_file, compare, output_file, batch_size,
-                        occurrence, not strict_instructions)
+                        occurrence, not strict_instructions, state=state)
 
 
 def _generate_one(directer, prompt, instructions, system, ranking_file, compare, as_json, save_ranking,
@@ -153,7 +161,14 @@ def compare_header(config: SteeringConfig) -> str:
 
 
 def _generate_batch(directer, records, default_instructions, system, ranking_file, compare, output_file, batch_size,
-                    occurrence=0, append_missing=True) -> None:
+                    occurrence=0, append_missing=True, state=None) -> None:
+    """Decode the records and write one output line each, in input order. Under a launcher (``state``)
+    each process decodes its share (``split_between_processes``) and the main process writes every
+    share's lines (``gather_object``, in rank order: the input's)."""
+    several = state is not None and state.num_processes > 1
+    if several:
+        with state.split_between_processes(list(records)) as mine:
+            records = list(mine)
     prepared, ids = [], []
     for line_no, rec in records:
         with _about_record(line_no, rec):
@@ -163,12 +178,12 @@ def _generate_batch(directer, records, default_instructions, system, ranking_fil
                                              append_missing=append_missing))
         ids.append(rec.get("id", str(line_no)))  # a record without an id is named by its line, as a string
     appended = sum(bool(p.appended) for p in prepared)
-    if appended:
+    if appended and not several:
         click.echo(f"directer: note: {appended} of {len(prepared)} records have instructions that are not in their "
                    "prompt: appended after a blank line (see appended_instructions in the output; "
                    "--strict-instructions makes this an error)", err=True)
-    out = open(output_file, "w", encoding="utf-8") if output_file else sys.stdout
-    bar = progress_bar(len(prepared))
+    out = io.StringIO() if several else open(output_file, "w", encoding="utf-8") if output_file else sys.stdout
+    bar = progress_bar(len(prepared), desc=f"process {state.process_index}" if several else None)
     # batch_size prompts decode at once on the engine (a finished one is replaced by the next); output
     # lines are written in input order, a group of prompts at a time.
     group = batch_size * 8
@@ -186,8 +201,18 @@ def _generate_batch(directer, records, default_instructions, system, ranking_fil
             bar.update(len(chunk))
     finally:
         bar.close()
-        if out is not sys.stdout:
+        if out is not sys.stdout and not several:
             out.close()
+    if several:
+        from accelerate.utils import gather_object
+
+        shares = gather_object([out.getvalue()])
+        if state.is_main_process:
+            if output_file:
+                Path(output_file).write_text("".join(shares), encoding="utf-8")
+            else:
+                sys.stdout.write("".join(shares))
+                sys.stdout.flush()
 
 
 def _record_instructions(rec: dict[str, Any], default: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ import warnings
 import click
 
 from ..errors import DirecterError
+from ..processes import launched, rank
 from .evaluate import eval_command, profile_heads_command, report
 from .demo import demo
 from .generate import generate
@@ -18,7 +19,12 @@ __all__ = ["cli", "main"]
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"directer: error: {message}", err=True)
+    # One of several launched processes says which (the same error from each would otherwise read as one).
+    try:
+        who = f"directer [process {rank()}]" if launched() else "directer"
+    except DirecterError:  # a malformed launcher variable: the message says so
+        who = "directer"
+    click.echo(f"{who}: error: {message}", err=True)
     sys.exit(code)
 
 
@@ -39,8 +45,10 @@ for _command in (generate, demo, eval_command, profile_heads_command, report, se
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors, exit code 2 for usage errors and 1 for the others."""
     warnings.showwarning = _warning
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="directer", standalone_mode=False)
+        # The arguments travel with the context: --workers starts the same command again under a launcher.
+        cli.main(args=args, prog_name="directer", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Abort:
         _fail("interrupted", 130)
     except click.ClickException as exc:

@@ -7,15 +7,43 @@ import click
 from ..config import SteeringConfig
 from ..methods import MODES, method_names
 
-__all__ = ["ATTENTION", "DEVICE_HELP", "DTYPES", "DTYPE_HELP", "engine_options", "load_directer", "quiet_transformers",
-           "sampling_settings"]
+__all__ = ["ATTENTION", "DEVICE_HELP", "DEVICE_MAP_HELP", "DTYPES", "DTYPE_HELP", "check_placement", "device_map_option",
+           "engine_options", "load_directer", "load_in_turn", "quiet_transformers", "run_dtype", "sampling_settings"]
 
 
 DTYPES = click.Choice(["float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "auto"], case_sensitive=False)
 ATTENTION = click.Choice(["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"],
                          case_sensitive=False)
-DTYPE_HELP = "Weights' dtype (auto: bfloat16 on a GPU that has it, else float32); float16 with a large alpha is upcast."
-DEVICE_HELP = "cpu, cuda, cuda:1, mps, ... (default: cuda if available, else cpu)."
+DTYPE_HELP = ("Weights' dtype (auto: bfloat16 on a GPU that has it, else float32; float32 in reference mode); "
+              "float16 with a large alpha is upcast.")
+DEVICE_HELP = "cpu, cuda, cuda:1, mps, ... (default: cuda if available, else cpu; under a launcher, each process's own)."
+DEVICE_MAP_HELP = ("Spread a model too large for one device over several (accelerate, as transformers' device_map): "
+                   "auto, balanced, balanced_low_0, sequential, or a JSON object of module names to devices "
+                   "(instead of --device).")
+
+
+def _device_map(ctx, param, value):
+    """--device-map: a placement strategy, or a JSON object (module name -> device), checked before loading."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.startswith("{"):
+        import json
+
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not a JSON object ({exc.msg}): e.g. '{{\"model.layers.0\": 0, \"lm_head\": 1}}'")
+    from ..errors import DirecterError
+    from ..models.loading import check_device_map
+
+    try:
+        return check_device_map(value)
+    except DirecterError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+device_map_option = click.option("--device-map", "device_map", default=None, callback=_device_map, help=DEVICE_MAP_HELP)
 
 
 def engine_options(f=None, *, method: bool = True, max_new_tokens: int = 256, seed_option: str = "--seed"):
@@ -35,11 +63,12 @@ def engine_options(f=None, *, method: bool = True, max_new_tokens: int = 256, se
         click.option("--layers", default=None, help="Layer set of static, pasta, spotlight and instaboost, e.g. 'all' or '0-7,12' (default: all)."),
         click.option("--plausibility-filter", is_flag=True, help="Baselines: emit a steered token only if the raw model finds it plausible (Eq. 2), else the raw token."),
         click.option("--max-new-tokens", type=int, default=max_new_tokens, show_default=True, help="Token limit per response."),
-        click.option("--dtype", type=DTYPES, default="float32", show_default=True, help=DTYPE_HELP),
+        click.option("--dtype", type=DTYPES, default="auto", show_default=True, help=DTYPE_HELP),
         click.option("--attn-implementation", type=ATTENTION, default=None, help="Attention implementation (default: eager in reference mode, else sdpa)."),
         click.option("--system", default=None, help="System message (default: the chat template's)."),
         click.option("--ranking", "ranking_file", default=None, help="Reuse the layer ranking in this JSON file (from --save-ranking or --json)."),
         click.option("--device", default=None, help=DEVICE_HELP),
+        device_map_option,
         click.option("--temperature", type=float, default=0.0, show_default=True,
                      help="Sampling temperature (0: greedy decoding, the paper's setting). See README, Fidelity: sampling."),
         click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling: keep the most likely tokens up to this probability mass (1: off)."),
@@ -77,11 +106,46 @@ def sampling_settings(temperature, top_p, top_k, min_p, sampling_seed, seed_opti
     return dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=sampling_seed)
 
 
-def load_directer(model, dtype, attn_implementation, device, **config):
+def load_directer(model, dtype, attn_implementation, device, device_map=None, announce: bool = True, **config):
     """Validate the settings, then load the model (the slow part) and wrap it."""
     SteeringConfig(**config)  # validate alpha, beta, mode, method before the (slow) model load
+    check_placement(device, device_map)
     from ..api import Directer  # heavy imports (torch, transformers) only once arguments are valid
 
     quiet_transformers()
-    click.echo(f"directer: loading {model or 'the bundled model'} ...", err=True)
-    return Directer.from_pretrained(model, dtype=dtype, attn_implementation=attn_implementation, device=device, **config)
+    if announce:
+        click.echo(f"directer: loading {model or 'the bundled model'} ...", err=True)
+    return Directer.from_pretrained(model, dtype=dtype, attn_implementation=attn_implementation, device=device,
+                                    device_map=device_map, **config)
+
+
+def check_placement(device, device_map, processes: int = 1) -> None:
+    """--device and --device-map exclude each other; a device map spreads one process over every GPU
+    it sees, so it runs one process per machine (or per set of GPUs given by CUDA_VISIBLE_DEVICES)."""
+    from ..processes import local_processes
+
+    if device is not None and device_map is not None:
+        raise click.UsageError("give --device or --device-map, not both (the map places every layer)")
+    if device_map is not None and max(processes, local_processes()) > 1:
+        raise click.UsageError("--device-map with several processes on one machine: each would spread over the same "
+                               "GPUs; run one process per machine, or give each its GPUs with CUDA_VISIBLE_DEVICES")
+
+
+def run_dtype(dtype: str, mode: str, device, device_map) -> str:
+    """The dtype a run records: ``auto`` resolved (float32 in reference mode), so that a run directory
+    made on this machine is resumed with the same weights."""
+    from ..models.loading import dtype_name
+
+    if dtype.lower() == "auto" and mode == "reference":
+        return "float32"
+    return dtype_name(dtype, device=device, device_map=device_map)
+
+
+def load_in_turn(state, load: dict):
+    """``load_directer(**load)`` in one of several launched processes (``state``: accelerate's process
+    state; None: a single process): the main process first, so that a conversion cache is written once,
+    then the others, from it."""
+    if state is None or state.num_processes == 1:
+        return load_directer(**load)
+    with state.main_process_first():
+        return load_directer(**load, announce=state.is_main_process)

@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..errors import UsageError
-from .options import ATTENTION, DEVICE_HELP, DTYPE_HELP, DTYPES, load_directer
+from .options import ATTENTION, DEVICE_HELP, DTYPE_HELP, DTYPES, check_placement, device_map_option, load_directer
 
 __all__ = ["serve"]
 
@@ -18,9 +18,10 @@ __all__ = ["serve"]
 @click.option("--model", default=None, help="Hugging Face id, local folder or .gguf file (default: the bundled model).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface; then set --api-key).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
-@click.option("--dtype", type=DTYPES, default="float32", show_default=True, help=DTYPE_HELP)
+@click.option("--dtype", type=DTYPES, default="auto", show_default=True, help=DTYPE_HELP)
 @click.option("--attn-implementation", type=ATTENTION, default=None, help="Attention implementation (default: sdpa).")
 @click.option("--device", default=None, help=DEVICE_HELP)
+@device_map_option
 @click.option("--api-key", envvar="DIRECTER_API_KEY", default=None, show_envvar=True,
               help="Require 'Authorization: Bearer KEY' on /v1 requests (401 otherwise).")
 @click.option("--max-batch-size", type=int, default=8, show_default=True, help="Requests decoded together.")
@@ -33,7 +34,7 @@ __all__ = ["serve"]
 @click.option("--default-temperature", type=float, default=1.0, show_default=True,
               help="Temperature of requests that send none (1: OpenAI's default; 0: greedy).")
 @click.option("--quiet", is_flag=True, help="No access log line per request.")
-def serve(model, host, port, dtype, attn_implementation, device, api_key, max_batch_size, max_queue, max_tokens_limit,
+def serve(model, host, port, dtype, attn_implementation, device, device_map, api_key, max_batch_size, max_queue, max_tokens_limit,
           max_prompt_tokens, max_body_bytes, request_timeout, default_temperature, quiet) -> None:
     """Serve the model behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions, streaming).
 
@@ -51,6 +52,7 @@ def serve(model, host, port, dtype, attn_implementation, device, api_key, max_ba
     if not request_timeout > 0:
         raise UsageError(f"invalid --request-timeout {request_timeout:g}: it must be > 0 seconds")
     check_sampling(default_temperature, 1.0, 0, 0.0, None, names={"temperature": "--default-temperature"})
+    check_placement(device, device_map)
     if api_key is not None and not api_key.strip():
         raise UsageError("--api-key is empty: give a key, or leave the option out for an open server on loopback")
     if not api_key and not _loopback(host):
@@ -61,7 +63,7 @@ def serve(model, host, port, dtype, attn_implementation, device, api_key, max_ba
     from ..serving.guard import ACCESS_LOG
     from ..serving.server import ServerLimits, create_app
 
-    directer = load_directer(model, dtype, attn_implementation, device, method="none")
+    directer = load_directer(model, dtype, attn_implementation, device, device_map=device_map, method="none")
     app = create_app(directer, ServerLimits(
         max_tokens_limit=max_tokens_limit, max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size,
         max_tokens_default=min(256, max_tokens_limit), max_queue=max_queue, max_body_bytes=max_body_bytes,

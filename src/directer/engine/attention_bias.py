@@ -60,7 +60,7 @@ class BiasPlan:
         layers that see the same biased keys (same rows, same heads, same cache slots)."""
         offset = self.offset(layer_idx)
         layer_heads = tuple(None if r.bias.heads is None else r.bias.heads.get(layer_idx, ()) for r in rows)
-        k = (tuple(r.row for r in rows), layer_heads, offset, kv_len)
+        k = (tuple(r.row for r in rows), layer_heads, offset, kv_len, str(device))
         if k not in self._memo:
             self._memo[k] = _targets(rows, layer_idx, heads, kv_len, offset, device)
         return self._memo[k]

@@ -33,6 +33,7 @@ from ..models.loading import attention_modules
 from ..results import TokenTrace
 from .attention_bias import enable_attention_bias
 from .cost_model import CostModel
+from .devices import input_device
 from .engine_options import PROBE_PLACES, TRIAL_POLICIES, EngineOptions, fits, supports
 from .decoding import DecodeOutput, DecodeRequest
 from .packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
@@ -57,7 +58,7 @@ class Engine:
         self.num_layers = text.num_hidden_layers
         self.num_heads = text.num_attention_heads
         self.softcap = getattr(text, "final_logit_softcapping", None)
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # the input embeddings' (under a device map, the first layer's)
         self.body = model.get_decoder()
         self.head = model.get_output_embeddings()
         enable_attention_bias(model)  # our attention function reads the packed plan
@@ -311,7 +312,7 @@ class Engine:
             hidden = self.body(input_ids=torch.tensor(ids, device=self.device)[:, None],
                                position_ids=torch.tensor(pos, device=self.device)[:, None],
                                use_cache=False, **{PACKED_KWARG: plan}).last_hidden_state[:, 0]
-            need = torch.tensor([r for _, _, r in logit_rows], dtype=torch.long, device=self.device)
+            need = torch.tensor([r for _, _, r in logit_rows], dtype=torch.long, device=hidden.device)
             logits = self._logits(hidden.index_select(0, need)) if logit_rows else None
         seconds = time.perf_counter() - t0
         self.forwards += 1

@@ -18,6 +18,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from .attention_bias import BIAS_KWARG, enable_attention_bias
+from .devices import input_device
 from ..methods.base import Method, RawStep, prompt_key
 from ..methods.trial import Trial
 from ..models.loading import attention_modules
@@ -74,7 +75,7 @@ class DecodingLoop:
         self.opts = options
         text_config = model.config.get_text_config(decoder=True)
         self.num_layers = text_config.num_hidden_layers
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)
         self._cache_kw = _cache_keyword(model)
         self.body = model.get_decoder()  # the transformer without its LM head
         self.streams = 1 + bool(method.stream and getattr(method, "filter", False))

@@ -44,23 +44,23 @@ class ExtraGroup:
     limit: int  # the rows see physical columns < limit (the step's raw token and later are not theirs)
     position: int  # the rows' query position (for sliding windows)
     steering: list[ExtraRow]
-    _scales: dict[tuple[int, ...], torch.Tensor | None] = field(default_factory=dict, repr=False)
+    _scales: dict[tuple[tuple[int, ...], str], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def scale(self, layer: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
         """[rows, limit] logit multipliers in ``layer`` (None: no row steers it), built once per row set."""
         active = tuple(i for i, r in enumerate(self.steering)
                        if layer in r.layers and r.alpha != 1.0 and r.columns.numel())
-        if active not in self._scales:
-            if not active:
-                self._scales[active] = None
-            else:
-                m = torch.ones(len(self.steering), self.limit, dtype=dtype, device=device)
-                for i in active:
-                    cols = self.steering[i].columns
-                    cols = cols[(cols >= 0) & (cols < self.limit)]
-                    m[i, cols] = self.steering[i].alpha
-                self._scales[active] = m
-        return self._scales[active]
+        if not active:
+            return None
+        key = (active, str(device))  # under a device map, once per device
+        if key not in self._scales:
+            m = torch.ones(len(self.steering), self.limit, dtype=dtype, device=device)
+            for i in active:
+                cols = self.steering[i].columns.to(device)
+                cols = cols[(cols >= 0) & (cols < self.limit)]
+                m[i, cols] = self.steering[i].alpha
+            self._scales[key] = m
+        return self._scales[key]
 
 
 @dataclass
@@ -83,8 +83,19 @@ class PackedPlan:
     prefill_extra: int = 0  # extra query positions after each prompt (rows of ``groups``, prompt-major)
     windows: dict[int, int | None] = field(default_factory=dict)  # layer -> sliding window, as the model passed it
     _masks: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
+    _moved: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
 
-    def _raw_mask(self, window: int | None, width: int) -> torch.Tensor:
+    def _on(self, t: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``t`` on ``device``, copied once per forward: the plan's index tensors live on the input's
+        device, a layer's keys on that layer's (a device map spreads the layers over devices)."""
+        if t.device == device:
+            return t
+        k = (id(t), str(device))
+        if k not in self._moved:
+            self._moved[k] = t.to(device)
+        return self._moved[k]
+
+    def _raw_mask(self, window: int | None, width: int, device: torch.device) -> torch.Tensor:
         """[slots, 1, 1, width] visibility of every slot's raw query (free slots see column 0: no NaN)."""
         if window not in self._masks:
             c = self.cache
@@ -96,9 +107,9 @@ class PackedPlan:
             idle = ~visible.any(dim=1)
             visible[idle, 0] = True
             self._masks[window] = visible[:, None, None, :]
-        return self._masks[window]
+        return self._on(self._masks[window], device)
 
-    def _group_mask(self, g: ExtraGroup, window: int | None) -> torch.Tensor:
+    def _group_mask(self, g: ExtraGroup, window: int | None, device: torch.device) -> torch.Tensor:
         k = (id(g), window)
         if k not in self._masks:
             c = self.cache
@@ -106,7 +117,7 @@ class PackedPlan:
             if window:
                 visible &= c.pos[g.slot, :g.limit] > g.position - window
             self._masks[k] = visible
-        return self._masks[k]
+        return self._on(self._masks[k], device)
 
     def attend(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                attention_mask: torch.Tensor | None, inner: Callable[..., tuple[torch.Tensor, Any]],
@@ -125,13 +136,13 @@ class PackedPlan:
         e = self.prefill_extra
         if not e:
             out = inner(module, query, key, value, attention_mask, **kwargs)[0]
-            self.cache.write(layer, self.raw_slots, self.prefill_column, key, value)
+            self.cache.write(layer, self._on(self.raw_slots, key.device), self.prefill_column, key, value)
             return out
         B, Hq, T, D = query.shape
         w = T - e
         mask = None if attention_mask is None else attention_mask[..., :w, :w]
         out = inner(module, query[:, :, :w], key[:, :, :w], value[:, :, :w], mask, **kwargs)[0]  # [B, w, Hq, Dv]
-        self.cache.write(layer, self.raw_slots, self.prefill_column, key[:, :, :w], value[:, :, :w])
+        self.cache.write(layer, self._on(self.raw_slots, key.device), self.prefill_column, key[:, :, :w], value[:, :, :w])
 
         def rows(t: torch.Tensor) -> torch.Tensor:  # [B, H, e, D] -> [B * e, H, 1, D], prompt-major
             return t[:, :, w:].permute(0, 2, 1, 3).reshape(B * e, t.shape[1], 1, t.shape[-1])
@@ -154,17 +165,19 @@ class PackedPlan:
         g = Hq // Hkv
         n = self.raw_slots.numel()
         scaling, softcap, window = self._params(module, layer, kwargs)
+        here = query.device
+        slots = self._on(self.raw_slots, here)
         if n:
-            cache.write(layer, self.raw_slots, self.column, key[:n], value[:n])
+            cache.write(layer, slots, self.column, key[:n], value[:n])
         width = self.column + 1
         K, V = cache.keys[layer], cache.values[layer]
         out = query.new_empty(R, 1, Hq, value.shape[-1])
 
         if n:  # raw rows: every slot's query against its own slot (idle slots compute nothing useful)
             q = query.new_zeros(cache.slots, Hq, D)
-            q[self.raw_slots] = query[:n, :, 0]
+            q[slots] = query[:n, :, 0]
             q = q.view(cache.slots, Hkv, g, D)
-            mask = self._raw_mask(window, width)
+            mask = self._raw_mask(window, width, here)
             k, v = K[:, :, :width], V[:, :, :width]
             if softcap is None:
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
@@ -173,7 +186,7 @@ class PackedPlan:
                 s = torch.tanh(s / softcap) * softcap
                 s = s.masked_fill(~mask, float("-inf"))
                 o = torch.matmul(torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype), v)
-            out[:n, 0] = o.reshape(cache.slots, Hq, -1)[self.raw_slots]
+            out[:n, 0] = o.reshape(cache.slots, Hq, -1)[slots]
         if self.groups:
             out[n:] = self._extras(module, layer, query[n:], key[n:], value[n:], kwargs, offset=n)
         return out
@@ -191,7 +204,7 @@ class PackedPlan:
         K, V = cache.keys[layer], cache.values[layer]
         out = query.new_empty(R, 1, Hq, value.shape[-1])
         for grp in self.groups:
-            idx = grp.rows - offset
+            idx = self._on(grp.rows, query.device) - offset
             m, lim = idx.numel(), grp.limit
             qe = query[idx, :, 0].view(m, Hkv, g, D)
             ks, vs = K[grp.slot, :, :lim], V[grp.slot, :, :lim]  # views: no copy
@@ -204,7 +217,7 @@ class PackedPlan:
             s = torch.cat([s, own], dim=-1)  # [Hkv, m, g, lim + 1]
             if softcap is not None:
                 s = torch.tanh(s / softcap) * softcap
-            visible = torch.cat([self._group_mask(grp, window), s.new_ones(1, dtype=torch.bool)])
+            visible = torch.cat([self._group_mask(grp, window, s.device), s.new_ones(1, dtype=torch.bool)])
             s = s.masked_fill(~visible, float("-inf"))
             p = torch.softmax(s, dim=-1, dtype=torch.float32).to(query.dtype)
             o = torch.matmul(p[..., :lim].reshape(Hkv, m * g, lim), vs).view(Hkv, m, g, -1)

@@ -62,7 +62,10 @@ class ForwardPlan:
         return [r.source for r in self.rows]
 
     def pairs(self, num_layers: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(row, column, scale) of every scaled key and a [pairs, layers] membership mask, built once."""
+        """(row, column, scale) of every scaled key and a [pairs, layers] membership mask, built once per
+        device (under a device map each layer's keys live on that layer's device)."""
+        if self._pairs is not None and self._pairs[0].device != torch.device(device):
+            self._pairs = tuple(t.to(device) for t in self._pairs)
         if self._pairs is None:
             rows, cols, scale, member = [], [], [], []
             for i, r in enumerate(self.rows):

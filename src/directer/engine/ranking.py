@@ -89,5 +89,8 @@ class AttentionRecorder:
 
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
         """[rows, L, H] inputs and outputs of the last recorded pass ([rows, tail, L, H] for a tail)."""
-        pre, post = torch.stack(self.pre, dim=2), torch.stack(self.post, dim=2)
+        # Under a device map each layer's states are on its device: stacked on the first layer's.
+        home = self.pre[0].device
+        pre = torch.stack([t.to(home) for t in self.pre], dim=2)
+        post = torch.stack([t.to(home) for t in self.post], dim=2)
         return (pre[:, 0], post[:, 0]) if self.tail == 1 else (pre, post)

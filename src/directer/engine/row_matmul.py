@@ -115,7 +115,11 @@ def install(model: torch.nn.Module) -> int:
     count = 0
     for module in model.modules():
         if type(module) is torch.nn.Linear and not getattr(module, _MARK, False):
-            module.forward = types.MethodType(_forward, module)
+            # Under a device map accelerate wraps some modules' forward in a hook (which moves the input
+            # to the module's device, or brings offloaded weights in) that calls ``_old_forward``:
+            # replace that, inside the hook.
+            target = "_old_forward" if hasattr(module, "_hf_hook") and hasattr(module, "_old_forward") else "forward"
+            setattr(module, target, types.MethodType(_forward, module))
             setattr(module, _MARK, True)
             count += 1
     return count

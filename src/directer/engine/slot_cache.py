@@ -95,6 +95,7 @@ class SlotCache:
             self.keys[layer] = keys.new_zeros(shape)
             self.values[layer] = values.new_zeros(shape[:3] + (values.shape[-1],))
         n = keys.shape[2]
+        slots = slots.to(keys.device)  # the layer's device (a device map spreads the layers)
         self.keys[layer][slots, :, column:column + n] = keys
         self.values[layer][slots, :, column:column + n] = values
 

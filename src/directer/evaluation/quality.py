@@ -8,6 +8,8 @@ from typing import Sequence
 
 import torch
 
+from ..engine.devices import input_device
+
 __all__ = ["perplexities", "repetition", "restates_instruction", "words"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -63,7 +65,7 @@ def perplexities(model: torch.nn.Module, prompts: Sequence[Sequence[int]], respo
     only response positions are scored.
     """
     out: list[float | None] = [None] * len(prompts)
-    device = next(model.parameters()).device
+    device = input_device(model)
     todo = [i for i, r in enumerate(responses) if len(r) > 0]
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
@@ -75,7 +77,7 @@ def perplexities(model: torch.nn.Module, prompts: Sequence[Sequence[int]], respo
             ids[k, :len(s)] = torch.tensor(s)
             mask[k, :len(s)] = 1
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(logits.device).unsqueeze(-1)).squeeze(-1)
         for k, i in enumerate(chunk):
             p, r = len(prompts[i]), len(responses[i])
             nll = -logp[k, p - 1:p - 1 + r].mean().item()

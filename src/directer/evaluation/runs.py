@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -23,6 +22,7 @@ from ..autospans import detect_spans, last_occurrences, occurrences
 from ..config import SteeringConfig
 from ..errors import UsageError
 from ..progress import progress_bar
+from .records import merge_parts, method_records, part_path, read_records, responses_path, rewrite_records
 from .tasks.base import EvalItem
 from .tasks.ifeval import IFEVAL_SHA256
 from .tasks.scoring import score_item
@@ -47,6 +47,7 @@ __all__ = [
     "score_run",
     "summarize_run",
     "table_order",
+    "unfinished",
 ]
 
 CONFIG_FILE = "config.json"
@@ -90,12 +91,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def responses_path(run_dir: Path, method: str) -> Path:
-    """``responses-<method>.jsonl``; a method with parameters (``static:alpha=3``) becomes ``static+alpha=3``."""
-    slug = re.sub(r"[^A-Za-z0-9._=+-]", "_", method.replace(":", "+"))
-    return run_dir / f"responses-{slug}.jsonl"
-
-
 def saved_config(run_dir: Path) -> RunConfig | None:
     """The configuration a run directory was made with (None: not made yet)."""
     path = run_dir / CONFIG_FILE
@@ -122,8 +117,13 @@ def check_run(run_dir: Path, config: RunConfig) -> None:
 
 def remaining(run_dir: Path, method: str, prompts: Sequence[EvalItem]) -> int:
     """How many of ``prompts`` a method has no finished response for in ``run_dir``."""
-    done = {r["key"] for r in read_records(responses_path(run_dir, method))}
-    return sum(p.key not in done for p in prompts)
+    return len(unfinished(run_dir, method, prompts))
+
+
+def unfinished(run_dir: Path, method: str, prompts: Sequence[EvalItem]) -> list[EvalItem]:
+    """The ``prompts`` a method has no finished response for (in its responses file or any part file)."""
+    done = {r["key"] for r in method_records(run_dir, method)}
+    return [p for p in prompts if p.key not in done]
 
 
 def open_run(run_dir: Path, config: RunConfig) -> RunConfig:
@@ -141,44 +141,28 @@ def open_run(run_dir: Path, config: RunConfig) -> RunConfig:
     return config
 
 
-def read_records(path: Path) -> list[dict]:
-    """Finished records of a responses file; a torn last line (interrupted write) is dropped."""
-    if not path.exists():
-        return []
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                print(f"directer: dropping an incomplete record at the end of {path}; it will be redone", file=sys.stderr)
-                break
-    return records
-
-
-def _rewrite(path: Path, records: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: Sequence[EvalItem],
-               config: RunConfig, batch_size: int = 8, progress: bool = True, position: int | None = None) -> list[dict]:
-    """Generate (or finish generating) one method's responses; return all its records in prompt order.
+               config: RunConfig, batch_size: int = 8, progress: bool = True, position: int | None = None,
+               share: Sequence[EvalItem] | None = None, state: Any = None) -> list[dict]:
+    """Generate (or finish generating) one method's responses; return the records this process holds, in
+    prompt order.
 
+    ``share``: the prompts this process decodes (default: every unfinished one). ``state``: accelerate's
+    process state when several processes were launched; each then appends to its own part file.
     ``directer`` may be None when nothing is left to generate (a finished run, summarized again)."""
     if batch_size < 1:
         raise UsageError(f"invalid batch size {batch_size}: it must be >= 1")
-    path = responses_path(run_dir, method)
-    records = read_records(path)
+    several = state is not None and state.num_processes > 1
+    path = part_path(run_dir, method, state.process_index) if several else responses_path(run_dir, method)
     wanted = {p.key for p in prompts}
-    records = [r for r in records if r["key"] in wanted]
+    if several:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    records = [r for r in read_records(path) if r["key"] in wanted]
     if path.exists():
-        _rewrite(path, records)  # drop a torn line before appending
-    done = {r["key"] for r in records}
-    todo = [p for p in prompts if p.key not in done]
+        rewrite_records(path, records)  # drop a torn line before appending
+    todo = list(share) if share is not None else unfinished(run_dir, method, prompts)
+    if not several:
+        records = [r for r in method_records(run_dir, method) if r["key"] in wanted]
     order = {p.key: i for i, p in enumerate(prompts)}
     if not todo:
         return sorted(records, key=lambda r: order[r["key"]])
@@ -190,7 +174,9 @@ def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: S
     steering = SteeringConfig(alpha=config.alpha, beta=config.beta, mode=config.mode, method=method,
                               layers=tuple(config.layers) if config.layers else None,
                               max_new_tokens=config.max_new_tokens, **(config.sampling or {}))
-    bar = progress_bar(len(prompts), desc=method, initial=len(done), position=position, enabled=progress)
+    desc = f"{method} [process {state.process_index}]" if several else method
+    total = len(todo) if several else len(prompts)
+    bar = progress_bar(total, desc=desc, initial=total - len(todo), position=position, enabled=progress)
     # What a time ratio between methods depends on: the summary compares only like with like.
     timing = {"threads": torch.get_num_threads(), "device": str(directer.model.device)}
     with open(path, "a", encoding="utf-8") as out:
@@ -283,12 +269,71 @@ def score_records(prompts: Sequence[EvalItem], records: Sequence[dict]) -> list[
 
 
 def evaluate(directer: Directer | None, run_dir: Path, methods: Sequence[str], prompts: Sequence[EvalItem],
-             config: RunConfig, batch_size: int = 8, progress: bool = True) -> list[Any]:
-    """Run (or resume) every method, score all methods of the run directory, write the summary files."""
-    config = open_run(run_dir, replace(config, methods=list(methods)))
+             config: RunConfig, batch_size: int = 8, progress: bool = True, state: Any = None) -> list[Any] | None:
+    """Run (or resume) every method, score all methods of the run directory, write the summary files.
+
+    With ``state`` (accelerate's process state of a launched run), each process decodes its share of
+    every method's unfinished prompts (``split_between_processes``) into its own part file; the main
+    process then merges the parts and summarizes, the others return None. Shares are cut from what is
+    unfinished when the run starts, so a run resumed with another number of processes repeats nothing."""
+    several = state is not None and state.num_processes > 1
+    if not several or state.is_main_process:
+        config = open_run(run_dir, replace(config, methods=list(methods)))
+    if several:
+        state.wait_for_everyone()  # the directory and its config exist before anyone reads the records
+    todo = {m: unfinished(run_dir, m, prompts) for m in methods}
+    if several:
+        state.wait_for_everyone()  # every process has read the same files before any process appends
+    mine: dict[str, list[dict]] = {}
     for method in methods:
-        run_method(directer, run_dir, method, prompts, config, batch_size=batch_size, progress=progress)
+        share = todo[method]
+        if several:
+            with state.split_between_processes(share) as part:
+                share = list(part)
+        mine[method] = run_method(directer, run_dir, method, prompts, config, batch_size=batch_size, progress=progress,
+                                  share=share, state=state, position=state.process_index if several else None)
+    if several:
+        new = {m: [r for r in mine[m] if r["key"] in {p.key for p in todo[m]}] for m in methods}
+        written = _report_processes(state, new)
+        state.wait_for_everyone()  # every part file is complete
+        if not state.is_main_process:
+            return None
+        _check_visible(run_dir, written)
+    keys = [p.key for p in prompts]
+    for method in methods:
+        merge_parts(run_dir, method, keys)
     return summarize_run(run_dir, prompts, table_order(methods, config))
+
+
+def _report_processes(state: Any, new: dict[str, list[dict]]) -> dict[int, dict[str, list[str]]]:
+    """One line per process on the main process: what it decoded in this launch, and how fast. Returns
+    (on every process) the keys each process wrote, per method."""
+    from accelerate.utils import gather_object
+
+    records = [r for rs in new.values() for r in rs]
+    tokens, seconds = sum(r["num_tokens"] for r in records), sum(r.get("cost_seconds", 0.0) for r in records)
+    keys = {m: [r["key"] for r in rs] for m, rs in new.items()}
+    rows = gather_object([(state.process_index, len(records), tokens, seconds, keys)])
+    if state.is_main_process:
+        for index, n, tokens, seconds, _ in sorted(rows, key=lambda row: row[0]):
+            rate = f", {tokens / seconds:.1f} tokens/s" if seconds > 0 else ""
+            print(f"directer: process {index}: {n} responses, {tokens} tokens in {seconds:.0f} s{rate}",
+                  file=sys.stderr, flush=True)
+    return {row[0]: row[4] for row in rows}
+
+
+def _check_visible(run_dir: Path, written: dict[int, dict[str, list[str]]]) -> None:
+    """Every process's records must be readable here before merging: on several machines the run
+    directory has to be on a file system they share."""
+    for index, by_method in sorted(written.items()):
+        for method, keys in by_method.items():
+            found = {r["key"] for r in read_records(part_path(run_dir, method, index))}
+            if not set(keys) <= found:
+                raise UsageError(f"process {index} wrote {len(keys)} responses of {method!r} to "
+                                 f"{part_path(run_dir, method, index)}, but {len(set(keys) - found)} of them are not "
+                                 "visible to the main process: on several machines, give --output-dir on a file "
+                                 "system every machine shares (NFS, a cluster file system), or copy the other "
+                                 "machines' parts/ folders here and rerun the command to merge them")
 
 
 def table_order(methods: Sequence[str], config: RunConfig) -> list[str]:
@@ -301,7 +346,7 @@ def score_run(run_dir: Path, prompts: Sequence[EvalItem], methods: Sequence[str]
     keys = [p.key for p in prompts]
     scored = {}
     for method in methods:
-        records = {r["key"]: r for r in read_records(responses_path(run_dir, method))}
+        records = {r["key"]: r for r in method_records(run_dir, method)}
         missing = [k for k in keys if k not in records]
         if missing:
             raise UsageError(f"method {method!r} has no response for {len(missing)} of the prompts in {run_dir}: "

@@ -24,6 +24,7 @@ request's ``seed``, else 0). Other generation kwargs are reported once and ignor
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any, Sequence
 
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 from ..autospans import detect_spans, last_occurrences, occurrences
 from ..config import SteeringConfig
 from ..errors import UsageError
+from ..processes import launched, process_device, process_state
 from ..methods import parse_layers
 
 __all__ = ["DirecterLM", "request_spans"]
@@ -70,7 +72,7 @@ class DirecterLM(HFLM):
 
     def __init__(self, pretrained: str | None = None, method: str = "directer", alpha: float = 100.0,
                  beta: float = 0.5, mode: str = "paper", layers: str | None = None, instructions: str = "auto",
-                 dtype: str = "float32", device: str | None = None, batch_size: int | str | None = None,
+                 dtype: str = "auto", device: str | None = None, batch_size: int | str | None = None,
                  max_gen_toks: int = 256, **kwargs: Any) -> None:
         if not (instructions == "auto" or str(instructions).startswith("field:")):
             raise UsageError(f"instructions={instructions}: use auto or field:NAME")
@@ -88,10 +90,21 @@ class DirecterLM(HFLM):
             # lm-eval's command line passes cuda:0 unless told otherwise; HFLM then runs where it can too.
             log.warning("directer: device %s requested but CUDA is not available: running on the CPU", device)
             device = None
-        self.directer = Directer.from_pretrained(pretrained or None, dtype=dtype, device=device,
-                                                 max_new_tokens=int(max_gen_toks), **config)
+        # Under accelerate launch / torchrun: one replica per process, on its own device; lm-eval then
+        # gives each process its share of the requests and gathers the results (its data parallelism).
+        state = process_state(device) if launched() else None
+        device = process_device(state, device)
+        with state.main_process_first() if state is not None else nullcontext():
+            self.directer = Directer.from_pretrained(pretrained or None, dtype=dtype, device=device,
+                                                     max_new_tokens=int(max_gen_toks), **config)
         super().__init__(pretrained=self.directer.model, tokenizer=self.directer.tokenizer,
                          batch_size=int(batch_size), max_gen_toks=int(max_gen_toks), **kwargs)
+        if state is not None and state.num_processes > 1:
+            # HFLM sets up no distribution for a model passed in; this is its own setup for a launched run.
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator()
+            self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.instructions = str(instructions)
         self._chats: dict[str, list[dict[str, str]]] = {}
         self._ignored: set[str] = set()

@@ -266,13 +266,15 @@ def _build_cache(source: Path, convert: Callable[[Path], ModelAndTokenizer], fin
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load_folder(folder: Path, dtype: torch.dtype = torch.float32) -> ModelAndTokenizer:
-    """Load model and tokenizer from a local Hugging Face folder, without network access."""
+def _load_folder(folder: Path, dtype: torch.dtype = torch.float32,
+                 placement: dict[str, Any] | None = None) -> ModelAndTokenizer:
+    """Load model and tokenizer from a local Hugging Face folder, without network access (``placement``:
+    transformers' device_map / max_memory / offload_folder)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with _no_progress_bars():
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True, **(placement or {}))
     return model, tokenizer
 
 

@@ -27,9 +27,12 @@ from .gguf_cache import (
 )
 
 __all__ = [
+    "DEVICE_MAPS",
     "TESTED_MODEL_TYPES",
     "attention_modules",
+    "check_device_map",
     "check_supported",
+    "dtype_name",
     "load_model",
     "LoadedModel",
     "resolve_dtype",
@@ -91,6 +94,60 @@ def _resolve_device(device: str | None) -> str:
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise DirecterError(f"device {device!r} requested but CUDA is not available: use device 'cpu'")
     return str(parsed)
+
+
+# accelerate's placement strategies (transformers' ``device_map=`` strings).
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def check_device_map(device_map: Any, device: str | None = None) -> str | dict[str, Any] | None:
+    """Validate a device map before any weights load: one of ``DEVICE_MAPS``, or a dict from module
+    names to devices (``0``, ``"cuda:1"``, ``"cpu"``, ``"disk"``), as transformers takes it."""
+    if device_map is None:
+        return None
+    if device is not None:
+        raise UsageError("give a device or a device map, not both (the map places every layer)")
+    if isinstance(device_map, str):
+        if device_map not in DEVICE_MAPS:
+            raise UsageError(f"unknown device map {device_map!r}: use one of {', '.join(DEVICE_MAPS)} or a dict of "
+                             "module names to devices")
+        return device_map
+    if not isinstance(device_map, dict) or not device_map:
+        raise UsageError(f"invalid device map {device_map!r}: use one of {', '.join(DEVICE_MAPS)} or a non-empty dict "
+                         "of module names to devices")
+    for name, where in device_map.items():
+        if not isinstance(name, str):
+            raise UsageError(f"invalid device map entry {name!r}: module names are strings, e.g. 'model.layers.0'")
+        if where == "disk":
+            continue
+        if isinstance(where, bool) or not isinstance(where, (int, str)):
+            raise UsageError(f"invalid device {where!r} for {name!r} in the device map: use 0, 'cuda:1', 'cpu' or 'disk'")
+        try:
+            # An int is an accelerator index, as accelerate reads it (torch.device(0) needs a CUDA build).
+            kind = "cuda" if isinstance(where, int) and where >= 0 else torch.device(where).type
+        except (RuntimeError, ValueError, TypeError):
+            raise UsageError(f"invalid device {where!r} for {name!r} in the device map: use 0, 'cuda:1', 'cpu' or "
+                             "'disk'") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise DirecterError(f"the device map puts {name!r} on {where!r} but CUDA is not available")
+    return device_map
+
+
+def _map_device(device_map: str | dict[str, Any]) -> str:
+    """The kind of device a map computes on, for ``dtype="auto"``: cuda if any entry (or, for a strategy,
+    the machine) has one."""
+    if isinstance(device_map, str):
+        return _default_device()
+    kinds = {"cuda" if isinstance(w, int) else torch.device(w).type for w in device_map.values() if w != "disk"}
+    return "cuda" if "cuda" in kinds else "cpu"
+
+
+def dtype_name(dtype: str | torch.dtype | None, *, device: str | None = None, device_map: Any = None) -> str:
+    """The dtype ``load_model`` would use, by name (``auto`` resolved; other names as given)."""
+    if isinstance(dtype, str) and dtype.strip().lower() == "auto":
+        where = _map_device(device_map) if device_map is not None else device
+        return str(resolve_dtype(dtype, device=where)).removeprefix("torch.")
+    return dtype if isinstance(dtype, str) else str(resolve_dtype(dtype)).removeprefix("torch.")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, *, device: str | None = None) -> torch.dtype:
@@ -242,7 +299,8 @@ def _check_config_before_load(target: Path | str, name: str, local: bool, offlin
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 
-def _load_pretrained(target: Path | str, name: str, dtype: torch.dtype, local: bool) -> ModelAndTokenizer:
+def _load_pretrained(target: Path | str, name: str, dtype: torch.dtype, local: bool,
+                     placement: dict[str, Any] | None = None) -> ModelAndTokenizer:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     offline = not local and hub_unreachable(str(target))
@@ -255,7 +313,8 @@ def _load_pretrained(target: Path | str, name: str, dtype: torch.dtype, local: b
     try:
         with _LOAD_LOCK, quiet:
             tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=local or offline)
-            model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, local_files_only=local or offline)
+            model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, local_files_only=local or offline,
+                                                         **(placement or {}))
     except Exception as exc:
         raise DirecterError(f"cannot load {_kind(local)} {name}: {_short(exc)}") from exc
     return model, tokenizer
@@ -294,18 +353,30 @@ def load_model(
     dtype: str | torch.dtype | None = "float32",
     attn_implementation: str | None = "sdpa",
     device: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, Any] | None = None,
+    offload_folder: str | Path | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, ready for steering.
 
     `model` is None (the bundled SmolLM2-135M-Instruct), a .gguf file (converted once, then cached),
     a local Hugging Face folder or a Hub id. The model is checked with `check_supported`, put in eval
-    mode on `device` (default: cuda if available, else cpu); the tokenizer pads on the left.
+    mode on `device` (default: cuda if available, else cpu), or spread by `device_map` (``auto``,
+    ``balanced``, ``balanced_low_0``, ``sequential`` or a dict, with accelerate's `max_memory` and
+    `offload_folder`, as transformers' ``from_pretrained`` takes them); the tokenizer pads on the left.
     """
-    device_name = _resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, device=device_name)
+    device_map = check_device_map(device_map, device)
+    if device_map is None and (max_memory is not None or offload_folder is not None):
+        raise UsageError("max_memory and offload_folder place a device map's layers: give a device_map too")
+    device_name = _resolve_device(device) if device_map is None else None
+    torch_dtype = resolve_dtype(dtype, device=device_name if device_map is None else _map_device(device_map))
+    placement = None
+    if device_map is not None:
+        placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
+        placement = {k: v for k, v in placement.items() if v is not None}
 
     def load_cached(folder: Path) -> ModelAndTokenizer:
-        return _load_folder(folder, torch_dtype)
+        return _load_folder(folder, torch_dtype, placement)
 
     if model is None:
         source, name = "bundled", BUNDLED_DISPLAY_NAME
@@ -317,11 +388,13 @@ def load_model(
         if source == "gguf":
             net, tokenizer = _cached_conversion(Path(target), _convert_gguf, load_cached, label=str(target))
         else:
-            net, tokenizer = _load_pretrained(target, name, torch_dtype, local=source == "local")
+            net, tokenizer = _load_pretrained(target, name, torch_dtype, local=source == "local", placement=placement)
     check_supported(net)
     _set_attention(net, attn_implementation)
     _prepare_tokenizer(tokenizer, net, name)
     net.eval()
+    if device_map is not None:  # accelerate has placed every module (and hooks move the activations)
+        return LoadedModel(model=net, tokenizer=tokenizer, name=name, source=source)
     try:
         net.to(device_name)
     except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
