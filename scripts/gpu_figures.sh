@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The GPU figures of the README, in one run (issue #13): per-token and first-token ratios of DIRECTER
+# The GPU figures of the README, in one run (issues #13, #16): per-token and first-token ratios of DIRECTER
 # against plain decoding at batch 1 (scripts/benchmark.py, model.generate as plain) and batch 32
-# (scripts/method_speed.py, our `none` and model.generate), bundled model in bfloat16.
+# (scripts/method_speed.py, our `none` and model.generate), bundled model in bfloat16; then the device-map
+# check (scripts/device_map_check.py): the bundled model split over cuda:0 and the CPU, and placed by
+# device_map="auto", token for token against one device.
 #
 #     bash scripts/gpu_figures.sh [OUT_DIR]        # ~5 min on an H200; needs CUDA, no network
 #     DEVICE=cpu DTYPE=float32 bash scripts/gpu_figures.sh /tmp/figs   # the same on a CPU (slow)
 #
-# Writes benchmark-short.txt, benchmark-long.txt and method-speed-b32.txt (each ends with its summary)
+# Writes benchmark-short.txt, benchmark-long.txt, method-speed-b32.txt and device-map.txt (each ends with its summary)
 # to OUT_DIR (default: gpu-figures/) and prints the summaries.
 set -euo pipefail
 out="${1:-gpu-figures}"
@@ -21,7 +23,12 @@ python scripts/benchmark.py --device "$device" --dtype "$dtype" --repeats 1 --ma
 python scripts/method_speed.py --device "$device" --dtype "$dtype" --method none --method directer --generate \
     --sample 64 --batch-size 32 --max-new-tokens 256 --repeats 1 \
     > "$out/method-speed-b32.txt" 2> "$out/method-speed-b32.log"
-for f in benchmark-short benchmark-long method-speed-b32; do
+if [ "$device" = cuda ]; then
+    { python scripts/device_map_check.py --dtype "$dtype" --split-gpu-cpu
+      python scripts/device_map_check.py --dtype "$dtype" --device-map auto; } > "$out/device-map.txt" 2> "$out/device-map.log" || true
+fi
+for f in benchmark-short benchmark-long method-speed-b32 device-map; do
+    [ -f "$out/$f.txt" ] || continue
     echo "== $f"
     tail -n 8 "$out/$f.txt"
 done

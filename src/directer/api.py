@@ -11,6 +11,7 @@ import torch
 
 from .config import SteeringConfig
 from .engine.continuous import Engine, EngineOptions, fits, output, supports
+from .engine.devices import input_device
 from .engine.decoding import DecodeOptions, DecodeOutput, DecodeRequest, DecodingLoop
 from .engine.sequence import SequenceSettings
 from .engine.spans import PreparedPrompt, prepare_prompt
@@ -392,7 +393,10 @@ class Directer:
         alpha = config.alpha
         if self.model.dtype != torch.float16 or config.method == "none" or alpha <= FLOAT16_SAFE_ALPHA:
             return
-        device = next(self.model.parameters()).device
+        if getattr(self.model, "hf_device_map", None):  # accelerate placed it: not ours to recast in place
+            raise UsageError(f"float16 with alpha={alpha:g} can overflow the steered attention logits, and a model "
+                             "spread by a device map is not recast in place: load it with dtype bfloat16 or float32")
+        device = input_device(self.model)
         safe = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         warnings.warn(
             f"float16 with alpha={alpha:g} can overflow the steered attention logits; "

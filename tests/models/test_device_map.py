@@ -92,3 +92,14 @@ def test_the_auto_strategy_loads_on_this_machine(folder):
     plain = Directer.from_pretrained(str(folder), device="cpu" if not torch.cuda.is_available() else "cuda",
                                      max_new_tokens=8)
     assert spread.generate(PROMPT, INSTRUCTION).token_ids == plain.generate(PROMPT, INSTRUCTION).token_ids
+
+
+def test_float16_with_a_large_alpha_under_a_map_is_refused_not_recast(folder, tmp_path):
+    # A map onto one device dispatches nothing (and is recast as a plain load is); one that offloads is not.
+    mapping = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.layers.2": "cpu",
+               "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    with pytest.raises(UsageError, match="load it with dtype bfloat16 or float32"):
+        Directer.from_pretrained(str(folder), device_map=mapping, offload_folder=str(tmp_path), dtype="float16")
+    spread = Directer.from_pretrained(str(folder), device_map=mapping, offload_folder=str(tmp_path), dtype="float16",
+                                      method="none", max_new_tokens=4)
+    assert spread.generate(PROMPT, INSTRUCTION).token_ids  # unsteered: nothing to overflow

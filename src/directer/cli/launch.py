@@ -45,6 +45,7 @@ def without_option(argv: Sequence[str], option: str) -> list[str]:
 def relaunch(processes: int, argv: Sequence[str]) -> None:
     """Run ``directer ARGV`` as ``processes`` CPU processes on this machine and wait for them."""
     import torch
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -59,6 +60,10 @@ def relaunch(processes: int, argv: Sequence[str]) -> None:
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), ACCELERATE_USE_CPU="true")
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "directer", *argv)
+    except SignalException:  # Ctrl-C or a kill: the launcher has stopped the processes
+        error = DirecterError("interrupted: finished records are kept, rerun the same command to resume")
+        error.exit_code = 130
+        raise error from None
     except ChildFailedError as exc:
         codes = sorted((f.local_rank, f.exitcode) for f in exc.failures.values())
         what = ", ".join(f"process {rank} exit code {code}" for rank, code in codes)

@@ -170,6 +170,7 @@ def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: S
         raise UsageError(f"method {method!r} has {len(todo)} prompts left to generate: pass a model")
     import torch  # here, so that checking or summarizing a run directory needs no torch
 
+    from ..engine.devices import input_device
     from .quality import perplexities
     steering = SteeringConfig(alpha=config.alpha, beta=config.beta, mode=config.mode, method=method,
                               layers=tuple(config.layers) if config.layers else None,
@@ -178,7 +179,7 @@ def run_method(directer: Directer | None, run_dir: Path, method: str, prompts: S
     total = len(todo) if several else len(prompts)
     bar = progress_bar(total, desc=desc, initial=total - len(todo), position=position, enabled=progress)
     # What a time ratio between methods depends on: the summary compares only like with like.
-    timing = {"threads": torch.get_num_threads(), "device": str(directer.model.device)}
+    timing = {"threads": torch.get_num_threads(), "device": str(input_device(directer.model))}
     with open(path, "a", encoding="utf-8") as out:
         # The engine keeps batch_size prompts decoding and replaces each finished one; a finished
         # prompt's record is written at once, so an interrupted run loses nothing already generated.
