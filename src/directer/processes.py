@@ -10,11 +10,12 @@ A process started by no launcher is a single process: nothing here imports accel
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 from .errors import UsageError
 
-__all__ = ["launched", "local_processes", "process_device", "process_state", "rank"]
+__all__ = ["BARRIER_TIMEOUT", "launched", "local_processes", "process_device", "process_state", "rank"]
 
 # What the launchers set: torchrun and accelerate (WORLD_SIZE), MPI implementations (the others).
 _SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -65,12 +66,20 @@ def _other_accelerator() -> bool:
     return bool(accelerator is not None and accelerator.is_available())
 
 
+# How long a process waits for the others at a barrier. A process whose share finished early waits at
+# the last one for the slowest, which on a long evaluation can be hours; torch's default (30 min) would
+# end such a run. A process that fails does not leave the others waiting: the launcher stops them.
+BARRIER_TIMEOUT = timedelta(days=7)
+
+
 def process_state(device: str | None = None) -> Any:
     """accelerate's ``PartialState`` for this process (``torch.distributed`` is set up when launched: gloo
     between CPU processes, the accelerator's backend between GPU processes)."""
     from accelerate import PartialState
 
-    return PartialState(cpu=_wants_cpu(device))
+    if not launched():
+        return PartialState(cpu=_wants_cpu(device))
+    return PartialState(cpu=_wants_cpu(device), timeout=BARRIER_TIMEOUT)
 
 
 def process_device(state: Any, device: str | None) -> str | None:

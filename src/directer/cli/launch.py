@@ -55,7 +55,9 @@ def relaunch(processes: int, argv: Sequence[str]) -> None:
                           rdzv_endpoint="localhost:0", run_id=str(uuid.uuid4()), max_restarts=0, monitor_interval=0.5)
     # The launcher's own log lines (its settings, a failed child's summary) would repeat what the
     # processes say; their messages reach the terminal unchanged.
-    logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    for name in ["torch.distributed", *logging.root.manager.loggerDict]:  # torch gives its modules their own level
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ACCELERATE_USE_CPU")}
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), ACCELERATE_USE_CPU="true")
     try:
