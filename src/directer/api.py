@@ -17,7 +17,7 @@ from .engine.sequence import SequenceSettings
 from .engine.spans import PreparedPrompt, prepare_prompt
 from .errors import UsageError
 from .inputs import resolve_instructions
-from .models.loading import LoadedModel, check_supported, load_model
+from .models.loading import LoadedModel, check_supported, load_dtype, load_model
 from .progress import progress_bar
 from .results import GenerationResult, Ranking
 
@@ -101,10 +101,9 @@ class Directer:
         """
         if attn_implementation is None:
             attn_implementation = "eager" if kwargs.get("mode") == "reference" else "sdpa"
-        if kwargs.get("mode") == "reference" and isinstance(dtype, str) and dtype.lower() == "auto":
-            dtype = "float32"
-        loaded: LoadedModel = load_model(model, dtype=dtype, attn_implementation=attn_implementation, device=device,
-                                         device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
+        loaded: LoadedModel = load_model(model, dtype=load_dtype(dtype, kwargs.get("mode")),
+                                         attn_implementation=attn_implementation, device=device, device_map=device_map,
+                                         max_memory=max_memory, offload_folder=offload_folder)
         return cls(loaded.model, loaded.tokenizer, model_name=loaded.name, **kwargs)
 
     # -- public API -------------------------------------------------------------------------------

@@ -109,7 +109,6 @@ def sampling_settings(temperature, top_p, top_k, min_p, sampling_seed, seed_opti
 def load_directer(model, dtype, attn_implementation, device, device_map=None, announce: bool = True, **config):
     """Validate the settings, then load the model (the slow part) and wrap it."""
     SteeringConfig(**config)  # validate alpha, beta, mode, method before the (slow) model load
-    check_placement(device, device_map)
     from ..api import Directer  # heavy imports (torch, transformers) only once arguments are valid
 
     quiet_transformers()
@@ -134,11 +133,9 @@ def check_placement(device, device_map, processes: int = 1) -> None:
 def run_dtype(dtype: str, mode: str, device, device_map) -> str:
     """The dtype a run records: ``auto`` resolved (float32 in reference mode), so that a run directory
     made on this machine is resumed with the same weights."""
-    from ..models.loading import dtype_name
+    from ..models.loading import dtype_name, load_dtype
 
-    if dtype.lower() == "auto" and mode == "reference":
-        return "float32"
-    return dtype_name(dtype, device=device, device_map=device_map)
+    return dtype_name(load_dtype(dtype, mode), device=device, device_map=device_map)
 
 
 def load_in_turn(state, load: dict):

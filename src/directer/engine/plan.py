@@ -55,41 +55,40 @@ class ForwardPlan:
     rows: list[RowSteering]
     alpha: float
     persist: int = 0
-    _pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _pairs: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict, repr=False)  # device -> pairs
 
     @property
     def sources(self) -> list[int]:
         return [r.source for r in self.rows]
 
     def pairs(self, num_layers: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(row, column, scale) of every scaled key and a [pairs, layers] membership mask, built once per
-        device (under a device map each layer's keys live on that layer's device)."""
-        if self._pairs is not None and self._pairs[0].device != torch.device(device):
-            self._pairs = tuple(t.to(device) for t in self._pairs)
-        if self._pairs is None:
-            rows, cols, scale, member = [], [], [], []
-            for i, r in enumerate(self.rows):
-                alpha = self.alpha if r.alpha is None else r.alpha
-                if r.bias is not None or not r.layers or r.positions is None or r.positions.numel() == 0 or alpha == 1.0:
-                    continue
-                mask = torch.zeros(num_layers, dtype=torch.bool)
-                mask[list(r.layers)] = True
-                n = r.positions.numel()
-                rows.append(torch.full((n,), i, dtype=torch.long))
-                cols.append(r.positions.to(torch.long).cpu())
-                scale.append(torch.full((n,), float(alpha)))
-                member.append(mask.expand(n, num_layers))
-            if rows:
-                self._pairs = (
-                    torch.cat(rows).to(device),
-                    torch.cat(cols).to(device),
-                    torch.cat(scale).to(device),
-                    torch.cat(member).to(device),
-                )
-            else:
-                empty = torch.empty(0, dtype=torch.long, device=device)
-                self._pairs = (empty, empty, empty.float(), torch.empty(0, num_layers, dtype=torch.bool, device=device))
-        return self._pairs
+        """(row, column, scale) of every scaled key and a [pairs, layers] membership mask, built once and
+        kept per device (under a device map each layer's keys live on that layer's device)."""
+        key = str(device)
+        if key not in self._pairs:
+            built = next(iter(self._pairs.values()), None)
+            self._pairs[key] = (tuple(t.to(device) for t in built) if built is not None
+                                else self._build_pairs(num_layers, device))
+        return self._pairs[key]
+
+    def _build_pairs(self, num_layers: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        rows, cols, scale, member = [], [], [], []
+        for i, r in enumerate(self.rows):
+            alpha = self.alpha if r.alpha is None else r.alpha
+            if r.bias is not None or not r.layers or r.positions is None or r.positions.numel() == 0 or alpha == 1.0:
+                continue
+            mask = torch.zeros(num_layers, dtype=torch.bool)
+            mask[list(r.layers)] = True
+            n = r.positions.numel()
+            rows.append(torch.full((n,), i, dtype=torch.long))
+            cols.append(r.positions.to(torch.long).cpu())
+            scale.append(torch.full((n,), float(alpha)))
+            member.append(mask.expand(n, num_layers))
+        if rows:
+            return (torch.cat(rows).to(device), torch.cat(cols).to(device), torch.cat(scale).to(device),
+                    torch.cat(member).to(device))
+        empty = torch.empty(0, dtype=torch.long, device=device)
+        return empty, empty, empty.float(), torch.empty(0, num_layers, dtype=torch.bool, device=device)
 
     def bias_plan(self, cache: DynamicCache) -> BiasPlan | None:
         """The attention-bias part of the plan (None when no row carries a bias)."""

@@ -294,7 +294,8 @@ def evaluate(directer: Directer | None, run_dir: Path, methods: Sequence[str], p
         mine[method] = run_method(directer, run_dir, method, prompts, config, batch_size=batch_size, progress=progress,
                                   share=share, state=state, position=state.process_index if several else None)
     if several:
-        new = {m: [r for r in mine[m] if r["key"] in {p.key for p in todo[m]}] for m in methods}
+        wanted = {m: {p.key for p in todo[m]} for m in methods}
+        new = {m: [r for r in mine[m] if r["key"] in wanted[m]] for m in methods}
         written = _report_processes(state, new)
         state.wait_for_everyone()  # every part file is complete
         if not state.is_main_process:

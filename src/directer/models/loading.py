@@ -33,6 +33,7 @@ __all__ = [
     "check_device_map",
     "check_supported",
     "dtype_name",
+    "load_dtype",
     "load_model",
     "LoadedModel",
     "resolve_dtype",
@@ -140,6 +141,14 @@ def _map_device(device_map: str | dict[str, Any]) -> str:
         return _default_device()
     kinds = {"cuda" if isinstance(w, int) else torch.device(w).type for w in device_map.values() if w != "disk"}
     return "cuda" if "cuda" in kinds else "cpu"
+
+
+def load_dtype(dtype: str | torch.dtype, mode: str | None) -> str | torch.dtype:
+    """The dtype a model is loaded with: ``auto`` is float32 in reference mode (what the released code
+    runs), else left to the loader (bfloat16 on a GPU that has it, float32 elsewhere)."""
+    if mode == "reference" and isinstance(dtype, str) and dtype.lower() == "auto":
+        return "float32"
+    return dtype
 
 
 def dtype_name(dtype: str | torch.dtype | None, *, device: str | None = None, device_map: Any = None) -> str:
