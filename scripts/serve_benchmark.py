@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from benchmark import PROMPTS  # noqa: E402
 
 from directer import Directer  # noqa: E402
-from directer.engine.decoding import DecodeRequest  # noqa: E402
+from directer.engine.requests import DecodeRequest  # noqa: E402
 
 
 def start_server(port: int, batch: int, *extra: str) -> subprocess.Popen:
@@ -123,7 +123,7 @@ def main() -> None:
                 for p in prepared]
     d.generate_prepared(prepared[:1], config=configs[0])  # warm-up
     t0 = time.perf_counter()
-    outputs = d.engine(slots=args.clients).run(requests, [d.settings(c) for c in configs])
+    outputs = d.runner.engine(args.clients).run(requests, [d.runner.settings(c) for c in configs])
     offline_s = time.perf_counter() - t0
     offline_tokens = sum(len(o.token_ids) for o in outputs)
 

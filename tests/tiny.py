@@ -1,5 +1,5 @@
 """Tiny randomly initialised models built from configs, for fast property tests (float32), and the
-helpers that run the decoding loop on them."""
+helpers that decode on them (the continuous engine; reference mode's sequential specification)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from transformers import (
     Qwen3Config,
 )
 
-from directer.engine.decoding import DecodeOptions, DecodeRequest, DecodingLoop
+from directer.engine.requests import DecodeRequest
 from directer.methods import make_method
 
 VOCAB = 96
@@ -81,22 +81,32 @@ def prompts(n: int = 3) -> list[list[int]]:
 
 
 def run(model, ps, method="directer", mode="paper", alpha=100.0, beta=0.5, gate=True, batch=True,
-        trial_batching="all", probe_batch_size=64, positions=None, on_step=None, new=NEW, speculate="never",
-        filt=False, eos=frozenset(), limits=None, sampling=None, sample_index=None):
-    """Decode prompts ``ps`` with ``method`` (a spec) through the loop, as one batch or one at a time."""
-    from directer.methods.sampling import SamplingParams
+        trial_batching="all", positions=None, new=NEW, speculate="never", filt=False, eos=frozenset(), limits=None,
+        sampling=None, sample_index=None):
+    """Decode prompts ``ps`` with ``method`` (a spec) as the library does: paper mode on the continuous
+    engine (all prompts at once, or one at a time), reference mode on its sequential specification."""
+    from directer.engine.reference import ReferenceDecoder
+    from directer.runner import slots_per_request
 
     positions = positions or [SPAN] * len(ps)
-    opts = DecodeOptions(alpha=alpha, max_new_tokens=new, eos_token_ids=eos, pad_token_id=0, mode=mode,
-                         trial_batching=trial_batching, probe_batch_size=probe_batch_size, speculate=speculate,
-                         sampling=sampling or SamplingParams())
-    meth = make_method(method, beta=beta, mode=mode, gate=gate, plausibility_filter=filt)
+    meth = make_method(method, alpha=alpha, beta=beta, mode=mode, gate=gate, plausibility_filter=filt)
     reqs = [DecodeRequest(p, pos, max_new_tokens=(limits[i] if limits else None),
                           sample_index=sample_index[i] if sample_index else 0)
             for i, (p, pos) in enumerate(zip(ps, positions))]
+    if mode == "reference":
+        return ReferenceDecoder(model, meth, max_new_tokens=new, eos_token_ids=eos).run(reqs)
+    trials = {"all": "all", "sequential": "first"}[trial_batching]
+    per = slots_per_request(meth)
+
+    def engine_run(chunk):
+        return run_engine(model, [r.input_ids for r in chunk], method, alpha=alpha, beta=beta, gate=gate,
+                          slots=len(chunk) * per, trials=trials, positions=[r.positions for r in chunk], new=new,
+                          speculate=speculate, eos=eos, filt=filt, sampling=sampling,
+                          limits=[r.max_new_tokens for r in chunk] if limits else None,
+                          sample_index=[r.sample_index for r in chunk])
     if batch:
-        return DecodingLoop(model, meth, opts).run(reqs, on_step)
-    return [DecodingLoop(model, meth, opts).run([r], on_step)[0] for r in reqs]
+        return engine_run(reqs)
+    return [engine_run([r])[0] for r in reqs]
 
 
 def tokens(outputs) -> list[list[int]]:
@@ -112,13 +122,15 @@ def run_engine(model, ps, method="directer", alpha=100.0, beta=0.5, gate=True, s
     from directer.engine.sequence import SequenceSettings
 
     positions = positions or [SPAN] * len(ps)
-    meth = make_method(method, beta=beta, gate=gate, plausibility_filter=filt)
+    meth = make_method(method, alpha=alpha, beta=beta, gate=gate, plausibility_filter=filt)
     reqs = [DecodeRequest(p, pos, max_new_tokens=(limits[i] if limits else None),
                           sample_index=sample_index[i] if sample_index else 0)
             for i, (p, pos) in enumerate(zip(ps, positions))]
-    settings = SequenceSettings(meth, alpha=alpha, max_new_tokens=new, eos_token_ids=eos, speculate=speculate,
+    settings = SequenceSettings(meth, max_new_tokens=new, eos_token_ids=eos, speculate=speculate,
                                 sampling=sampling or SamplingParams())
-    engine = Engine(model, EngineOptions(slots=slots or len(ps), trials=trials, admit_min=admit_min,
+    from directer.runner import slots_per_request
+
+    engine = Engine(model, EngineOptions(slots=slots or len(ps) * slots_per_request(meth), trials=trials, admit_min=admit_min,
                                          matmul=matmul, probes=probes))
     return engine.run(reqs, settings, on_token)
 

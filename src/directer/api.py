@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
@@ -10,25 +9,20 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import torch
 
 from .config import SteeringConfig
-from .engine.continuous import Engine, EngineOptions, fits, output, supports
-from .engine.devices import input_device
-from .engine.decoding import DecodeOptions, DecodeOutput, DecodeRequest, DecodingLoop
-from .engine.sequence import SequenceSettings
+from .engine.requests import DecodeOutput, DecodeRequest
 from .engine.spans import PreparedPrompt, prepare_prompt
 from .errors import UsageError
 from .inputs import resolve_instructions
 from .models.loading import LoadedModel, check_supported, load_dtype, load_model
 from .progress import progress_bar
 from .results import GenerationResult, Ranking
+from .runner import FLOAT16_SAFE_ALPHA, Runner
 
 __all__ = ["FLOAT16_SAFE_ALPHA", "Directer"]
 
 Messages = Sequence[Mapping[str, str]]
 Prompt = Union[str, Messages]
 Instructions = Union[str, Sequence[str], None]
-
-# Above this alpha, float16 attention logits can overflow (method.md §3).
-FLOAT16_SAFE_ALPHA = 10.0
 
 
 class Directer:
@@ -76,7 +70,8 @@ class Directer:
             speculate=speculate, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed,
         )
         self.model_name = model_name or getattr(model.config, "_name_or_path", None) or model.config.model_type
-        self._guard_float16(self.config)
+        self.runner = Runner(model, tokenizer, self.model_name)  # settings -> engine -> results
+        self.runner.guard_float16(self.config.policy())
 
     @classmethod
     def from_pretrained(
@@ -180,8 +175,8 @@ class Directer:
     ) -> list[GenerationResult]:
         """Generate for prompts already rendered by :meth:`prepare`, ``batch_size`` at a time.
 
-        Key-scaling methods and ``none`` (paper mode) run on the continuous engine: ``batch_size``
-        prompts decode at once and a finished one is replaced by the next. ``max_new_tokens`` gives each
+        Every method runs on the continuous engine: ``batch_size`` prompts decode at once and a finished
+        one is replaced by the next (reference mode decodes one at a time, as the released code does). ``max_new_tokens`` gives each
         prompt its own limit; ``on_tokens(index, token_ids, done)`` is called whenever a prompt gains a
         token (streaming), ``on_result(index, result)`` as soon as a prompt is finished.
 
@@ -208,39 +203,21 @@ class Directer:
         bar = progress_bar(len(prepared), enabled=progress)
         results: list[GenerationResult | None] = [None] * len(prepared)
 
-        def finished(i: int, out: DecodeOutput) -> None:
-            results[i] = self._result(prepared[i], out, config)
-            if on_result is not None:
-                on_result(i, results[i])
-            if bar is not None:
-                bar.update(1)
+        def on_event(i: int, out: DecodeOutput, done: bool) -> None:
+            if on_logprobs is not None:
+                on_logprobs(i, out.raw_logprobs or [], out.top_logprobs or [])
+            if on_tokens is not None:
+                on_tokens(i, out.token_ids, done)
+            if done:
+                results[i] = self.runner.result(prepared[i], out, config)
+                if on_result is not None:
+                    on_result(i, results[i])
+                if bar is not None:
+                    bar.update(1)
 
-        if supports(config.policy(), config.mode) and fits(self.model):
-            # Continuous batching: batch_size sequences at once, a finished one replaced by the next prompt.
-            engine = self.engine(config, slots=min(batch_size, len(prepared)) or 1)
-            settings = self.settings(config, top_logprobs)
-
-            def on_token(seq) -> None:
-                if on_logprobs is not None:
-                    on_logprobs(seq.index, seq.logprobs, seq.top_logprobs)
-                if on_tokens is not None:
-                    on_tokens(seq.index, seq.tokens, seq.done)
-                if seq.done:
-                    finished(seq.index, output(seq))
-
-            engine.run(requests, settings, on_token)
-        else:  # attention-bias streams and reference mode: the synchronised loop, batch by batch
-            for start in range(0, len(prepared), batch_size):
-                chunk = requests[start:start + batch_size]
-                step_hook = None
-                if on_tokens is not None:
-                    def step_hook(loop, rows, offset=start):
-                        for r in rows:
-                            if on_logprobs is not None:
-                                on_logprobs(offset + r.index, r.logprobs, r.top_logprobs)
-                            on_tokens(offset + r.index, r.tokens, r.done)
-                for j, out in enumerate(self._loop(config, top_logprobs).run(chunk, step_hook)):
-                    finished(start + j, out)
+        # Every method runs on the continuous engine (batch_size prompts at once, a finished one replaced
+        # by the next); reference mode on the released code's sequential decoding.
+        self.runner.decode(requests, config, batch_size=batch_size, top_logprobs=top_logprobs, on_event=on_event)
         if bar is not None:
             bar.close()
         return results
@@ -258,10 +235,7 @@ class Directer:
         for ids in input_ids:
             self.check_length(len(ids), config.max_new_tokens)
         requests = [DecodeRequest(list(ids), list(pos), ranking) for ids, pos in zip(input_ids, positions)]
-        if supports(config.policy(), config.mode) and fits(self.model):
-            outputs = self.engine(config, slots=max(1, len(requests))).run(requests, self.settings(config))
-        else:
-            outputs = self._loop(config).run(requests)
+        outputs = self.runner.decode(requests, config, batch_size=max(1, len(requests)))
         return [o.token_ids for o in outputs]
 
     # -- internals --------------------------------------------------------------------------------
@@ -277,97 +251,9 @@ class Directer:
             changes["layers"] = tuple(changes["layers"])
         return replace(self.config, **changes) if changes else self.config
 
-    def _loop(self, config: SteeringConfig, top_logprobs: int = 0) -> DecodingLoop:
-        self._guard_float16(config)
-        method = config.policy()
-        options = DecodeOptions(
-            alpha=config.alpha,
-            max_new_tokens=config.max_new_tokens,
-            eos_token_ids=frozenset() if config.ignore_eos else frozenset(self.eos_token_ids(config.mode)),
-            pad_token_id=self._pad_id(),
-            mode=config.mode,
-            trial_batching=config.effective_trial_batching,
-            probe_batch_size=config.effective_probe_batch_size,
-            speculate=config.speculate,
-            model_name=self.model_name,
-            sampling=config.sampling,
-            top_logprobs=top_logprobs,
-        )
-        return DecodingLoop(self.model, method, options)
-
-    def engine(self, config: SteeringConfig | None = None, slots: int = 8, admit_min: int | None = None) -> Engine:
-        """A continuous engine on this model (see :mod:`directer.engine.continuous`)."""
-        config = config or self.config
-        self._guard_float16(config)
-        trials = {"all": "all", "sequential": "first"}.get(config.trial_batching or "", "auto")
-        return Engine(self.model, EngineOptions(slots=slots, pad_token_id=self._pad_id(), trials=trials,
-                                                admit_min=admit_min))
-
-    def settings(self, config: SteeringConfig, top_logprobs: int = 0) -> SequenceSettings:
-        """One request's settings for the engine (a sampled config must carry its seed: ``config.seeded()``)."""
-        return SequenceSettings(
-            method=config.policy(),
-            alpha=config.alpha,
-            max_new_tokens=config.max_new_tokens,
-            eos_token_ids=frozenset() if config.ignore_eos else frozenset(self.eos_token_ids(config.mode)),
-            mode=config.mode,
-            speculate=config.speculate,
-            model_name=self.model_name,
-            sampling=config.sampling,
-            top_logprobs=top_logprobs,
-        )
-
-    def _result(self, p: PreparedPrompt, out, config: SteeringConfig) -> GenerationResult:
-        ranking = out.ranking
-        if out.stats.evicted_layers:
-            warnings.warn(
-                f"instruction tokens left the sliding window of layer(s) {out.stats.evicted_layers} during "
-                "generation; those layers could no longer steer them",
-                stacklevel=4,
-            )
-        return GenerationResult(
-            text=self.tokenizer.decode(out.token_ids, skip_special_tokens=True),
-            token_ids=out.token_ids,
-            prompt_token_ids=list(p.input_ids),
-            instruction_token_spans=[(s.start, s.end) for s in p.spans],
-            method=config.method,
-            mode=config.mode,
-            alpha=config.alpha,
-            beta=config.beta,
-            model=self.model_name,
-            ranking=ranking.order if ranking else None,
-            ranking_scores=ranking.scores if ranking else None,
-            stats=out.stats,
-            trace=out.trace,
-            finish_reason=out.finish_reason,
-            raw_logprobs=out.raw_logprobs,
-            top_logprobs=out.top_logprobs,
-            sampling=None if config.temperature == 0 else {
-                "temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
-                "min_p": config.min_p, "seed": config.seed},
-            prompt=p.text,
-            instructions=[s.text for s in p.spans],
-            appended_instructions=list(p.appended),
-        )
-
     def eos_token_ids(self, mode: str | None = None) -> set[int]:
         """Paper mode stops at every end-of-sequence id the model declares; reference mode at the tokenizer's only."""
-        mode = mode or self.config.mode
-        ids: set[int] = set()
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        if mode != "reference":
-            gen = getattr(self.model, "generation_config", None)
-            eos = getattr(gen, "eos_token_id", None) if gen is not None else None
-            if eos is not None:
-                ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
-        return ids
-
-    def _pad_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.tokenizer.eos_token_id
-        return int(pad) if pad is not None else 0
+        return set(self.runner.eos_token_ids(replace(self.config, mode=mode or self.config.mode, ignore_eos=False)))
 
     def check_length(self, prompt_len: int, max_new_tokens: int) -> None:
         if prompt_len < 2:
@@ -386,23 +272,6 @@ class Directer:
                 raise UsageError(f"the ranking has {ranking.num_layers} layers but the model has {num_layers}")
             return ranking
         return Ranking.load(ranking, num_layers=num_layers)
-
-    def _guard_float16(self, config: SteeringConfig) -> None:
-        """Upcast a float16 model (with a warning) before steering with an alpha that could overflow it."""
-        alpha = config.alpha
-        if self.model.dtype != torch.float16 or config.method == "none" or alpha <= FLOAT16_SAFE_ALPHA:
-            return
-        if getattr(self.model, "hf_device_map", None):  # accelerate placed it: not ours to recast in place
-            raise UsageError(f"float16 with alpha={alpha:g} can overflow the steered attention logits, and a model "
-                             "spread by a device map is not recast in place: load it with dtype bfloat16 or float32")
-        device = input_device(self.model)
-        safe = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        warnings.warn(
-            f"float16 with alpha={alpha:g} can overflow the steered attention logits; "
-            f"running the model in {str(safe).replace('torch.', '')} instead",
-            stacklevel=3,
-        )
-        self.model.to(safe)
 
 
 def _is_single_prompt(prompt: Any) -> bool:

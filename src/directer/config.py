@@ -80,7 +80,7 @@ class SteeringConfig:
 
     def policy(self):
         """The method object these settings describe."""
-        return make_method(self.method, beta=self.beta, mode=self.mode, gate=self.gate, layers=self.layers,
+        return make_method(self.method, alpha=self.alpha, beta=self.beta, mode=self.mode, gate=self.gate, layers=self.layers,
                            plausibility_filter=self.plausibility_filter)
 
     @property

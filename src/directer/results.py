@@ -56,8 +56,8 @@ class GenerationResult:
     instruction_token_spans: list[tuple[int, int]]  # [start, end) positions steered in the prompt
     method: str
     mode: str
-    alpha: float
-    beta: float
+    alpha: float  # the key scale the tokens were decoded with (the method's own, e.g. static:alpha=3)
+    beta: float  # the plausibility threshold of the method (its own, e.g. directer:beta=0.3)
     model: str
     ranking: list[int] | None  # layer order used, most sensitive first
     stats: Stats
@@ -75,6 +75,8 @@ class GenerationResult:
     sampling: dict[str, Any] | None = None
     # When asked for: per step, the raw model's most likely (token id, log-probability) pairs.
     top_logprobs: list[list[tuple[int, float]]] | None = None
+    # Every parameter of the method as decoded (alpha, beta, layers, filter, ...).
+    parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
     def perplexity(self) -> float | None:

@@ -20,12 +20,11 @@ from typing import Any, Sequence
 import torch
 
 from .config import SteeringConfig
-from .engine.continuous import Engine, EngineOptions, fits, supports
-from .engine.decoding import DecodeOptions, DecodeRequest, DecodingLoop
-from .engine.sequence import SequenceSettings
+from .engine.requests import DecodeRequest
 from .errors import UsageError
 from .models.loading import check_supported
 from .results import Ranking
+from .runner import Runner
 
 __all__ = ["custom_generate"]
 
@@ -85,18 +84,9 @@ def custom_generate(
             raise UsageError(f"instruction span {spans[b]} of row {b} lies outside its prompt (columns {offset}..{width - 1})")
         requests.append(DecodeRequest(ids, positions, ranking))
 
-    options = DecodeOptions(
-        alpha=config.alpha, max_new_tokens=config.max_new_tokens, eos_token_ids=eos_ids, pad_token_id=int(pad),
-        mode=mode, trial_batching=config.effective_trial_batching, probe_batch_size=config.effective_probe_batch_size,
-        sampling=config.sampling,
-    )
-    method = config.policy()
-    if supports(method, mode) and fits(model):  # the continuous engine, all rows at once
-        settings = SequenceSettings(method, alpha=config.alpha, max_new_tokens=config.max_new_tokens,
-                                    eos_token_ids=eos_ids, mode=mode, sampling=config.sampling)
-        outputs = Engine(model, EngineOptions(slots=batch, pad_token_id=int(pad))).run(requests, settings)
-    else:
-        outputs = DecodingLoop(model, method, options).run(requests)
+    runner = Runner(model, None, getattr(model.config, "_name_or_path", "") or model.config.model_type,
+                    eos_token_ids=eos_ids, pad_token_id=int(pad))
+    outputs = runner.decode(requests, config, batch_size=batch)  # all rows at once
     longest = max(len(o.token_ids) for o in outputs)
     generated = torch.full((batch, longest), int(pad), dtype=input_ids.dtype, device=input_ids.device)
     for b, o in enumerate(outputs):

@@ -1,6 +1,6 @@
-"""The attention-bias mechanism (engine/attention_bias.py): unbiased forwards untouched, the analytic
-attention weights on hand-built cases, head profiles, SpotLight's lift, and a steered stream equal to
-a full recomputation under the same bias.
+"""The attention-bias mechanism (engine/attention_bias.py) and the attention routing (engine/attention.py):
+unbiased forwards untouched, the analytic attention weights on hand-built cases, head profiles,
+SpotLight's lift, and a steered stream on the engine equal to a full recomputation under the same bias.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from directer.engine.attention_bias import (BIAS_KWARG, BiasPlan, RowBias, _biased_attention, _targets,
-                                            enable_attention_bias)
+from transformers import AttentionInterface
+
+from directer.engine.attention import enable_packed_attention, model_attention
+from directer.engine.attention_bias import biased_attention
 from directer.errors import UsageError
 from directer.methods import make_method
 from directer.methods.trial import AttentionBias
@@ -32,17 +34,17 @@ def test_the_wrapper_leaves_unbiased_forwards_untouched():
         model = tiny_model("qwen3", attn=attn)
         x = torch.tensor([random_prompt(1, 16)])
         before = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
-        enable_attention_bias(model)
+        enable_packed_attention(model)
         assert model.config._attn_implementation == f"directer_{attn}"
         after = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
         assert torch.equal(before, after)
 
 
-def test_flash_attention_is_refused_for_bias_methods():
+def test_flash_attention_is_refused_with_a_message():
     model = tiny_model("llama")
     model.config._attn_implementation = "flash_attention_2"
     with pytest.raises(UsageError, match="eager or sdpa"):
-        enable_attention_bias(model)
+        enable_packed_attention(model)
 
 
 # -- the mechanism against analytic attention weights -------------------------------------------------------
@@ -52,12 +54,22 @@ def _attend(bias: AttentionBias, columns, q_len=1, kv=10, heads=4, kv_heads=2, d
     torch.manual_seed(seed)
     q = torch.zeros(1, heads, q_len, dim) if query is None else query
     k, v = torch.randn(1, kv_heads, kv, dim), torch.randn(1, kv_heads, kv, dim)
-    module = SimpleNamespace(head_dim=dim, layer_idx=0)
-    row = RowBias(0, bias, frozenset({0}), torch.tensor(columns))
     mask = torch.ones(1, 1, q_len, kv, dtype=torch.bool)
-    targets = _targets([row], 0, heads, kv, 0, q.device)
-    out, weights = _biased_attention(module, q, k, v, mask, None, None, None, targets)
+    targets, spot, factor = _targets(bias, columns, heads, kv)
+    out = biased_attention(q, k, v, mask, dim ** -0.5, None, None, targets, spot, factor)
+    # The weights, recovered from the output: values set to the identity give them back.
+    eye = torch.eye(kv)[None, None].expand(1, kv_heads, kv, kv)
+    weights = biased_attention(q, k, eye, mask, dim ** -0.5, None, None, targets, spot, factor).transpose(1, 2)
     return out, weights, v
+
+
+def _targets(bias: AttentionBias, columns, heads: int, kv: int):
+    """One row's [1, H, 1, kv] target mask (its bias on layer 0), kind and factor."""
+    targets = torch.zeros(1, heads, 1, kv, dtype=torch.bool)
+    chosen = range(heads) if bias.heads is None else bias.heads.get(0, ())
+    for h in chosen:
+        targets[0, h, 0, list(columns)] = True
+    return targets, torch.tensor([bias.kind == "spotlight"]), torch.tensor([bias.factor])
 
 
 def test_additive_bias_gives_the_analytic_weights():
@@ -101,20 +113,36 @@ def test_biased_output_is_the_weighted_sum_of_values():
 # -- the steered stream ---------------------------------------------------------------------------------------
 
 
+def _biased_model(model, bias: AttentionBias, layers, columns):
+    """The model with every query of every forward biased (a full recomputation, no cache)."""
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        if module.layer_idx not in layers:
+            return model_attention(module, "eager")(module, query, key, value, attention_mask, **kwargs)
+        targets, spot, factor = _targets(bias, columns, query.shape[1], key.shape[-2])
+        heads = bias.heads.get(module.layer_idx, ()) if bias.heads is not None else range(query.shape[1])
+        targets[:, [h for h in range(query.shape[1]) if h not in heads]] = False
+        scaling = kwargs.get("scaling") or module.head_dim ** -0.5
+        return biased_attention(query, key, value, attention_mask, scaling, kwargs.get("softcap"),
+                                kwargs.get("sliding_window"), targets, spot, factor), None
+
+    AttentionInterface.register("test_biased", attention)
+    model.set_attn_implementation("test_biased")
+    return model
+
+
 @pytest.mark.parametrize("method", ["pasta", "instaboost"])
 def test_stream_equals_a_full_recomputation_under_the_bias(model, method):
-    """The steered stream (prefill + cached steps) picks the tokens a single uncached forward over
-    prompt + generated tokens, biased at every position, would pick."""
+    """The steered stream on the engine (biased prefill + cached steps in its slot) picks the tokens a
+    single uncached forward over prompt + generated tokens, biased at every position, would pick."""
     p = random_prompt(7, 24)
     spec = {"pasta": "pasta:alpha_p=0.001", "instaboost": "instaboost:m=50"}[method]
     out = run(model, [p], spec, new=16)[0]
-    meth = make_method(spec)
-    trial = meth.schedule(None, model.config.num_hidden_layers)[0]
+    trial = make_method(spec).schedule(None, model.config.num_hidden_layers)[0]
     seq = p + out.token_ids[:-1]
     cols = SPAN if trial.bias.target == "span" else [i for i in range(len(p)) if i not in SPAN]
-    plan = BiasPlan([RowBias(0, trial.bias, trial.layers, torch.tensor(cols))])
-    enable_attention_bias(model)
+    arch = model.config.model_type
+    full = _biased_model(tiny_model({"gemma3_text": "gemma3"}.get(arch, arch)), trial.bias, trial.layers, cols)
     x = torch.tensor([seq])
     with torch.no_grad():
-        logits = model(input_ids=x, attention_mask=torch.ones_like(x), **{BIAS_KWARG: plan}).logits[0]
+        logits = full(input_ids=x).logits[0]
     assert torch.argmax(logits[len(p) - 1:], dim=-1).tolist() == out.token_ids

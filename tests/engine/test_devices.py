@@ -41,10 +41,12 @@ def test_the_engine_decodes_an_offloaded_model_as_the_plain_one(arch, matmul):
         assert a.ranking == b.ranking
 
 
-@pytest.mark.parametrize("method", ["directer", "static", "pasta"])
-def test_the_synchronised_loop_decodes_an_offloaded_model_as_the_plain_one(method):
+@pytest.mark.parametrize("method,mode", [("pasta", "paper"), ("pasta:filter=1", "paper"), ("spotlight", "paper"),
+                                         ("directer", "reference")])
+def test_bias_streams_and_reference_mode_decode_an_offloaded_model_as_the_plain_one(method, mode):
     ps = prompts(3)
-    assert tokens(run(offloaded(tiny_model("qwen3")), ps, method=method)) == tokens(run(tiny_model("qwen3"), ps, method=method))
+    assert tokens(run(offloaded(tiny_model("qwen3")), ps, method=method, mode=mode)) == tokens(
+        run(tiny_model("qwen3"), ps, method=method, mode=mode))
 
 
 def test_execution_device_follows_the_hook_not_the_weights():
@@ -63,9 +65,9 @@ _CONSTRUCTORS = {"zeros", "ones", "full", "empty", "arange", "tensor", "as_tenso
 # .to(<the device of the tensor they meet>), the paths the offloaded-model tests above run. A new one
 # must be added here knowingly.
 _HOST_SIDE = {
-    "engine/decoding.py": 5,  # the prompt batch (ids, mask) and steered columns, staged then moved
-    "engine/plan.py": 3,  # the scaled-key pairs, staged and moved to the keys' device at once
-    "engine/prefill.py": 4,  # left-padded prompt ids / mask / positions, moved by the caller
+    "engine/reference.py": 1,  # a cache view's steered columns, moved to each layer's keys' device
+    "engine/attention_bias.py": 1,  # a slot's head mask, staged then copied into the device state
+    "engine/prefill.py": 5,  # left-padded prompt ids / mask / positions, moved by the caller; bias targets
     "engine/sequence.py": 1,  # a sequence's steered positions, moved by its consumer
     "engine/row_matmul.py": 1,  # the calibration inputs of pays_off, on the CPU it times
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from directer.engine.attention_bias import enable_attention_bias
+from directer.engine.attention import enable_packed_attention
 from directer.engine.packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
 from directer.engine.slot_cache import SlotCache
 
@@ -18,7 +18,7 @@ def test_copy_free_trials_equal_scaling_a_copy(window):
     archs = ARCHS if window is None else ("gemma3", "mistral")
     for arch in archs:
         model = tiny_model(arch, **({} if window is None else {"sliding_window": window}))
-        enable_attention_bias(model)
+        enable_packed_attention(model)
         long, short = random_prompt(7, 20), random_prompt(8, 16)  # short is left-padded by 4 columns
         span = SPAN if window is None else list(range(12, 18))  # window 6: 12-13 evicted, 14-17 held
         trials = [(frozenset({0, 2, 3}), 100.0), (frozenset({1}), 5.0), (frozenset(range(4)), 1.0)]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from directer.engine.continuous import Engine, EngineOptions
-from directer.engine.decoding import DecodeRequest
+from directer.engine.requests import DecodeRequest
 from directer.engine.sampling import Sampler, inverse_cdf
 from directer.engine.sequence import SequenceSettings
 from directer.methods import make_method
@@ -85,7 +85,7 @@ def test_temperature_zero_is_greedy_whatever_the_other_settings(model, method):
 
 
 @pytest.mark.parametrize("method", ["none", "directer", "static", "pasta", "spotlight", "instaboost", "static:filter=1"])
-def test_temperature_zero_is_greedy_in_the_synchronised_loop(llama, method):
+def test_temperature_zero_is_greedy_for_every_method(llama, method):
     cold = run(llama, prompts(), method=method, sampling=SamplingParams(0.0, top_p=0.5, seed=9))
     assert tokens(cold) == tokens(run(llama, prompts(), method=method))
 

@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from directer.engine.decoding import DecodeOptions, DecodingLoop
+from directer.engine.continuous import Engine
+from directer.engine.requests import DecodeRequest
+from directer.engine.sequence import SequenceSettings
 from directer.errors import UsageError
 from directer.methods import make_method
 
@@ -18,7 +20,7 @@ def test_head_profile_is_checked_against_the_model(tmp_path):
     profile.write_text('{"heads": [[0, 1], [2, 9]]}')
     meth = make_method(f"pasta:profile={profile}")
     with pytest.raises(UsageError, match="does not fit"):
-        DecodingLoop(tiny_model("llama"), meth, DecodeOptions())
+        Engine(tiny_model("llama")).submit(DecodeRequest(list(range(3, 20)), [4, 5]), SequenceSettings(meth))
     profile.write_text("{not json")
     with pytest.raises(UsageError, match="corrupt head profile"):
         make_method(f"pasta:profile={profile}")

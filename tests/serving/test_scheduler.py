@@ -81,7 +81,7 @@ def test_running_and_waiting_counts(d):
 
 def test_sampled_jobs_with_stops_and_samples(d):
     """Per job: its sample index (stream), its stop condition and its deadline, in the engine and in the
-    synchronised loop (an attention-bias method)."""
+    continuous engine, for a key-scaling and an attention-bias method."""
     sampled = replace(d.config, temperature=0.9, seed=4)
     s = Scheduler(d, max_batch_size=4)
     s.start()

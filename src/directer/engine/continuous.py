@@ -31,20 +31,21 @@ from ..methods.base import RawStep, prompt_key
 from ..methods.trial import Trial
 from ..models.loading import attention_modules
 from ..results import TokenTrace
-from .attention_bias import enable_attention_bias
+from .attention import enable_packed_attention
+from .attention_bias import SlotBias
 from .cost_model import CostModel
 from .devices import input_device
-from .engine_options import PROBE_PLACES, TRIAL_POLICIES, EngineOptions, fits, supports
-from .decoding import DecodeOutput, DecodeRequest
+from .engine_options import PROBE_PLACES, TRIAL_POLICIES, EngineOptions, fits
+from .requests import DecodeOutput, DecodeRequest  # noqa: F401  (DecodeOutput: run's outputs)
 from .packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
-from .prefill import left_padded, ranking_probes
-from .ranking import AttentionRecorder, rank_from_scores, score_layers
+from .prefill import bias_targets, left_padded, ranking_probes
+from .ranking import AttentionRecorder
 from .row_matmul import install, transposed, wanted
 from .sampling import Sampler
-from .sequence import Sequence, SequenceSettings
+from .sequence import Sequence, SequenceSettings, output, raw_steps, skipped_trace
 from .slot_cache import SlotCache
 
-__all__ = ["Engine", "EngineOptions", "fits", "output", "supports"]
+__all__ = ["Engine", "EngineOptions", "fits", "output"]
 
 class Engine:
     def __init__(self, model: torch.nn.Module, options: EngineOptions | None = None):
@@ -61,11 +62,12 @@ class Engine:
         self.device = input_device(model)  # the input embeddings' (under a device map, the first layer's)
         self.body = model.get_decoder()
         self.head = model.get_output_embeddings()
-        enable_attention_bias(model)  # our attention function reads the packed plan
+        enable_packed_attention(model)  # our attention function reads the packed plan
         self.transpose = wanted(self.opts.matmul, self.device, next(model.parameters()).dtype, model)
         if self.transpose:
             install(model)
         self.cache = SlotCache(self.num_layers, self.opts.slots, self.device)
+        self.bias = SlotBias(self.opts.slots, self.num_layers, self.num_heads, self.device)
         self.free: list[int] = list(range(self.opts.slots))
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -80,8 +82,6 @@ class Engine:
     def submit(self, request: DecodeRequest, settings: SequenceSettings,
                on_token: Callable[[Sequence], None] | None = None) -> Sequence:
         method = settings.method
-        if not supports(method, settings.mode):
-            raise ValueError(f"the continuous engine does not run {method.name} in {settings.mode} mode")
         method.check_model(self.num_layers, self.num_heads)
         key = prompt_key(request.input_ids)
         if request.max_new_tokens:
@@ -90,6 +90,9 @@ class Engine:
         seq = Sequence(self._count, list(request.input_ids), positions, settings, request.ranking, key, on_token,
                        stop=request.stop)
         seq.sampler = Sampler.for_request(settings.sampling, key, request.sample_index)
+        if len(seq.stream_rows()) > self.opts.slots:
+            raise ValueError(f"{method.name} with the plausibility filter needs {len(seq.stream_rows())} slots "
+                             f"(a raw and a steered stream); this engine has {self.opts.slots}")
         self._count += 1
         if method.steers and (seq.ranking is not None or not method.needs_ranking):
             seq.schedule = method.schedule(seq.ranking, self.num_layers, key)
@@ -122,7 +125,8 @@ class Engine:
         """Run one forward: a prefill of waiting prompts when enough slots are free, else a decode."""
         self._drop_cancelled()
         admit_min = self.opts.admit_min or max(1, self.opts.slots // 8)
-        if self.waiting and self.free and (len(self.free) >= min(admit_min, len(self.waiting)) or not self.running):
+        fits_first = bool(self.waiting) and len(self.free) >= len(self.waiting[0].stream_rows())
+        if fits_first and (len(self.free) >= min(admit_min, len(self.waiting)) or not self.running):
             self._prefill()
         elif self.running:
             self._decode()
@@ -137,10 +141,11 @@ class Engine:
 
     def _finish(self, seq: Sequence) -> None:
         seq.state = "done"
-        if seq.slot is not None:
-            self.cache.free(seq.slot)
-            self.free.append(seq.slot)
-            seq.slot = None
+        for slot in seq.slots:
+            self.cache.free(slot)
+            self.bias.clear(slot)
+            self.free.append(slot)
+        seq.slot = seq.steered_slot = None
         self.running.remove(seq)
         seq.stats.evicted_layers = self._evicted(seq)
 
@@ -162,22 +167,35 @@ class Engine:
         probes, lead = kind
         extra = self.num_layers + lead if probes else 0  # probes, then the leading trials
         batch: list[Sequence] = []
-        while self.waiting and len(batch) < len(self.free) and self._prefill_kind(self.waiting[0]) == kind:
+        rows = 0  # prompt rows: one per slot (a filtered stream encodes its prompt twice, raw and biased)
+        while self.waiting and self._prefill_kind(self.waiting[0]) == kind:
+            need = len(self.waiting[0].stream_rows())
             longest = max([len(s.input_ids) for s in batch] + [len(self.waiting[0].input_ids)])
-            if batch and (longest + extra) * (len(batch) + 1) > self.opts.max_prefill_tokens:
+            if rows + need > len(self.free) or (batch and (longest + extra) * (rows + need) > self.opts.max_prefill_tokens):
                 break
             batch.append(self.waiting.popleft())
-        slots = [self.free.pop(0) for _ in batch]
-        lengths = [len(s.input_ids) for s in batch]
-        ids, mask, positions, width = left_padded(batch, extra, self.opts.pad_token_id)
+            rows += need
+        prompt_rows = [(s, biased) for s in batch for biased in s.stream_rows()]
+        slots = [self.free.pop(0) for _ in prompt_rows]
+        lengths = [len(s.input_ids) for s, _ in prompt_rows]
+        ids, mask, positions, width = left_padded([s.input_ids for s, _ in prompt_rows], extra, self.opts.pad_token_id)
         slot_t = torch.tensor(slots, device=self.device)
         start = self.cache.place(slot_t, lengths)
         now = time.perf_counter()
-        for i, (s, slot) in enumerate(zip(batch, slots)):
-            s.slot, s.state, s.admitted_at = slot, "prefill", now
+        first_row: dict[int, int] = {}  # id(sequence) -> its first (raw) prompt row
+        for i, ((s, biased), slot) in enumerate(zip(prompt_rows, slots)):
             s.start = start + (width - lengths[i]) + self.cache.origin
-            self.running.append(s)
-        plan = PackedPlan(self.cache, slot_t, prefill_column=start, prefill_extra=extra,
+            if id(s) not in first_row:
+                first_row[id(s)] = i
+                s.slot, s.state, s.admitted_at = slot, "prefill", now
+                self.running.append(s)
+            else:
+                s.steered_slot = slot
+            if biased:
+                self._bias_slot(s, slot)
+        prefill_biased = [i for i, (s, biased) in enumerate(prompt_rows) if biased and s.settings.method.bias_prefill]
+        plan = PackedPlan(self.cache, slot_t, slot_list=slots, bias=self.bias, prefill_biased=prefill_biased,
+                          prefill_column=start, prefill_extra=extra,
                           groups=[self._prefill_group(s, b, extra, start + width - 1) for b, s in enumerate(batch)] if extra else [])
         record = any(s.needs_probes for s in batch)
         t0 = time.perf_counter()
@@ -188,17 +206,21 @@ class Engine:
             last = hidden[:, width - 1:width, :]
             if lead:  # the leading trials' tokens are read off the same forward
                 last = torch.cat([last, hidden[:, width + self.num_layers:, :]], dim=1)
-            logits = self._logits(last.reshape(-1, last.shape[-1])).view(len(batch), 1 + lead, -1)
+            logits = self._logits(last.reshape(-1, last.shape[-1])).view(len(prompt_rows), 1 + lead, -1)
         seconds = time.perf_counter() - t0
         self.forwards += 1
         if record:
             pre, post = self.recorder.stacked()
-        steps = _raw_steps(logits[:, 0])
-        trial_tokens = logits[:, 1:].argmax(dim=-1).tolist() if lead else [[] for _ in batch]
-        for i, s in enumerate(batch):
-            if s.sampler is not None and lead:  # draw k + 1 of step 0 is trial k's token
+        steps = raw_steps(logits[:, 0])
+        trial_tokens = logits[:, 1:].argmax(dim=-1).tolist() if lead else [[] for _ in prompt_rows]
+        for s in batch:
+            i = first_row[id(s)]
+            if s.streamed:  # the biased slot's logits (the last row of the sequence) are its one trial
+                trial_tokens[i] = [self._trial_token(s, logits[i + len(s.stream_rows()) - 1, 0], 0)]
+            elif s.sampler is not None and lead:  # draw k + 1 of step 0 is trial k's token
                 trial_tokens[i] = [s.sampler.draw(logits[i, 1 + k], 0, k + 1)[0] for k in range(lead)]
-        for i, s in enumerate(batch):
+        for s in batch:
+            i = first_row[id(s)]
             n = len(s.input_ids)
             if extra:  # raw states at the last token, then the probes' states: the ranking now
                 s.raw_states = (pre[i, 0], post[i, 0])
@@ -209,6 +231,18 @@ class Engine:
                 s.raw_states = (pre[i], post[i])
             known = dict(enumerate(trial_tokens[i]))
             self._on_raw(s, steps[i], s.input_ids[-1], n - 1, s.start + n - 1, known)
+
+    def _bias_slot(self, seq: Sequence, slot: int) -> None:
+        """Give ``slot`` the sequence's attention bias: its kind, factor and heads, its target columns."""
+        trial = seq.schedule[0]
+        self.bias.set(slot, trial.bias, trial.layers)
+        self.cache.mark(slot, bias_targets(seq, trial.bias, self.cache.origin))
+
+    def _trial_token(self, seq: Sequence, logits: torch.Tensor, k: int) -> int:
+        """Trial k's token from its logits: the argmax, or draw k + 1 of a sampled sequence's step."""
+        if seq.sampler is None:
+            return int(logits.argmax())
+        return seq.sampler.draw(logits, len(seq.tokens), k + 1)[0]
 
     def _prefill_kind(self, seq: Sequence) -> tuple[bool, int]:
         """Prompts that share a prefill forward: with probes in it (and how many leading trials), or not."""
@@ -235,7 +269,7 @@ class Engine:
         if not method.steers or method.skip(raw) or (choice is not None and not method.accept(raw, choice)):
             # Under sampling a raw draw the method would not accept as a steered token is emitted as
             # drawn: steering only re-decides draws inside its acceptance set (README, Fidelity).
-            self._emit(seq, raw.token, _skipped(method.steers))
+            self._emit(seq, raw.token, skipped_trace(method.steers))
             return
         seq.trial_tokens.update(known or {})
         seq.state = "trials"
@@ -258,19 +292,24 @@ class Engine:
     def _decode(self) -> None:
         origin = self.cache.origin
         raw = [s for s in self.running if s.state == "raw"]
-        inputs, positions = [s.step_input for s in raw], [s.step_pos for s in raw]
-        slot_t = torch.tensor([s.slot for s in raw], dtype=torch.long, device=self.device)
+        # One row per slot of every advancing sequence: the raw rows first (their logits open the step),
+        # then the biased rows of filtered streams (their logits are the step's trial).
+        slot_rows = [(s, s.slot) for s in raw] + [(s, s.steered_slot) for s in raw if s.steered_slot is not None]
+        inputs, positions = [s.step_input for s, _ in slot_rows], [s.step_pos for s, _ in slot_rows]
+        slot_list = [slot for _, slot in slot_rows]
+        slot_t = torch.tensor(slot_list, dtype=torch.long, device=self.device)
         pos_t = torch.tensor(positions, dtype=torch.long, device=self.device)
         column = self.cache.open_column(slot_t, pos_t) if raw else self.cache.width - 1
         groups: list[ExtraGroup] = []
         logit_rows: list[tuple[Sequence, int | None, int]] = []  # (sequence, trial k or None for raw, row)
         probe_rows: list[tuple[Sequence, int]] = []  # (sequence, first probe row)
         logit_rows += [(s, None, i) for i, s in enumerate(raw)]
+        logit_rows += [(s, 0, i) for i, (s, _) in enumerate(slot_rows) if s.streamed and (s.steered_slot is None or i >= len(raw))]
         extra: list[tuple[Sequence, int, int, int, list[ExtraRow], list[int | None]]] = []
 
-        rows_now = len(raw)
+        rows_now = len(slot_rows)
         for s in raw:  # speculation: a ranked sequence's trials in its raw row's forward
-            if s.schedule and self._speculate(s, rows_now + len(s.schedule)):
+            if s.schedule and not s.streamed and self._speculate(s, rows_now + len(s.schedule)):
                 rows_now += len(s.schedule)
                 rows = [self._trial_row(s, t, origin) for t in s.schedule]
                 extra.append((s, s.step_input, s.step_pos, column, rows, list(range(len(rows)))))
@@ -306,7 +345,7 @@ class Engine:
                 s.stats.trial_rows += len(rows)
         if not ids:
             return
-        plan = PackedPlan(self.cache, slot_t, pos_t, column, groups)
+        plan = PackedPlan(self.cache, slot_t, pos_t, column, groups, slot_list=slot_list, bias=self.bias)
         t0 = time.perf_counter()
         with self.recorder.recording() if probe_rows else nullcontext(), transposed(self.transpose):
             hidden = self.body(input_ids=torch.tensor(ids, device=self.device)[:, None],
@@ -325,8 +364,8 @@ class Engine:
                 self._rank(s, pre_s[first:first + self.num_layers], post_s[first:first + self.num_layers], seconds)
         tokens = logits.argmax(dim=-1).tolist() if logits is not None else []
         for j, (s, k, _) in enumerate(logit_rows):
-            if k is not None and s.sampler is not None:  # draw k + 1 of the step is trial k's token
-                tokens[j] = s.sampler.draw(logits[j], len(s.tokens), k + 1)[0]
+            if k is not None and s.sampler is not None:
+                tokens[j] = self._trial_token(s, logits[j], k)
         found: dict[int, dict[int, int]] = {}  # id(sequence) -> trial index -> token
         for (s, k, _), tok in zip(logit_rows, tokens):
             if k is not None:
@@ -334,14 +373,14 @@ class Engine:
         for s in self.running:
             if s.state == "trials" and id(s) in found:
                 s.trial_tokens.update(found[id(s)])
-        steps = _raw_steps(logits[:len(raw)]) if raw else []
+        steps = raw_steps(logits[:len(raw)]) if raw else []
         for j, s in enumerate(raw):  # speculative trial tokens open the step with it
             self._on_raw(s, steps[j], s.step_input, s.step_pos, column + origin, found.get(id(s)))
         for s in list(self.running):
             if s.state == "trials" and s not in raw:
                 self._decide(s)
         if self.forwards % 32 == 0:
-            self.cache.trim([s.slot for s in self.running])
+            self.cache.trim([slot for s in self.running for slot in s.slots])
 
     @staticmethod
     def _probes_now(seq: Sequence) -> bool:
@@ -352,8 +391,7 @@ class Engine:
 
     def _rank(self, seq: Sequence, pre_s: torch.Tensor, post_s: torch.Tensor, seconds: float) -> None:
         pre, post = seq.raw_states
-        mode = seq.settings.mode
-        seq.ranking = rank_from_scores(score_layers(mode, pre, post, pre_s, post_s), mode, seq.settings.model_name)
+        seq.ranking = seq.settings.method.rank_layers(pre, post, pre_s, post_s)
         seq.schedule = seq.settings.method.schedule(seq.ranking, self.num_layers, seq.seed_key)
         seq.stats.ranking_seconds = seconds
         seq.raw_states = None
@@ -363,8 +401,7 @@ class Engine:
                 seq.on_token(seq)
 
     def _trial_row(self, seq: Sequence, trial: Trial, origin: int) -> ExtraRow:
-        alpha = seq.settings.alpha if trial.alpha is None else trial.alpha
-        return ExtraRow(trial.layers, alpha, seq.columns(origin))
+        return ExtraRow(trial.layers, trial.alpha, seq.columns(origin))
 
     def _speculate(self, seq: Sequence, rows: int) -> bool:
         if seq.settings.method.trials_every_step:  # no gate: the trials are certain, fold them in
@@ -377,23 +414,3 @@ class Engine:
         # "auto": openings come in runs, so a step after an opening is likely to open too; fold its
         # trials in only while the forward stays weight-bound (extra rows nearly free).
         return bool(seq.trace) and not seq.trace[-1].skipped and rows <= self.cost.rows_for_free()
-
-
-def _raw_steps(logits: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-    """Per row of raw logits [R, V]: the logits, float32 probabilities (Eq. 2 is checked in float32),
-    their top 2 and the log-normaliser (for the emitted token's log-probability), computed batched."""
-    z = logits.float()
-    probs = torch.softmax(z, dim=-1)
-    top2 = probs.topk(2, dim=-1).values
-    lse = torch.logsumexp(z, dim=-1)
-    return list(zip(logits, probs, top2, lse))
-
-
-def _skipped(steers: bool) -> TokenTrace:
-    return TokenTrace(skipped=steers, trials=0, layers=None)
-
-
-def output(seq: Sequence) -> DecodeOutput:
-    """A finished sequence as the loop's output record."""
-    return DecodeOutput(seq.tokens, seq.trace, seq.stats, seq.ranking, seq.finish_reason, seq.logprobs,
-                        seq.top_logprobs if seq.settings.top_logprobs else None)

@@ -6,19 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..methods.base import Method
-from .attention_bias import base_implementation
+from .attention import base_implementation
 
-__all__ = ["PROBE_PLACES", "TRIAL_POLICIES", "EngineOptions", "fits", "supports"]
+__all__ = ["PROBE_PLACES", "TRIAL_POLICIES", "EngineOptions", "fits"]
 
 TRIAL_POLICIES = ("auto", "all", "first")
 PROBE_PLACES = ("prefill", "decode")
-
-
-def supports(method: Method, mode: str) -> bool:
-    """Whether the engine runs this method: key scaling and plain decoding in paper mode. Stream
-    (attention-bias) methods and reference mode keep :class:`~directer.engine.decoding.DecodingLoop`."""
-    return not method.stream and mode != "reference"
 
 
 def fits(model: torch.nn.Module) -> bool:

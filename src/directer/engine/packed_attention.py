@@ -8,8 +8,13 @@ columns its step could see (before the step's raw token) plus its own new key, a
 values are never stored. Rows that share a source are folded into the query dimension (as
 grouped-query attention folds heads), so the source's keys are read once, in place.
 
+Rows of a slot with an attention bias (the bias baselines' streams, :class:`~directer.engine.attention_bias.SlotBias`)
+add ``log(factor)`` to their targets' logits: as an additive mask of the same attention call where it
+can, explicitly (:func:`~directer.engine.attention_bias.biased_attention`) for SpotLight's share and
+soft-capped logits, and in the prompt's own encoding when the method encodes it steered.
+
 The plan travels as a keyword argument of the model call (``directer_packed``), which the attention
-function registered by :mod:`directer.engine.attention_bias` hands to :meth:`PackedPlan.attend`.
+function registered by :mod:`directer.engine.attention` hands to :meth:`PackedPlan.attend`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .attention_bias import PACKED_KWARG
+from .attention import PACKED_KWARG
+from .attention_bias import SlotBias, biased_attention, causal_visibility
 from .slot_cache import SlotCache
 
 __all__ = ["ExtraGroup", "ExtraRow", "PACKED_KWARG", "PackedPlan"]
@@ -72,6 +78,9 @@ class PackedPlan:
     every row is a new prompt of ``raw_slots``, left-padded, written from ``prefill_column`` on; its
     last ``prefill_extra`` positions are extra rows (group row ``b * prefill_extra + i`` is position
     ``i`` of them after prompt ``b``), the strongest form of folding probes into the first forward.
+    ``slot_list`` is ``raw_slots`` on the host; ``bias`` the slots' attention biases, applied to every
+    row of a biased slot; a prefill encodes the prompts of ``prefill_biased`` (batch indices) under
+    their bias, the other biased prompts plainly but for their last query (their first step).
     """
 
     cache: SlotCache
@@ -82,6 +91,9 @@ class PackedPlan:
     prefill_column: int | None = None
     prefill_extra: int = 0  # extra query positions after each prompt (rows of ``groups``, prompt-major)
     windows: dict[int, int | None] = field(default_factory=dict)  # layer -> sliding window, as the model passed it
+    slot_list: list[int] = field(default_factory=list)
+    bias: SlotBias | None = None
+    prefill_biased: list[int] = field(default_factory=list)
     _masks: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
     _moved: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -108,6 +120,21 @@ class PackedPlan:
             visible[idle, 0] = True
             self._masks[window] = visible[:, None, None, :]
         return self._on(self._masks[window], device)
+
+    def _additive_mask(self, layer: int, biased: list[int], visible: torch.Tensor, width: int, kv_heads: int,
+                       device: torch.device) -> torch.Tensor:
+        """The raw rows' mask as additive terms ``[slots, Hkv, g, width]``: -inf where a slot cannot see,
+        ``log(factor)`` on a biased slot's targets in the heads its bias applies to, else 0."""
+        b = self.bias
+        key = ("additive", layer, tuple(biased), width, id(visible))
+        if key not in self._masks:
+            heads = self._on(b.heads, device)[:, layer]  # [slots, Hq]
+            marked = self._on(self.cache.marked, device)[:, :width]
+            targets = heads[:, :, None] & marked[:, None, :] & ~self._on(b.spot, device)[:, None, None]
+            add = torch.where(targets, self._on(b.factor, device).log()[:, None, None], 0.0)
+            add = add.masked_fill(~visible[:, 0], float("-inf"))  # [slots, Hq, width]
+            self._masks[key] = add.view(add.shape[0], kv_heads, -1, width).to(self.cache.keys[layer].dtype)
+        return self._masks[key]
 
     def _group_mask(self, g: ExtraGroup, window: int | None, device: torch.device) -> torch.Tensor:
         k = (id(g), window)
@@ -137,18 +164,70 @@ class PackedPlan:
         if not e:
             out = inner(module, query, key, value, attention_mask, **kwargs)[0]
             self.cache.write(layer, self._on(self.raw_slots, key.device), self.prefill_column, key, value)
-            return out
+            return self._bias_prompts(module, layer, out, query, key, value, attention_mask, kwargs)
         B, Hq, T, D = query.shape
         w = T - e
         mask = None if attention_mask is None else attention_mask[..., :w, :w]
         out = inner(module, query[:, :, :w], key[:, :, :w], value[:, :, :w], mask, **kwargs)[0]  # [B, w, Hq, Dv]
         self.cache.write(layer, self._on(self.raw_slots, key.device), self.prefill_column, key[:, :, :w], value[:, :, :w])
+        out = self._bias_prompts(module, layer, out, query[:, :, :w], key[:, :, :w], value[:, :, :w], mask, kwargs)
 
         def rows(t: torch.Tensor) -> torch.Tensor:  # [B, H, e, D] -> [B * e, H, 1, D], prompt-major
             return t[:, :, w:].permute(0, 2, 1, 3).reshape(B * e, t.shape[1], 1, t.shape[-1])
 
         extra = self._extras(module, layer, rows(query), rows(key), rows(value), kwargs)
         return torch.cat([out, extra.view(B, e, Hq, -1).to(out.dtype)], dim=1)
+
+    def _bias_prompts(self, module: torch.nn.Module, layer: int, out: torch.Tensor, query: torch.Tensor,
+                      key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                      kwargs: dict[str, Any]) -> torch.Tensor:
+        """Recompute the biased prompt rows of this layer: every query of a prompt its method encodes
+        steered (``prefill_biased``), else only the last one, whose query is its stream's first step."""
+        if self.bias is None:
+            return out
+        biased = self.bias.biased(layer, self.slot_list)
+        rows = [b for b, slot in enumerate(self.slot_list) if slot in biased]
+        if not rows:
+            return out
+        here = query.device
+        B, w = query.shape[0], query.shape[2]
+        scaling, softcap, window = self._params(module, layer, kwargs)
+        if mask is None:
+            mask = causal_visibility(w, w, window, here)[None, None]
+        out = out.clone()
+        for whole in (True, False):
+            chosen = [b for b in rows if (b in self.prefill_biased) == whole]
+            if not chosen:
+                continue
+            slots = [self.slot_list[b] for b in chosen]
+            idx = torch.tensor(chosen, device=here)
+            m = mask.index_select(0, idx) if mask.shape[0] == B else mask
+            q = query.index_select(0, idx)
+            if not whole:
+                q, m = q[:, :, w - 1:], m[..., w - 1:, :]
+            targets, spot, factor = self._targets(layer, slots, self.prefill_column, w, here)
+            rows_out = biased_attention(q, key.index_select(0, idx), value.index_select(0, idx), m, scaling, softcap,
+                                        window, targets, spot, factor,
+                                        spotlight=any(self.bias.spotlight(s) for s in slots)).to(out.dtype)
+            if whole:
+                out[idx] = rows_out
+            else:
+                out[idx, w - 1:] = rows_out
+        return out
+
+    def _targets(self, layer: int, slots: list[int], first: int, width: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``slots``' biased keys ``[n, Hq, 1, width]`` (physical columns ``first..``) in ``layer``, their
+        kinds and factors, on ``device``."""
+        key = ("targets", layer, tuple(slots), first, width)
+        if key not in self._masks:
+            b = self.bias
+            idx = torch.tensor(slots, device=b.heads.device)
+            heads = b.heads.index_select(0, idx)[:, layer]  # [n, Hq]
+            marked = self.cache.marked.index_select(0, idx.to(self.cache.device))[:, first:first + width]
+            targets = heads[:, :, None, None] & marked.to(heads.device)[:, None, None, :]
+            self._masks[key] = (targets, b.spot.index_select(0, idx), b.factor.index_select(0, idx))
+        return tuple(self._on(t, device) for t in self._masks[key])
 
     def _params(self, module: torch.nn.Module, layer: int, kwargs: dict[str, Any]) -> tuple[float, Any, Any]:
         scaling = kwargs.get("scaling")
@@ -179,14 +258,28 @@ class PackedPlan:
             q = q.view(cache.slots, Hkv, g, D)
             mask = self._raw_mask(window, width, here)
             k, v = K[:, :, :width], V[:, :, :width]
+            biased = self.bias.biased(layer, self.slot_list) if self.bias is not None else []
+            explicit = [b for b in biased if softcap is not None or self.bias.spotlight(b)]
             if softcap is None:
+                if len(explicit) < len(biased):  # constant biases ride on the mask as additive terms
+                    mask = self._additive_mask(layer, biased, mask, width, Hkv, here)
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
             else:
                 s = torch.matmul(q, k.transpose(-1, -2)) * scaling
                 s = torch.tanh(s / softcap) * softcap
                 s = s.masked_fill(~mask, float("-inf"))
                 o = torch.matmul(torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype), v)
-            out[:n, 0] = o.reshape(cache.slots, Hq, -1)[slots]
+            o = o.reshape(cache.slots, Hq, -1)
+            if explicit:  # SpotLight's share, soft-capped logits: the biased slots again, explicitly
+                idx = torch.tensor(explicit, device=here)
+                targets, spot, factor = self._targets(layer, explicit, 0, width, here)
+                rows = biased_attention(q.index_select(0, idx).reshape(len(explicit), Hq, 1, D), k.index_select(0, idx),
+                                        v.index_select(0, idx), mask.index_select(0, idx) if mask.dtype == torch.bool
+                                        else self._raw_mask(window, width, here).index_select(0, idx),
+                                        scaling, softcap, window, targets, spot, factor,
+                                        spotlight=any(self.bias.spotlight(b) for b in explicit))
+                o = o.index_copy(0, idx, rows[:, 0].to(o.dtype))
+            out[:n, 0] = o[slots]
         if self.groups:
             out[n:] = self._extras(module, layer, query[n:], key[n:], value[n:], kwargs, offset=n)
         return out

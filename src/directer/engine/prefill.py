@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import torch
 
+from ..methods.trial import AttentionBias
 from .packed_attention import ExtraRow
 from .sequence import Sequence
 
-__all__ = ["left_padded", "ranking_probes"]
+__all__ = ["bias_targets", "left_padded", "ranking_probes"]
 
 
-def left_padded(batch: list[Sequence], extra: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def left_padded(prompts: list[list[int]], extra: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Token ids, attention mask and position ids ``[B, width + extra]`` and the prompts' width."""
-    lengths = [len(s.input_ids) for s in batch]
+    lengths = [len(p) for p in prompts]
     width = max(lengths)
-    ids = torch.full((len(batch), width + extra), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width + extra), dtype=torch.long)
-    for i, s in enumerate(batch):
-        ids[i, width - lengths[i]:width] = torch.tensor(s.input_ids)
-        ids[i, width:] = s.input_ids[-1]
+    ids = torch.full((len(prompts), width + extra), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width + extra), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - lengths[i]:width] = torch.tensor(p)
+        ids[i, width:] = p[-1]
         mask[i, width - lengths[i]:] = 1
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     positions[:, width:] = torch.tensor(lengths)[:, None] - 1  # extra rows are the last token's queries
@@ -36,4 +37,16 @@ def left_padded(batch: list[Sequence], extra: int, pad_token_id: int) -> tuple[t
 def ranking_probes(seq: Sequence, num_layers: int, origin: int) -> list[ExtraRow]:
     """The ranking probes of a prompt: probe l steers layer l alone, on its last token."""
     cols = seq.columns(origin)
-    return [ExtraRow(frozenset([layer]), seq.settings.alpha, cols) for layer in range(num_layers)]
+    alpha = seq.settings.method.alpha  # a policy that ranks layers scales keys: its alpha
+    return [ExtraRow(frozenset([layer]), alpha, cols) for layer in range(num_layers)]
+
+
+def bias_targets(seq: Sequence, bias: AttentionBias, origin: int) -> torch.Tensor:
+    """Physical columns an attention bias targets in a prompt: its steered positions ("span"), or every
+    other prompt position ("outside", PASTA's)."""
+    steered = set(seq.positions)
+    if bias.target == "span":
+        targets = sorted(steered)
+    else:
+        targets = [p for p in range(len(seq.input_ids)) if p not in steered]
+    return torch.tensor([seq.start + p - origin for p in targets], dtype=torch.long)

@@ -22,23 +22,21 @@ import torch
 from ..methods.base import Method, RawStep
 from ..methods.trial import Trial
 from ..results import Ranking, Stats, TokenTrace
+from .requests import DecodeOutput
 from ..methods.sampling import SamplingParams
 from .sampling import Sampler
 
-__all__ = ["Sequence", "SequenceSettings"]
+__all__ = ["Sequence", "SequenceSettings", "output", "raw_steps", "skipped_trace"]
 
 
 @dataclass
 class SequenceSettings:
     """What one request asks for; requests with different settings share forwards."""
 
-    method: Method
-    alpha: float = 100.0
+    method: Method  # the policy, holding every steering parameter (alpha, beta, layers, ...)
     max_new_tokens: int = 256
     eos_token_ids: frozenset[int] = frozenset()
-    mode: str = "paper"  # ranking variant
     speculate: str = "never"  # "auto" | "always" | "never": run known trials within the raw row's forward
-    model_name: str | None = None
     sampling: SamplingParams = SamplingParams()  # greedy unless its temperature is > 0
     top_logprobs: int = 0  # record this many of the raw model's most likely tokens per step
 
@@ -55,7 +53,8 @@ class Sequence:
     sampler: Sampler | None = None  # None: greedy
     stop: Callable[[list[int]], bool] | None = None  # True when the tokens so far end the response
     state: str = "waiting"
-    slot: int | None = None
+    slot: int | None = None  # the slot whose logits are the raw distribution (a stream's without the filter)
+    steered_slot: int | None = None  # a filtered stream's steered slot (both advance with the emitted token)
     start: int = 0  # logical column of prompt token 0
     schedule: list[Trial] | None = None
     leading: list[Trial] = field(default_factory=list)  # trials known before the ranking
@@ -82,6 +81,23 @@ class Sequence:
     @property
     def done(self) -> bool:
         return self.state == "done"
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the steered model runs as its own stream (the attention-bias baselines): its trial is
+        the next row of its biased slot, computed in the same forward as the raw row."""
+        return self.settings.method.stream
+
+    def stream_rows(self) -> list[bool]:
+        """Whether each of the sequence's slots is biased: one unbiased slot (raw model, key-scaling trials),
+        one biased slot (a stream without the filter), or a raw and a biased slot (with it)."""
+        if not self.streamed:
+            return [False]
+        return [False, True] if self.settings.method.raw_model else [True]
+
+    @property
+    def slots(self) -> list[int]:
+        return [s for s in (self.slot, self.steered_slot) if s is not None]
 
     @property
     def needs_probes(self) -> bool:
@@ -143,3 +159,24 @@ class Sequence:
         if finished:
             self.stats.seconds = now - self.admitted_at
         return finished
+
+
+def raw_steps(logits: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """Per row of raw logits [R, V]: the logits, float32 probabilities (Eq. 2 is checked in float32),
+    their top 2 and the log-normaliser (for the emitted token's log-probability), computed batched."""
+    z = logits.float()
+    probs = torch.softmax(z, dim=-1)
+    top2 = probs.topk(2, dim=-1).values
+    lse = torch.logsumexp(z, dim=-1)
+    return list(zip(logits, probs, top2, lse))
+
+
+def skipped_trace(steers: bool) -> TokenTrace:
+    return TokenTrace(skipped=steers, trials=0, layers=None)
+
+
+def output(seq: Sequence) -> DecodeOutput:
+    """A finished sequence as the loop's output record."""
+    raw = seq.settings.method.raw_model  # without a raw model the log-probabilities would be the steered ones
+    return DecodeOutput(seq.tokens, seq.trace, seq.stats, seq.ranking, seq.finish_reason,
+                        seq.logprobs if raw else None, seq.top_logprobs if raw and seq.settings.top_logprobs else None)

@@ -34,6 +34,8 @@ class SlotCache:
         self.origin = 0  # logical column of physical column 0
         self.valid = torch.zeros(slots, 0, dtype=torch.bool, device=device)
         self.pos = torch.zeros(slots, 0, dtype=torch.long, device=device)
+        # Columns an attention bias targets in its slot's rows (the prompt positions of a bias baseline).
+        self.marked = torch.zeros(slots, 0, dtype=torch.bool, device=device)
 
     # -- columns ----------------------------------------------------------------------------------
 
@@ -53,9 +55,11 @@ class SlotCache:
         self.values = [moved(t) for t in self.values]
         valid = torch.zeros(self.slots, capacity, dtype=torch.bool, device=self.device)
         pos = torch.zeros(self.slots, capacity, dtype=torch.long, device=self.device)
+        marked = torch.zeros(self.slots, capacity, dtype=torch.bool, device=self.device)
         valid[:, front:front + self.width] = self.valid[:, :self.width]
         pos[:, front:front + self.width] = self.pos[:, :self.width]
-        self.valid, self.pos, self.capacity = valid, pos, capacity
+        marked[:, front:front + self.width] = self.marked[:, :self.width]
+        self.valid, self.pos, self.marked, self.capacity = valid, pos, marked, capacity
         self.width += front
         self.origin -= front
 
@@ -69,6 +73,7 @@ class SlotCache:
         self.reserve(1)
         col = self.width
         self.valid[:, col] = False
+        self.marked[:, col] = False
         self.valid[slots, col] = True
         self.pos[slots, col] = positions
         self.width += 1
@@ -83,6 +88,7 @@ class SlotCache:
             self._resize(max(self.capacity, self.width) + front + _GROW, front=front)
         start = self.width - longest
         self.valid[slots] = False
+        self.marked[slots] = False
         for s, n in zip(slots.tolist(), lengths):
             self.valid[s, self.width - n:self.width] = True
             self.pos[s, self.width - n:self.width] = torch.arange(n, device=self.device)
@@ -99,8 +105,13 @@ class SlotCache:
         self.keys[layer][slots, :, column:column + n] = keys
         self.values[layer][slots, :, column:column + n] = values
 
+    def mark(self, slot: int, columns: torch.Tensor) -> None:
+        """Mark physical ``columns`` of ``slot`` as an attention bias's targets (cleared by :meth:`place`)."""
+        self.marked[slot, columns.to(self.device)] = True
+
     def free(self, slot: int) -> None:
         self.valid[slot] = False
+        self.marked[slot] = False
 
     def trim(self, running: list[int]) -> None:
         """Drop leading columns no running slot uses, once they are a quarter of the cache or more."""
@@ -119,6 +130,8 @@ class SlotCache:
                     t[:, :, :keep] = t[:, :, first:self.width].clone()
         self.valid[:, :keep] = self.valid[:, first:self.width].clone()
         self.pos[:, :keep] = self.pos[:, first:self.width].clone()
+        self.marked[:, :keep] = self.marked[:, first:self.width].clone()
         self.valid[:, keep:] = False
+        self.marked[:, keep:] = False
         self.width = keep
         self.origin += first

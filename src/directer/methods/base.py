@@ -93,6 +93,11 @@ class Method:
         """Whether the token of a steered trial may be emitted."""
         return False
 
+    def rank_layers(self, pre: torch.Tensor, post: torch.Tensor, pre_s: torch.Tensor, post_s: torch.Tensor) -> Ranking:
+        """The layer ranking from the states the engine recorded (see :mod:`directer.methods.sensitivity`);
+        only a policy with ``needs_ranking`` is asked."""
+        raise NotImplementedError(f"{self.name} does not rank layers")
+
     def trials_before_ranking(self, num_layers: int) -> list[Trial]:
         """The leading trials of :meth:`schedule` that do not depend on the ranking: the engine runs
         them beside the ranking probes, before the ranking is known."""
@@ -109,6 +114,12 @@ class Method:
     def trials_every_step(self) -> bool:
         """Whether every step runs trials (no gate): the engine then computes them beside the raw pass."""
         return False
+
+    @property
+    def raw_model(self) -> bool:
+        """Whether the raw (unsteered) model runs: not for a stream method without the filter, whose
+        steered logits stand in for the raw pass (no raw log-probabilities then)."""
+        return True
 
     @property
     def uses_beta(self) -> bool:
@@ -136,6 +147,10 @@ class FilteredMethod(Method):
     @property
     def trials_every_step(self) -> bool:
         return not self.filter
+
+    @property
+    def raw_model(self) -> bool:
+        return self.filter or not self.stream
 
     @property
     def uses_beta(self) -> bool:

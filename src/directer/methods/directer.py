@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..errors import UsageError
 from ..results import Ranking
-from .base import MODES, Method, RawStep, plausible
+from .base import MODES, Method, RawStep, check_positive, plausible
 from .registry import register_method
+from .sensitivity import paper_scores, rank_from_scores, reference_scores
 from .trial import Trial
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class Directer(Method):
     seeded random prompt positions outside the instruction, instead of the instruction).
     """
 
+    alpha: float = 100.0
     beta: float = 0.5
     mode: str = "paper"
     gate: bool = True
@@ -47,6 +49,7 @@ class Directer(Method):
     steers = True
 
     def __post_init__(self) -> None:
+        check_positive("directer alpha", self.alpha, " (the paper uses 100; 1 disables steering)")
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.ranking not in ("sensitivity", "reversed", "random"):
@@ -83,7 +86,7 @@ class Directer(Method):
             sizes = [s for k, s in enumerate(sizes, start=1) if s > 1 and k <= REFERENCE_MAX_TRIALS]
         # The first trial steers every layer, whatever the order.
         sets = [frozenset(range(num_layers))] + [frozenset(order[:s]) for s in sizes[1:]]
-        return [Trial(layers) for layers in sets[: len(sizes)]]
+        return [Trial(layers, self.alpha) for layers in sets[: len(sizes)]]
 
     @property
     def trials_every_step(self) -> bool:
@@ -91,7 +94,11 @@ class Directer(Method):
 
     def trials_before_ranking(self, num_layers: int) -> list[Trial]:
         # The first trial steers every layer, whatever the order (see schedule).
-        return [Trial(frozenset(range(num_layers)))]
+        return [Trial(frozenset(range(num_layers)), self.alpha)]
+
+    def rank_layers(self, pre, post, pre_s, post_s) -> Ranking:
+        scores = (reference_scores if self.mode == "reference" else paper_scores)(pre, post, pre_s, post_s)
+        return rank_from_scores(scores, self.mode)
 
     def accept(self, raw: RawStep, token: int) -> bool:
         if self.mode == "reference":

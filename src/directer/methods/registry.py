@@ -103,11 +103,12 @@ def method_names() -> list[str]:
     return list(METHODS)
 
 
-def make_method(spec: str, *, beta: float = 0.5, mode: str = "paper", gate: bool = True,
+def make_method(spec: str, *, alpha: float = 100.0, beta: float = 0.5, mode: str = "paper", gate: bool = True,
                 layers: tuple[int, ...] | None = None, plausibility_filter: bool = False) -> Method:
     """Build a policy from ``--method``: a name (``directer``, ``none``, ``static``, ``pasta``, ...) and
     optional parameters, ``NAME:KEY=VALUE:...``. The keyword arguments are the run-wide defaults
-    (``--beta``, ``--mode``, ``--layers``, ``--plausibility-filter``); the spec's parameters win."""
+    (``--alpha``, ``--beta``, ``--mode``, ``--layers``, ``--plausibility-filter``); the spec's parameters win,
+    so the policy holds every setting it decodes with."""
     names = method_names()
     name, params = parse_method(spec)
     if mode not in MODES:
@@ -116,7 +117,7 @@ def make_method(spec: str, *, beta: float = 0.5, mode: str = "paper", gate: bool
         raise UsageError(f"unknown method {name!r}: choose one of {', '.join(names)}")
     cls = METHODS[name]
     known = {f.name: f for f in fields(cls)} if hasattr(cls, "__dataclass_fields__") else {}
-    defaults = {"beta": beta, "mode": mode, "gate": gate, "layers": layers, "filter": plausibility_filter}
+    defaults = {"alpha": alpha, "beta": beta, "mode": mode, "gate": gate, "layers": layers, "filter": plausibility_filter}
     kwargs: dict[str, Any] = {k: v for k, v in defaults.items() if k in known}
     for key, text in params.items():
         if key not in known:

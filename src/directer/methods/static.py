@@ -18,12 +18,12 @@ class Static(FilteredMethod):
     """``--method static``: key scaling on a fixed layer set at every step, no rejection.
 
     Like DIRECTER's trials, the steered pass only chooses the token; the cache keeps the raw keys and
-    values of generated tokens, so static and DIRECTER differ only in the policy. ``alpha`` (None: the
-    run's alpha) sets the strength.
+    values of generated tokens, so static and DIRECTER differ only in the policy. ``alpha`` (the run's
+    ``--alpha`` unless the spec sets it) is the strength.
     """
 
     layers: tuple[int, ...] | None = None  # None: all layers
-    alpha: float | None = None
+    alpha: float = 100.0
 
     name = "static"
 

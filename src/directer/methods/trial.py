@@ -48,13 +48,13 @@ class AttentionBias:
 class Trial:
     """One steered variant of a decoding step, as a policy asks for it.
 
-    Key scaling (DIRECTER, static) multiplies the steered positions' keys by ``alpha`` (None: the run's
-    alpha) in ``layers``; an attention-bias method (PASTA, SpotLight, InstABoost) sets ``bias`` instead,
+    Key scaling (DIRECTER, static) multiplies the steered positions' keys by ``alpha`` in ``layers``
+    (1: not at all); an attention-bias method (PASTA, SpotLight, InstABoost) sets ``bias`` instead,
     applied in ``layers``. ``size`` is what the trace reports for an accepted trial.
     """
 
     layers: frozenset[int]
-    alpha: float | None = None
+    alpha: float = 1.0
     bias: AttentionBias | None = None
 
     @property

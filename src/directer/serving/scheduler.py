@@ -2,12 +2,13 @@
 
 Requests from any thread are queued; before every forward the worker hands the queued ones to the
 engine, which admits them into free slots at its next forward: a request arriving while others decode
-joins them at once, whatever its settings (alpha, beta, instructions, method, token limit). A
-cancelled request (its client went away) leaves the engine before the next forward and frees its
-slot. Requests the engine does not run (attention-bias methods, reference mode) are decoded in their
-own batch between two engine forwards (their rows stop at the next step when cancelled). Tokens are
-reported through each job's ``on_tokens`` callback (streaming), the result through its future. A job
-past its deadline is stopped the same way and its future fails with :class:`TimeoutError`.
+joins them at once, whatever its settings (alpha, beta, instructions, method, baselines included,
+token limit). A cancelled request (its client went away) leaves the engine before the next forward
+and frees its slot. Reference-mode requests reproduce the released code, which decodes one prompt at
+a time: they run alone, between two engine forwards (their decoding stops at the next token when
+cancelled). Tokens are reported through each job's ``on_tokens`` callback (streaming), the result
+through its future. A job past its deadline is stopped the same way and its future fails with
+:class:`TimeoutError`.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..api import Directer
 from ..config import SteeringConfig
-from ..engine.continuous import Engine, fits, output, supports
-from ..engine.decoding import DecodeRequest
+from ..engine.continuous import Engine, output
+from ..engine.requests import DecodeOutput, DecodeRequest
 from ..engine.sequence import Sequence
 from ..engine.spans import PreparedPrompt
-from ..errors import DirecterError
+from ..errors import DirecterError, UsageError
+from ..runner import slots_per_request
 
 __all__ = ["Job", "Scheduler", "ServiceUnavailable"]
 
@@ -141,9 +143,8 @@ class Scheduler:
             jobs = self._take()
             if jobs is None:
                 return
-            others = [j for j in jobs if not self._start(j)]
-            for group in _groups(others):  # methods the engine does not run: a batch of their own
-                self._run_batch(group)
+            for job in [j for j in jobs if not self._start(j)]:  # reference mode: alone, one at a time
+                self._run_reference(job)
             now = time.monotonic()
             for job, seq in list(self._jobs.values()):
                 if job.expire(now):
@@ -156,19 +157,23 @@ class Scheduler:
             self._sweep_cancelled()
 
     def _start(self, job: Job) -> bool:
-        """Hand a job to the engine; False when the engine does not run its method."""
+        """Hand a job to the engine; False for a reference-mode job (decoded alone)."""
         if job.expire(time.monotonic()):
             job.end_future()
             return True
-        config = job.config
+        if job.config.mode == "reference":
+            return False
+        runner = self.directer.runner
         try:
-            if not (supports(config.policy(), config.mode) and fits(self.directer.model)):
-                return False
+            settings = runner.settings(job.config, job.top_logprobs)  # validated (and float16 guarded) per job
+            if slots_per_request(settings.method) > self.max_batch_size:
+                raise UsageError(f"{job.config.method} with the plausibility filter decodes a raw and a steered "
+                                 f"stream, two cache rows: serve with --max-batch-size 2 or more")
             if self._engine is None:
-                self._engine = self.directer.engine(config, slots=self.max_batch_size, admit_min=1)
+                self._engine = runner.engine(self.max_batch_size, admit_min=1)
             p = job.prepared
             request = DecodeRequest(p.input_ids, p.positions, None, job.max_new_tokens, job.sample_index, job.stop)
-            seq = self._engine.submit(request, self.directer.settings(config, job.top_logprobs), self._on_token)
+            seq = self._engine.submit(request, settings, self._on_token)
         except Exception as exc:
             job.future.set_exception(exc)
             return True
@@ -184,7 +189,7 @@ class Scheduler:
             with self._cond:
                 del self._jobs[id(seq)]
             self.completed += 1
-            job.future.set_result(self.directer._result(job.prepared, output(seq), job.config))
+            job.future.set_result(self.directer.runner.result(job.prepared, output(seq), job.config))
 
     def _sweep_cancelled(self) -> None:
         with self._cond:
@@ -201,46 +206,26 @@ class Scheduler:
                 job.future.set_exception(exc)
         self._engine = None  # a fresh engine (and cache) for the next requests
 
-    def _run_batch(self, batch: list[Job]) -> None:
-        now = time.monotonic()
-        for job in [j for j in batch if j.expire(now)]:
+    def _run_reference(self, job: Job) -> None:
+        """Decode a reference-mode job alone (the released code's sequential decoding)."""
+        if job.expire(time.monotonic()):
             job.end_future()
-        batch = [j for j in batch if not j.cancelled]
-        details: dict[int, tuple[list[float], list]] = {}
+            return
+        p = job.prepared
 
-        def on_logprobs(index: int, logprobs: list[float], top: list) -> None:
-            details[index] = (list(logprobs), list(top))
-
-        def on_tokens(index: int, tokens: list[int], done: bool) -> None:
-            job = batch[index]
+        def on_event(_: int, out: DecodeOutput, done: bool) -> None:
             if job.on_tokens is not None and not job.cancelled:
-                job.on_tokens(list(tokens), done, *details.get(index, ([], [])))
+                job.on_tokens(list(out.token_ids), done, list(out.raw_logprobs or []), list(out.top_logprobs or []))
 
-        if not batch:
-            return
         try:
-            results = self.directer.generate_prepared(
-                [j.prepared for j in batch], config=batch[0].config, batch_size=len(batch),
-                max_new_tokens=[j.max_new_tokens for j in batch], on_tokens=on_tokens, on_logprobs=on_logprobs,
-                sample_indices=[j.sample_index for j in batch], stops=[j.ends for j in batch],
-                top_logprobs=max(j.top_logprobs for j in batch),
-            )
+            request = DecodeRequest(p.input_ids, p.positions, None, job.max_new_tokens, job.sample_index, job.ends)
+            out = self.directer.runner.decode([request], job.config, batch_size=1, top_logprobs=job.top_logprobs,
+                                              on_event=on_event)[0]
         except Exception as exc:
-            for job in batch:
-                job.future.set_exception(exc)
+            job.future.set_exception(exc)
             return
-        for job, result in zip(batch, results):
-            if job.cancelled:  # stopped at a step by its stop condition: cancelled or out of time
-                job.end_future()
-            else:
-                job.future.set_result(result)
-                self.completed += 1
-
-
-def _groups(jobs: list[Job]) -> list[list[Job]]:
-    """Jobs with equal settings (the token limit, sample index and stop strings are per row) share a batch."""
-    groups: dict[tuple, list[Job]] = {}
-    for job in jobs:
-        key = astuple(replace(job.config, max_new_tokens=1))
-        groups.setdefault(key, []).append(job)
-    return list(groups.values())
+        if job.cancelled:  # stopped at a token by its stop condition: cancelled or out of time
+            job.end_future()
+        else:
+            job.future.set_result(self.directer.runner.result(p, out, job.config))
+            self.completed += 1

@@ -1,10 +1,10 @@
-"""The ranking scores of method.md §5 (paper) and §6.7 (reference) (engine/ranking.py)."""
+"""The ranking scores of method.md §5 (paper) and §6.7 (reference) (methods/sensitivity.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from directer.engine.ranking import paper_scores, rank_from_scores, reference_scores
+from directer.methods.sensitivity import paper_scores, rank_from_scores, reference_scores
 
 
 def test_paper_and_reference_rankings_differ_where_they_should():

@@ -1,11 +1,12 @@
-"""Property tests of the decoding loop (engine/decoding.py) on tiny random models of five architectures
-(float32)."""
+"""Property tests of decoding as the library runs it (paper mode on the continuous engine, reference mode
+on its sequential specification) on tiny random models of five architectures (float32)."""
 
 from __future__ import annotations
 
 import pytest
 
-from directer.engine.decoding import DecodeOptions, DecodeRequest, DecodingLoop
+from directer.engine.reference import ReferenceDecoder
+from directer.engine.requests import DecodeRequest
 from directer.methods import make_method
 
 from tiny import ARCHS, SPAN, greedy, prompts, run, tiny_model, tokens
@@ -74,13 +75,15 @@ def test_batch_of_prompts_equals_one_at_a_time(model, method):
     assert [o.trace for o in batched] == [o.trace for o in single]
 
 
-def test_batched_ranking_probes_equal_sequential_probes(model):
-    for mode in ("paper", "reference"):
-        a = run(model, prompts(2), mode=mode, probe_batch_size=64, new=1)
-        b = run(model, prompts(2), mode=mode, probe_batch_size=1, new=1)
-        for x, y in zip(a, b):
-            assert x.ranking.order == y.ranking.order
-            assert x.ranking.scores == pytest.approx(y.ranking.scores, abs=1e-5)
+def test_the_engines_packed_probes_equal_one_probe_per_forward(model):
+    """The engine's ranking (probes folded into the prefill, read copy-free) equals the sequential
+    specification's, which runs one probe per forward on a cache (paper-mode scores)."""
+    a = run(model, prompts(2), new=1)
+    seq = ReferenceDecoder(model, make_method("directer"), max_new_tokens=1, eos_token_ids=frozenset())
+    b = seq.run([DecodeRequest(p, SPAN) for p in prompts(2)])
+    for x, y in zip(a, b):
+        assert x.ranking.order == y.ranking.order
+        assert x.ranking.scores == pytest.approx(y.ranking.scores, abs=1e-5)
 
 
 def test_trace_and_stats_are_consistent(model):
@@ -100,7 +103,7 @@ def test_reference_mode_never_gates_the_first_step(model):
 def test_generation_stops_at_end_of_sequence(model):
     p = prompts(1)[0]
     first = greedy(model, p, new=3)
-    opts = DecodeOptions(alpha=1.0, max_new_tokens=10, eos_token_ids=frozenset({first[2]}), pad_token_id=0)
-    out = DecodingLoop(model, make_method("directer"), opts).run([DecodeRequest(p, SPAN)])[0]
-    assert out.finish_reason == "eos"
-    assert out.token_ids[-1] == first[2] and len(out.token_ids) <= 3
+    for mode in ("paper", "reference"):
+        out = run(model, [p], alpha=1.0, mode=mode, eos=frozenset({first[2]}))[0]
+        assert out.finish_reason == "eos"
+        assert out.token_ids[-1] == first[2] and len(out.token_ids) <= 3
