@@ -45,7 +45,7 @@ GENERATE = "model.generate"  # transformers' own greedy decoding of the same bat
 
 def measure_generate(d: Directer, prepared, batch_size: int, ignore_eos: bool) -> dict:
     """``model.generate(do_sample=False)`` on the same left-padded batches (first token: a 1-token call)."""
-    pad = d._pad_id()
+    pad = d.runner.pad_id()
     n = d.config.max_new_tokens
     tokens, seconds, first = 0, 0.0, []
     for start in range(0, len(prepared), batch_size):

@@ -142,3 +142,14 @@ def test_ignore_eos_decodes_exactly_max_new_tokens(d):
         d.model.generation_config.eos_token_id = saved
     assert stopped.token_ids == [first] and stopped.finish_reason == "eos"
     assert len(full.token_ids) == 6 and full.token_ids[0] == first and full.finish_reason == "length"
+
+
+def test_results_report_the_settings_they_were_decoded_with(d):
+    r = d.generate(HAIKU, NO_COMMAS, method="static:alpha=3")
+    assert r.alpha == 3.0 and r.parameters["alpha"] == 3.0 and r.to_dict()["parameters"]["alpha"] == 3.0
+    r = d.generate(HAIKU, NO_COMMAS, method="directer:beta=0.3")
+    assert r.beta == 0.3 and r.alpha == 100.0 and r.parameters["beta"] == 0.3
+    r = d.generate(HAIKU, NO_COMMAS, method="pasta", plausibility_filter=True)
+    assert r.parameters["filter"] is True and r.parameters["alpha_p"] == 0.01
+    assert r.raw_logprobs is not None  # the filter runs the raw model beside the steered stream
+    assert d.generate(HAIKU, NO_COMMAS, method="pasta").raw_logprobs is None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time they load on first use
     from .api import Directer
     from .config import SteeringConfig
-    from .engine.spans import PreparedPrompt, TokenSpan, prepare_prompt
+    from .text.spans import PreparedPrompt, TokenSpan, prepare_prompt
     from .errors import DirecterError, SpanNotFoundError, UnsupportedModelError, UsageError
     from .methods import Directer as DirecterPolicy
     from .methods import Method, NoSteering, Static, make_method
@@ -29,9 +29,9 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time th
 _LAZY = {
     "Directer": ".api",
     "SteeringConfig": ".config",
-    "PreparedPrompt": ".engine.spans",
-    "TokenSpan": ".engine.spans",
-    "prepare_prompt": ".engine.spans",
+    "PreparedPrompt": ".text.spans",
+    "TokenSpan": ".text.spans",
+    "prepare_prompt": ".text.spans",
     "DirecterError": ".errors",
     "SpanNotFoundError": ".errors",
     "UnsupportedModelError": ".errors",

@@ -10,7 +10,7 @@ import torch
 
 from .config import SteeringConfig
 from .engine.requests import DecodeOutput, DecodeRequest
-from .engine.spans import PreparedPrompt, prepare_prompt
+from .text.spans import PreparedPrompt, prepare_prompt
 from .errors import UsageError
 from .inputs import resolve_instructions
 from .models.loading import LoadedModel, check_supported, load_dtype, load_model

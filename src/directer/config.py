@@ -18,7 +18,7 @@ SPECULATE = ("auto", "always", "never")
 
 @dataclass
 class SteeringConfig:
-    """Everything that decides what DIRECTER emits. Defaults follow the paper (method.md §2).
+    """Everything that decides what DIRECTER emits. Defaults follow the paper (docs/method.md §2).
 
     ``trial_batching`` and ``probe_batch_size`` only change speed, never tokens beyond float rounding:
     ``None`` picks the fast choice in ``paper`` mode and the released code's one-at-a-time evaluation

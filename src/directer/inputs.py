@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .engine.prompts import build_messages, find_instructions, missing_instructions, not_in_prompt
-from .engine.spans import validate_instructions
+from .text.prompts import build_messages, find_instructions, missing_instructions, not_in_prompt
+from .text.spans import validate_instructions
 from .errors import UsageError
 
 __all__ = ["check_output_file", "check_prompt", "resolve_instructions"]
@@ -33,7 +33,7 @@ def resolve_instructions(prompt: Any, instructions: str | Sequence[str] | None, 
 
 def check_prompt(prompt: Any, instructions: Sequence[str], system: str | None = None, *,
                  append_missing: bool = True) -> None:
-    """What :func:`~directer.engine.spans.prepare_prompt` refuses before it needs a tokenizer: an empty
+    """What :func:`~directer.text.spans.prepare_prompt` refuses before it needs a tokenizer: an empty
     or malformed prompt, an empty or non-text instruction, a system message given twice, and (with
     ``append_missing=False``) an instruction that is not in the prompt."""
     validate_instructions(instructions)

@@ -23,14 +23,14 @@ from .engine.devices import input_device
 from .engine.reference import ReferenceDecoder
 from .engine.requests import DecodeOutput, DecodeRequest
 from .engine.sequence import SequenceSettings
-from .engine.spans import PreparedPrompt
+from .text.spans import PreparedPrompt
 from .errors import UsageError
 from .methods.base import Method
 from .results import GenerationResult
 
 __all__ = ["FLOAT16_SAFE_ALPHA", "Runner", "TokenEvent", "method_parameters"]
 
-# Above this alpha, float16 attention logits can overflow (docs/method.md, key scaling).
+# Above this alpha, float16 attention logits can overflow (docs/method.md §3).
 FLOAT16_SAFE_ALPHA = 10.0
 
 TokenEvent = Callable[[int, DecodeOutput, bool], None]  # (request index, its output so far, finished)

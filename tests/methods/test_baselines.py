@@ -1,4 +1,4 @@
-"""Property tests shared by the baselines of method.md §7 (methods/pasta.py, spotlight.py,
+"""Property tests shared by the baselines of docs/method.md §7 (methods/pasta.py, spotlight.py,
 instaboost.py, static.py) on tiny random models (float32, eager): zero strength equals plain greedy
 decoding, a strong bias changes the output, a batch equals its prompts one at a time.
 """

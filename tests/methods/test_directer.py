@@ -63,7 +63,7 @@ def test_plausibility_check_paper_is_inclusive_reference_is_strict():
     assert not paper.accept(step, 1) and not ref.accept(step, 1)
 
 
-# -- ablations (method.md §8) -----------------------------------------------------------------------------
+# -- ablations (docs/method.md §8) -----------------------------------------------------------------------------
 
 
 def test_seeded_ablations_reproduce():

@@ -1,4 +1,4 @@
-"""The ranking scores of method.md §5 (paper) and §6.7 (reference) (methods/sensitivity.py)."""
+"""The ranking scores of docs/method.md §5 (paper) and §6.7 (reference) (methods/sensitivity.py)."""
 
 from __future__ import annotations
 

@@ -103,3 +103,48 @@ def test_sampled_jobs_with_stops_and_samples(d):
         with pytest.raises(TimeoutError):
             late.future.result(60)
     s.close(30)
+
+
+@pytest.mark.slow
+def test_a_short_plain_request_overtakes_a_long_baseline_request():
+    """Baselines decode on the continuous engine too: a short plain request sent 1.5 s after a long
+    (200-token, greedy) PASTA request joins it at the next forward and finishes first."""
+    import time
+
+    bundled = Directer.from_pretrained()
+    s = Scheduler(bundled, max_batch_size=4)
+    s.start()
+    long_config = replace(bundled.config, method="pasta", max_new_tokens=200, ignore_eos=True)
+    long_job = Job(bundled.prepare(HAIKU, [NO_COMMAS], config=long_config), long_config, 200)
+    short_config = replace(bundled.config, method="none", max_new_tokens=8)
+    short_job = Job(bundled.prepare("Say hello.", [], config=short_config), short_config, 8)
+    finished: list[str] = []
+    long_job.future.add_done_callback(lambda _: finished.append("pasta"))
+    short_job.future.add_done_callback(lambda _: finished.append("plain"))
+    s.submit(long_job)
+    time.sleep(1.5)
+    s.submit(short_job)
+    short = short_job.future.result(120)
+    long = long_job.future.result(300)
+    s.close(30)
+    assert finished == ["plain", "pasta"]
+    assert len(long.token_ids) == 200 and short.parameters == {} and long.parameters["alpha_p"] == 0.01
+
+
+def test_a_float16_server_keeps_the_guard_whatever_the_first_request():
+    """The guard runs where a request's settings are made, not where the engine is built: a plain first
+    request does not disable the upcast for a later alpha = 100 request."""
+    import torch
+
+    tokenizer = load_bundled_tokenizer(padding_side="left")
+    model = tiny_chat_model(tokenizer).to(torch.float16)
+    half = Directer(model, tokenizer, method="none", max_new_tokens=4, model_name="tiny-llama")
+    s = Scheduler(half, max_batch_size=2)
+    s.start()
+    plain = replace(half.config, method="none")
+    s.submit(Job(half.prepare(HAIKU, [], config=plain), plain, 4)).result(60)
+    assert model.dtype == torch.float16  # nothing steered yet: left as it is
+    steered = replace(half.config, method="directer", alpha=100.0)
+    s.submit(Job(half.prepare(HAIKU, [NO_COMMAS], config=steered), steered, 4)).result(60)
+    assert model.dtype == torch.float32
+    s.close(30)

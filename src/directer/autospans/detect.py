@@ -4,7 +4,7 @@ DIRECTER steers the tokens of the instruction the user marked. Benchmarks such a
 IFEval do not mark it: each prompt is one text, e.g. ``"Write a 300+ word summary of
 ... Do not use any commas and highlight at least 3 sections ..."``. This module finds
 the constraint wording in such a prompt with rules, so that the strings can be passed
-as ``instructions`` to the engine (:mod:`directer.engine.spans` locates each one as an exact
+as ``instructions`` to the engine (:mod:`directer.text.spans` locates each one as an exact
 substring of the prompt).
 
 :func:`detect_instructions` returns the constraint sentences or clauses as exact
@@ -156,7 +156,7 @@ def last_occurrences(prompt: str, texts: Sequence[str]) -> list[Span]:
 def occurrences(prompt: str, spans: Sequence[Span]) -> list[int]:
     """For each span, which occurrence of its text it is (0 = first), counted as the engine counts.
 
-    :mod:`directer.engine.spans` numbers the non-overlapping occurrences of an instruction
+    :mod:`directer.text.spans` numbers the non-overlapping occurrences of an instruction
     string from the start of the prompt; pass the result as ``occurrence=``.
     """
     out = []

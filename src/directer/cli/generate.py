@@ -149,8 +149,8 @@ def compare_header(config: SteeringConfig) -> str:
     directer = isinstance(policy, DirecterPolicy)
     filtered = getattr(policy, "filter", False)
     settings = []
-    if directer or getattr(policy, "alpha", False) is None:  # None: the run's alpha (static)
-        settings.append(f"alpha={config.alpha:g}")
+    if hasattr(policy, "alpha") and "alpha" not in parse_method(config.method)[1]:  # the run's alpha
+        settings.append(f"alpha={policy.alpha:g}")
     if directer or filtered:
         settings.append(f"beta={policy.beta:g}")
     if filtered and "filter" not in parse_method(config.method)[1]:  # from --plausibility-filter

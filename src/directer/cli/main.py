@@ -50,10 +50,17 @@ def main(argv: list[str] | None = None) -> None:
         # The arguments travel with the context: --workers starts the same command again under a launcher.
         cli.main(args=args, prog_name="directer", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Abort:
-        _fail("interrupted", 130)
+        _fail(_interrupted(args), 130)
     except click.ClickException as exc:
         _fail(exc.format_message(), 2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except DirecterError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail(_interrupted(args), 130)
+
+
+def _interrupted(args: list[str]) -> str:
+    """What Ctrl-C leaves: commands that keep finished work say that the same command resumes."""
+    if args and args[0] in ("eval", "profile-heads"):
+        return "interrupted: finished records are kept, rerun the same command to resume"
+    return "interrupted"

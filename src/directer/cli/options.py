@@ -125,6 +125,14 @@ def check_placement(device, device_map, processes: int = 1) -> None:
 
     if device is not None and device_map is not None:
         raise click.UsageError("give --device or --device-map, not both (the map places every layer)")
+    if device is not None:  # a device this machine lacks fails here, before the model loads
+        from ..errors import DirecterError
+        from ..models.loading import resolve_device
+
+        try:
+            resolve_device(device)
+        except DirecterError as exc:
+            raise click.UsageError(str(exc).replace("use device 'cpu'", "use --device cpu")) from None
     if device_map is not None and max(processes, local_processes()) > 1:
         raise click.UsageError("--device-map with several processes on one machine: each would spread over the same "
                                "GPUs; run one process per machine, or give each its GPUs with CUDA_VISIBLE_DEVICES")

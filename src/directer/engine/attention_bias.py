@@ -1,6 +1,6 @@
 """The attention-bias mechanism: additive biases on attention logits, per row, layer and head.
 
-PASTA, InstABoost and SpotLight (docs/method.md, baselines) steer by adding ``log(factor)`` to the
+PASTA, InstABoost and SpotLight (docs/method.md §7) steer by adding ``log(factor)`` to the
 attention logits of chosen key positions (a multiplier on those attention weights, then
 renormalised). In the engine a biased sequence owns a slot whose every row is biased; the bias is
 per-slot state (:class:`SlotBias`: factor, kind, heads per layer) and its target columns are marked in
@@ -83,7 +83,7 @@ class SlotBias:
         self.factor = torch.ones(slots, dtype=torch.float32, device=device)
         self.spot = torch.zeros(slots, dtype=torch.bool, device=device)
         self.heads = torch.zeros(slots, num_layers, num_heads, dtype=torch.bool, device=device)
-        self._slots: dict[int, tuple[frozenset[int], bool]] = {}  # slot -> (biased layers, SpotLight)
+        self._slots: dict[int, tuple[frozenset[int], bool, bool]] = {}  # slot -> (layers, SpotLight, every head)
 
     def set(self, slot: int, bias: AttentionBias, layers: frozenset[int]) -> None:
         heads = torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool)
@@ -94,7 +94,7 @@ class SlotBias:
         self.factor[slot] = float(bias.factor)
         self.spot[slot] = bias.kind == "spotlight"
         biased = frozenset(layer for layer in layers if bias.heads is None or bias.heads.get(layer))
-        self._slots[slot] = (biased, bias.kind == "spotlight")
+        self._slots[slot] = (biased, bias.kind == "spotlight", bias.heads is None)
 
     def clear(self, slot: int) -> None:
         if self._slots.pop(slot, None) is not None:
@@ -107,3 +107,8 @@ class SlotBias:
 
     def spotlight(self, slot: int) -> bool:
         return self._slots[slot][1]
+
+    def every_head(self, slots: list[int]) -> bool:
+        """Whether these slots bias every head of their layers (no head profile): then a layer's bias is
+        the same in every layer that biases the same slots."""
+        return all(self._slots[s][2] for s in slots)

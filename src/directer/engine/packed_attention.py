@@ -126,7 +126,8 @@ class PackedPlan:
         """The raw rows' mask as additive terms ``[slots, Hkv, g, width]``: -inf where a slot cannot see,
         ``log(factor)`` on a biased slot's targets in the heads its bias applies to, else 0."""
         b = self.bias
-        key = ("additive", layer, tuple(biased), width, id(visible))
+        # Without head profiles the mask depends on the biased slots only: built once, shared by their layers.
+        key = ("additive", None if b.every_head(biased) else layer, tuple(biased), width, id(visible))
         if key not in self._masks:
             heads = self._on(b.heads, device)[:, layer]  # [slots, Hq]
             marked = self._on(self.cache.marked, device)[:, :width]

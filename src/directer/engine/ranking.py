@@ -1,4 +1,4 @@
-"""What the layer ranking observes (docs/method.md, the layer ranking).
+"""What the layer ranking observes (docs/method.md §5).
 
 Once per prompt, on the last prompt token, each layer is steered alone and the attention sub-layer of
 every layer is observed: its input (after the input norm) and its output (after ``o_proj``, before the

@@ -1,6 +1,6 @@
 """Reference mode as an executable specification: the authors' released decoding, one prompt at a time.
 
-This is the sequential form of DIRECTER that the released code runs (docs/method.md, reference mode):
+This is the sequential form of DIRECTER that the released code runs (docs/method.md §6):
 the prompt without its last token is encoded into a :class:`~transformers.DynamicCache`; every step
 feeds one token, first raw, then (when the policy's gate opens) one steered trial per forward, each
 reading the cache through a view that multiplies the instruction keys by alpha in the trial's layers

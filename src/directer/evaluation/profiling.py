@@ -1,6 +1,6 @@
 """PASTA head profiling: score each attention head by steering it alone on held-out IFEval prompts.
 
-PASTA (method.md §7) steers a few selected heads, found by profiling: each head is steered on its own
+PASTA (docs/method.md §7) steers a few selected heads, found by profiling: each head is steered on its own
 over a small labelled set and the heads that help most are kept. Here the labelled set is a seeded
 sample of IFEval prompts (pick one disjoint from your evaluation sample) scored by the IFEval checkers;
 a head's score is its instruction-level loose accuracy minus the unsteered accuracy on the same

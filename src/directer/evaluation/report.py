@@ -43,14 +43,15 @@ def _figures(summaries: Sequence[MethodSummary]) -> dict[str, bytes]:
     width = 0.8 / len(summaries)
     for k, s in enumerate(summaries):
         vals = [getattr(s, m) for m in METRICS]
-        n = [s.n, s.n, None, None]
-        errs = [[], []]
-        for v, count in zip(vals, n):
-            lo, hi = wilson(v, count) if count else (v, v)
-            errs[0].append(100 * (v - lo))
-            errs[1].append(100 * (hi - v))
         xs = [i + (k - (len(summaries) - 1) / 2) * width for i in range(len(METRICS))]
-        ax.bar(xs, [100 * v for v in vals], width, yerr=errs, capsize=3, label=s.method)
+        ax.bar(xs, [100 * v for v in vals], width, label=s.method)
+        # Intervals on the prompt-level bars only: instructions of one prompt are not independent draws,
+        # so an instruction-level bar gets no cap rather than a zero-width one.
+        prompt_level = [i for i, m in enumerate(METRICS) if m.startswith("prompt")]
+        bounds = [wilson(vals[i], s.n) for i in prompt_level]
+        ax.errorbar([xs[i] for i in prompt_level], [100 * vals[i] for i in prompt_level], fmt="none", ecolor="black",
+                    yerr=[[100 * (vals[i] - lo) for i, (lo, _) in zip(prompt_level, bounds)],
+                          [100 * (hi - vals[i]) for i, (_, hi) in zip(prompt_level, bounds)]], capsize=3)
     ax.set_xticks(range(len(METRICS)), [LABELS[m] for m in METRICS])
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy (prompt-level bars: 95% Wilson intervals)")

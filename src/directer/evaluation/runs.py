@@ -29,7 +29,7 @@ from .tasks.scoring import score_item
 
 if TYPE_CHECKING:  # torch and the model are imported only where responses are generated
     from ..api import Directer
-    from ..engine.spans import PreparedPrompt
+    from ..text.spans import PreparedPrompt
 
 __all__ = [
     "CONFIG_FILE",
@@ -283,6 +283,8 @@ def evaluate(directer: Directer | None, run_dir: Path, methods: Sequence[str], p
     if several:
         state.wait_for_everyone()  # the directory and its config exist before anyone reads the records
     todo = {m: unfinished(run_dir, m, prompts) for m in methods}
+    if progress and (not several or state.is_main_process):
+        _report_kept(run_dir, todo, len(prompts))
     if several:
         state.wait_for_everyone()  # every process has read the same files before any process appends
     mine: dict[str, list[dict]] = {}
@@ -305,6 +307,18 @@ def evaluate(directer: Directer | None, run_dir: Path, methods: Sequence[str], p
     for method in methods:
         merge_parts(run_dir, method, keys)
     return summarize_run(run_dir, prompts, table_order(methods, config))
+
+
+def _report_kept(run_dir: Path, todo: dict[str, list[EvalItem]], total: int) -> None:
+    """Say what a resumed run keeps, and that a finished one is only summarised."""
+    if not any(todo.values()):
+        print(f"directer: every response is already in {run_dir}: nothing to decode, summarising",
+              file=sys.stderr, flush=True)
+        return
+    for method, left in todo.items():
+        if len(left) < total:
+            print(f"directer: {method}: {total - len(left)} of {total} responses kept from an earlier run, "
+                  f"decoding the other {len(left)}", file=sys.stderr, flush=True)
 
 
 def _report_processes(state: Any, new: dict[str, list[dict]]) -> dict[int, dict[str, list[str]]]:

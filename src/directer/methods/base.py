@@ -1,7 +1,7 @@
 """The policy interface: what the decoding loop asks of a method, and the plausibility filter.
 
-The decoding loop (``engine/decoding.py``) runs the raw pass, asks the method whether the step may
-skip steering (the gate), evaluates the method's trials with the mechanisms (``engine/key_scaling.py``:
+The engine (``engine/continuous.py``) runs the raw pass, asks the method whether the step may skip
+steering (the gate), evaluates the method's trials with the mechanisms (``engine/packed_attention.py``:
 key scaling; ``engine/attention_bias.py``: attention-logit biases) and emits the first trial token the
 method accepts, else the raw token. A method is a :class:`Method` subclass in a module of its own in
 this package, registered with :func:`~directer.methods.registry.register_method`; its dataclass fields
@@ -68,7 +68,7 @@ class Method:
     """Base policy: never steers (plain greedy decoding through the same loop).
 
     A policy decides *when* to steer and *what to accept*; how a trial steers is the mechanism's
-    business (``engine/key_scaling.py``: key scaling; ``engine/attention_bias.py``: attention-logit biases). Attributes:
+    business (``engine/packed_attention.py``: key scaling; ``engine/attention_bias.py``: attention-logit biases). Attributes:
     ``needs_ranking`` (the per-prompt layer ranking is computed before the first step), ``steers``,
     ``stream`` (the steered model runs as its own persistent stream with its own cache, as PASTA and
     InstABoost do, instead of one-step trials on the raw cache), ``bias_prefill`` (a stream's prompt is
@@ -129,7 +129,7 @@ class Method:
 
 @dataclass
 class FilteredMethod(Method):
-    """A steering baseline with the optional plausibility filter (method.md §7): with ``filter`` the
+    """A steering baseline with the optional plausibility filter (docs/method.md §7): with ``filter`` the
     steered token is emitted only if it passes Eq. 2 against the raw distribution, else the raw token."""
 
     filter: bool = False

@@ -1,4 +1,4 @@
-"""DIRECTER (method.md §4-6): the skip gate, the halving schedule over the layer ranking, and the
+"""DIRECTER (docs/method.md §4-6): the skip gate, the halving schedule over the layer ranking, and the
 plausibility check (Eq. 2), in paper and reference mode, with the paper's ablations."""
 
 from __future__ import annotations
@@ -19,20 +19,20 @@ if TYPE_CHECKING:
 
 __all__ = ["Directer", "halving_sizes"]
 
-# The released code gives up after this many trials (method.md §6.6).
+# The released code gives up after this many trials (docs/method.md §6.6).
 REFERENCE_MAX_TRIALS = 10
-# Tolerance of the released code's skip gate (method.md §6.4).
+# Tolerance of the released code's skip gate (docs/method.md §6.4).
 REFERENCE_GATE_EPS = 1e-9
 
 
 @register_method("directer")
 @dataclass
 class Directer(Method):
-    """DIRECTER (method.md §4): gate, halving schedule over the ranking, plausibility check (Eq. 2).
+    """DIRECTER (docs/method.md §4): gate, halving schedule over the ranking, plausibility check (Eq. 2).
 
     ``mode="reference"`` reproduces the authors' released code (§6): no gate on the first step and a
     1e-9 tolerance later, strict acceptance with the softmax in the model's dtype, no single-layer trial
-    and at most 10 trials. Ablations (method.md §8): ``ranking="reversed"`` or ``"random"`` (a seeded
+    and at most 10 trials. Ablations (docs/method.md §8): ``ranking="reversed"`` or ``"random"`` (a seeded
     layer order per prompt instead of the sensitivity ranking) and ``positions="random"`` (as many
     seeded random prompt positions outside the instruction, instead of the instruction).
     """

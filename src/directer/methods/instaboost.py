@@ -1,4 +1,4 @@
-"""InstABoost (Guardieiro et al., 2025; method.md §7): up-weight the attention to the instruction, in
+"""InstABoost (Guardieiro et al., 2025; docs/method.md §7): up-weight the attention to the instruction, in
 every layer and head, prompt encoding included.
 
 Like every attention-bias baseline, it steers the model as a whole: the steered model runs as its

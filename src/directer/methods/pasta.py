@@ -1,4 +1,4 @@
-"""PASTA (Zhang et al., 2024; method.md §7): down-weight the attention to the prompt outside the
+"""PASTA (Zhang et al., 2024; docs/method.md §7): down-weight the attention to the prompt outside the
 instruction, in all heads (untuned) or the heads of a profile from ``directer profile-heads``.
 
 Like every attention-bias baseline, it steers the model as a whole: the steered model runs as its

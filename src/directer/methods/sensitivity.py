@@ -1,4 +1,4 @@
-"""Layer sensitivity scores (docs/method.md, the layer ranking, Eq. 3-4) and the released code's variant.
+"""Layer sensitivity scores (docs/method.md §5, Eq. 3-4) and the released code's variant.
 
 Pure functions of the attention states the engine records on the last prompt token: ``pre``/``post``
 ``[L, H]`` are every layer's attention input (after its input norm) and output (after ``o_proj``) in

@@ -1,4 +1,4 @@
-"""SpotLight (Venkateswaran & Contractor, 2025; method.md §7): lift the instruction's attention share to
+"""SpotLight (Venkateswaran & Contractor, 2025; docs/method.md §7): lift the instruction's attention share to
 a target, per layer, head and generated token, where it falls short.
 
 Like every attention-bias baseline, it steers the model as a whole: the steered model runs as its

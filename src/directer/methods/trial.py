@@ -1,7 +1,7 @@
 """What a policy asks of the mechanisms: a :class:`Trial` (which layers, how strongly) and, for the
 attention-bias methods, an :class:`AttentionBias` (which keys, by how much).
 
-These are plain descriptions: the engine's mechanisms carry them out (``engine/key_scaling.py`` scales
+These are plain descriptions: the engine's mechanisms carry them out (``engine/packed_attention.py`` scales
 keys, ``engine/attention_bias.py`` biases attention logits), so policies never touch the model.
 """
 

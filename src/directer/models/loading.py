@@ -84,7 +84,7 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _resolve_device(device: str | None) -> str:
+def resolve_device(device: str | None) -> str:
     """Validate the device up front, so a typo fails before a slow load."""
     if device is None:
         return _default_device()
@@ -377,7 +377,7 @@ def load_model(
     device_map = check_device_map(device_map, device)
     if device_map is None and (max_memory is not None or offload_folder is not None):
         raise UsageError("max_memory and offload_folder place a device map's layers: give a device_map too")
-    device_name = _resolve_device(device) if device_map is None else None
+    device_name = resolve_device(device) if device_map is None else None
     torch_dtype = resolve_dtype(dtype, device=device_name if device_map is None else _map_device(device_map))
     placement = None
     if device_map is not None:

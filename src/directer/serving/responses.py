@@ -77,7 +77,8 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 
 def stats(result: GenerationResult) -> dict:
     d = result.to_dict()
-    keys = ("method", "mode", "alpha", "beta", "instruction_token_spans", "ranking", "stats", "trace", "sampling")
+    keys = ("method", "mode", "alpha", "beta", "parameters", "instruction_token_spans", "ranking", "stats", "trace",
+            "sampling")
     return {k: d[k] for k in keys}
 
 

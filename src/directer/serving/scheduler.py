@@ -25,7 +25,7 @@ from ..config import SteeringConfig
 from ..engine.continuous import Engine, output
 from ..engine.requests import DecodeOutput, DecodeRequest
 from ..engine.sequence import Sequence
-from ..engine.spans import PreparedPrompt
+from ..text.spans import PreparedPrompt
 from ..errors import DirecterError, UsageError
 from ..runner import slots_per_request
 

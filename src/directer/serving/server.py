@@ -34,7 +34,8 @@ from .guard import Guard
 from .protocol import STEERING_FIELDS, CompletionRequest, RequestError, api_words, parse_request
 from .responses import Choice, chunk, completion_body, finish_choice, logprob_entries, usage
 from .scheduler import Job, Scheduler, ServiceUnavailable
-from .stops import StopStrings, stable_text
+from .detokenize import IncrementalText
+from .stops import StopStrings
 
 DISCONNECT_POLL = 0.25  # seconds between checks that a client is still connected
 
@@ -159,6 +160,7 @@ def create_app(directer: Directer, limits: ServerLimits | None = None) -> Any:
                       stops: StopStrings | None, prompt_tokens: int) -> AsyncIterator[str]:
         created, model, chat = int(time.time()), directer.model_name, req.chat
         sent = [""] * req.n  # text streamed so far, per choice
+        texts = [IncrementalText(directer.tokenizer) for _ in range(req.n)]  # each token decodes a short window
         sent_tokens = [0] * req.n  # tokens whose log-probabilities were streamed
         open_ = set(range(req.n))
         total = 0
@@ -173,7 +175,7 @@ def create_app(directer: Directer, limits: ServerLimits | None = None) -> Any:
                 if i not in open_:
                     continue
                 if tokens is not None:  # a new token: stream what can no longer change
-                    text = stable_text(directer.tokenizer.decode(tokens, skip_special_tokens=True))
+                    text = texts[i].update(tokens)
                     text = stops.safe(text) if stops is not None else text
                     if len(text) > len(sent[i]):
                         lp = logprob_entries(directer.tokenizer, tokens, sent_tokens[i], len(tokens), logprobs, top) \

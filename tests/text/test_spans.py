@@ -1,13 +1,13 @@
-"""Locating instruction spans (engine/spans.py) on the real bundled SmolLM2 tokenizer (ChatML template)."""
+"""Locating instruction spans (text/spans.py) on the real bundled SmolLM2 tokenizer (ChatML template)."""
 
 from __future__ import annotations
 
 import pytest
 
-from directer.engine import spans as spans_module
-from directer.engine import token_offsets
+from directer.text import spans as spans_module
+from directer.text import token_offsets
 from directer.errors import SpanNotFoundError, UsageError
-from directer.engine.spans import (PreparedPrompt, TokenSpan, char_span_to_tokens, find_subsequence,
+from directer.text.spans import (PreparedPrompt, TokenSpan, char_span_to_tokens, find_subsequence,
                                    prepare_prompt)
 
 from bundled_tokenizer import Wrapped, bundled_tokenizer

@@ -1,10 +1,10 @@
-"""Building the prompt (engine/prompts.py): the authors' layout, and instructions found in the prompt."""
+"""Building the prompt (text/prompts.py): the authors' layout, and instructions found in the prompt."""
 
 from __future__ import annotations
 
-from directer.engine import prompts
-from directer.engine import spans as spans_module
-from directer.engine.spans import compose_user_message
+from directer.text import prompts
+from directer.text import spans as spans_module
+from directer.text.spans import compose_user_message
 
 TASK = "Write a poem about the sea."
 NO_COMMAS = "Do not use any commas."
@@ -29,7 +29,7 @@ def test_compose_user_message():
 
 
 def test_instructions_are_found_ignoring_case_and_spacing():
-    from directer.engine.prompts import find_instructions
+    from directer.text.prompts import find_instructions
 
     contents = ["Write a poem.\nDo  NOT use\nany commas, please.", "Be brief."]
     assert find_instructions(["do not use any commas"], contents) == ["Do  NOT use\nany commas"]

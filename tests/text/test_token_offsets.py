@@ -1,11 +1,11 @@
-"""Offsets recomputed by incremental decoding (engine/token_offsets.py), on the real bundled tokenizer."""
+"""Offsets recomputed by incremental decoding (text/token_offsets.py), on the real bundled tokenizer."""
 
 from __future__ import annotations
 
 import pytest
 
-from directer.engine import token_offsets
-from directer.engine.spans import prepare_prompt
+from directer.text import token_offsets
+from directer.text.spans import prepare_prompt
 
 from bundled_tokenizer import Wrapped, bundled_tokenizer
 
