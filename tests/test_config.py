@@ -11,7 +11,7 @@ from directer.errors import UsageError
 @pytest.mark.parametrize("kw, word", [
     ({"alpha": 0}, "alpha"), ({"alpha": -1.0}, "alpha"), ({"alpha": float("inf")}, "alpha"),
     ({"beta": -0.5}, "beta"), ({"mode": "fast"}, "mode"), ({"method": "pasta2"}, "method"),
-    ({"max_new_tokens": 0}, "max_new_tokens"), ({"trial_batching": "some"}, "trial_batching"),
+    ({"max_new_tokens": 0}, "--max-new-tokens"), ({"trial_batching": "some"}, "trial_batching"),
     ({"speculate": "maybe"}, "speculate"), ({"probe_batch_size": 0}, "probe_batch_size"),
 ])
 def test_invalid_configuration(kw, word):

@@ -49,16 +49,16 @@ class SteeringConfig:
 
     def validate(self) -> None:
         if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha <= 0:
-            raise UsageError(f"invalid alpha {self.alpha}: it must be a finite number > 0 (the paper uses 100; 1 disables steering)")
+            raise UsageError(f"invalid --alpha {_shown(self.alpha)}: it must be a finite number > 0 (the paper uses 100; 1 disables steering)")
         if not isinstance(self.beta, (int, float)) or not math.isfinite(self.beta) or self.beta < 0:
-            raise UsageError(f"invalid beta {self.beta}: it must be a number >= 0 (the paper uses 0.5; above 1 nothing is accepted)")
+            raise UsageError(f"invalid --beta {_shown(self.beta)}: it must be a number >= 0 (the paper uses 0.5; above 1 nothing is accepted)")
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
         policy = self.policy()  # an unknown method or parameter fails here, before any work
         if policy.uses_beta:
             _warn_about_beta(policy.beta)
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise UsageError(f"invalid max_new_tokens {self.max_new_tokens}: it must be an integer >= 1")
+            raise UsageError(f"invalid --max-new-tokens {self.max_new_tokens}: it must be an integer >= 1")
         if self.trial_batching is not None and self.trial_batching not in TRIAL_BATCHING:
             raise UsageError(f"unknown trial_batching {self.trial_batching!r}: choose one of {', '.join(TRIAL_BATCHING)}")
         if self.speculate not in SPECULATE:
@@ -67,8 +67,8 @@ class SteeringConfig:
             raise UsageError(f"invalid probe_batch_size {self.probe_batch_size}: it must be >= 1")
         check_sampling(self.temperature, self.top_p, self.top_k, self.min_p, self.seed)
         if self.mode == "reference" and self.temperature > 0:
-            raise UsageError(f"reference mode reproduces the released code, which decodes greedily: temperature "
-                             f"{self.temperature:g} needs mode 'paper' (or temperature 0)")
+            raise UsageError(f"--mode reference reproduces the released code, which decodes greedily: --temperature "
+                             f"{self.temperature:g} needs --mode paper (or --temperature 0)")
 
     def seeded(self) -> "SteeringConfig":
         """These settings with a fresh seed when they sample without one (results record the seed)."""
@@ -94,6 +94,11 @@ class SteeringConfig:
         if self.probe_batch_size is not None:
             return self.probe_batch_size
         return 1 if self.mode == "reference" else 64
+
+
+def _shown(value: object) -> str:
+    """A number as a user typed it (100, not 100.0); anything else as its repr."""
+    return f"{value:g}" if isinstance(value, (int, float)) else repr(value)
 
 
 def _warn_about_beta(beta: float) -> None:

@@ -93,11 +93,17 @@ class Runner:
             pad = self.tokenizer.eos_token_id
         return int(pad) if pad is not None else 0
 
+    def upcasts(self, method: Method) -> bool:
+        """Whether decoding ``method`` makes :meth:`guard_float16` recast this float16 model."""
+        alpha = getattr(method, "alpha", 1.0)
+        return (self.model.dtype == torch.float16 and method.steers and not method.stream
+                and alpha > FLOAT16_SAFE_ALPHA)
+
     def guard_float16(self, method: Method) -> None:
         """Upcast a float16 model (with a warning) before it scales keys by an alpha that could overflow it."""
-        alpha = getattr(method, "alpha", 1.0)
-        if self.model.dtype != torch.float16 or not method.steers or method.stream or alpha <= FLOAT16_SAFE_ALPHA:
+        if not self.upcasts(method):
             return
+        alpha = getattr(method, "alpha", 1.0)
         if getattr(self.model, "hf_device_map", None):  # accelerate placed it: not ours to recast in place
             raise UsageError(f"float16 with alpha={alpha:g} can overflow the steered attention logits, and a model "
                              "spread by a device map is not recast in place: load it with dtype bfloat16 or float32")

@@ -39,7 +39,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *words: 
     (["--method", "pasta:alpha=2"], ["pasta", "no parameter", "alpha_p"]),
     (["--method", "static:alpha=-1"], ["static alpha"]),
     (["--method", "pasta:profile=/nonexistent.json"], ["head profile", "not found"]),
-    (["--max-new-tokens", "0"], ["max_new_tokens"]),
+    (["--max-new-tokens", "0"], ["--max-new-tokens"]),
     (["--temperature", "-1"], ["--temperature", ">= 0"]),
     (["--top-p", "0"], ["--top-p", "(0, 1]"]),
     (["--top-k", "-2"], ["--top-k"]),

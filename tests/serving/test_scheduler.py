@@ -145,6 +145,35 @@ def test_a_float16_server_keeps_the_guard_whatever_the_first_request():
     s.submit(Job(half.prepare(HAIKU, [], config=plain), plain, 4)).result(60)
     assert model.dtype == torch.float16  # nothing steered yet: left as it is
     steered = replace(half.config, method="directer", alpha=100.0)
-    s.submit(Job(half.prepare(HAIKU, [NO_COMMAS], config=steered), steered, 4)).result(60)
+    with pytest.warns(UserWarning, match="float16 with alpha=100"):
+        s.submit(Job(half.prepare(HAIKU, [NO_COMMAS], config=steered), steered, 4)).result(60)
+    assert model.dtype == torch.float32
+    s.close(30)
+
+
+def test_a_request_that_recasts_a_float16_model_waits_for_the_running_ones():
+    """The recast changes the dtype the running sequences' cache holds: the steered request starts once
+    the engine has drained, and the plain request that was running ends in float16 as it would alone."""
+    import torch
+
+    tokenizer = load_bundled_tokenizer(padding_side="left")
+    model = tiny_chat_model(tokenizer).to(torch.float16)
+    half = Directer(model, tokenizer, method="none", max_new_tokens=16, model_name="tiny-llama")
+    half.config = replace(half.config, ignore_eos=True)
+    plain = replace(half.config, method="none")
+    alone = half.generate_prepared([half.prepare(HAIKU, [], config=plain)], config=plain)[0]
+    assert model.dtype == torch.float16
+    s = Scheduler(half, max_batch_size=4)
+    s.start()
+    started = threading.Event()
+    first = Job(half.prepare(HAIKU, [], config=plain), plain, 16,
+                on_tokens=lambda tokens, *_: started.set() if len(tokens) >= 2 else None)
+    running = s.submit(first)
+    assert started.wait(60)
+    steered = replace(half.config, method="directer", alpha=100.0, max_new_tokens=4)
+    with pytest.warns(UserWarning, match="float16 with alpha=100"):
+        late = s.submit(Job(half.prepare(HAIKU, [NO_COMMAS], config=steered), steered, 4))
+        assert running.result(60).token_ids == alone.token_ids
+        assert len(late.result(60).token_ids) == 4
     assert model.dtype == torch.float32
     s.close(30)

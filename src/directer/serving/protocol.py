@@ -66,7 +66,8 @@ def api_words(message: str) -> str:
     for cli, api in (("--max-new-tokens", "max_tokens"), ("max-new-tokens", "max_tokens"),
                      ("max_new_tokens", "max_tokens"), ("--instruction", "directer.instructions"),
                      ("--method", "directer.method"), ("--mode", "directer.mode"), ("--layers", "directer.method layers"),
-                     ("--strict-instructions", "directer.instructions")):
+                     ("--strict-instructions", "directer.instructions"), ("--alpha", "directer.alpha"),
+                     ("--beta", "directer.beta"), ("--temperature", "temperature")):
         message = message.replace(cli, api)
     return message
 
@@ -211,9 +212,6 @@ def _steering(body: dict) -> tuple[SteeringConfig, list[str]]:
     try:
         return SteeringConfig(**settings), instructions
     except DirecterError as exc:
-        message = api_words(str(exc))
-        for name in ("alpha", "beta"):
-            message = message.replace(f"invalid {name} ", f"invalid directer.{name} ")
-        raise RequestError(message, "directer") from None
+        raise RequestError(api_words(str(exc)), "directer") from None
     except TypeError as exc:
         raise RequestError(f"invalid 'directer' settings: {exc}", "directer") from None

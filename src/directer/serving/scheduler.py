@@ -143,8 +143,16 @@ class Scheduler:
             jobs = self._take()
             if jobs is None:
                 return
-            for job in [j for j in jobs if not self._start(j)]:  # reference mode: alone, one at a time
-                self._run_reference(job)
+            deferred = []
+            for job in jobs:
+                started = None if deferred else self._start(job)  # first come, first started
+                if started is None:
+                    deferred.append(job)
+                elif not started:  # reference mode: alone, one at a time
+                    self._run_reference(job)
+            if deferred:
+                with self._cond:
+                    self._queue.extendleft(reversed(deferred))
             now = time.monotonic()
             for job, seq in list(self._jobs.values()):
                 if job.expire(now):
@@ -156,14 +164,24 @@ class Scheduler:
                     self._fail_all(exc)
             self._sweep_cancelled()
 
-    def _start(self, job: Job) -> bool:
-        """Hand a job to the engine; False for a reference-mode job (decoded alone)."""
+    def _start(self, job: Job) -> bool | None:
+        """Hand a job to the engine; False for a reference-mode job (decoded alone); None for a job that
+        must wait for the engine to drain (it recasts a float16 model, whose cache the running
+        sequences hold in float16)."""
         if job.expire(time.monotonic()):
             job.end_future()
             return True
+        runner = self.directer.runner
+        try:
+            if self._engine is not None and runner.upcasts(job.config.policy()):
+                if self._engine.busy:
+                    return None
+                self._engine = None  # rebuilt below on the recast model
+        except Exception as exc:
+            job.future.set_exception(exc)
+            return True
         if job.config.mode == "reference":
             return False
-        runner = self.directer.runner
         try:
             settings = runner.settings(job.config, job.top_logprobs)  # validated (and float16 guarded) per job
             if slots_per_request(settings.method) > self.max_batch_size:
