@@ -68,8 +68,8 @@ _HOST_SIDE = {
     "engine/reference.py": 1,  # a cache view's steered columns, moved to each layer's keys' device
     "engine/attention_bias.py": 1,  # a slot's head mask, staged then copied into the device state
     "engine/prefill.py": 5,  # left-padded prompt ids / mask / positions, moved by the caller; bias targets
-    "engine/sequence.py": 1,  # a sequence's steered positions, moved by its consumer
     "engine/row_matmul.py": 1,  # the calibration inputs of pays_off, on the CPU it times
+    "engine/packed_attention.py": 9,  # a forward's padded extra-row layout, staged then moved once
 }
 
 

@@ -62,3 +62,43 @@ def test_slot_cache_trims_unused_leading_columns():
     assert cache.width == 10 and cache.origin == origin + 90  # logical columns do not move
     torch.testing.assert_close(cache.keys[0][1, :, :10], k[1, :, 90:])
     assert bool(cache.valid[1, :10].all())
+
+
+def test_a_forward_costs_the_same_aten_ops_whatever_its_number_of_trial_groups():
+    """Launches independent of the trial count: every extra row of a forward is attended with one
+    batched product per layer, so one source sequence's trials and four sources' cost the same ops."""
+    from directer.evaluation.host_cost import count_host_cost
+
+    model = tiny_model("llama")
+    enable_packed_attention(model)
+    prompts = [random_prompt(20 + i, 12 + i) for i in range(4)]
+    cache = SlotCache(4, 4, torch.device("cpu"))
+    slots = torch.arange(4)
+    width = max(len(p) for p in prompts)
+    start = cache.place(slots, [len(p) for p in prompts])
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    trials = [(frozenset({0, 2}), 100.0), (frozenset({1}), 100.0), (frozenset(range(4)), 1.0)]
+
+    def counted(sources: int) -> tuple[int, int]:
+        groups, ids_, pos = [], [], []
+        for slot in range(sources):
+            p = prompts[slot]
+            first = cache.width - len(p)
+            rows = [ExtraRow(layers, alpha, [first + 1, first + 2]) for layers, alpha in trials]
+            groups.append(ExtraGroup(slot, list(range(len(ids_), len(ids_) + len(rows))), cache.width - 1, len(p) - 1, rows))
+            ids_ += [p[-1]] * len(rows)
+            pos += [len(p) - 1] * len(rows)
+        plan = PackedPlan(cache, torch.empty(0, dtype=torch.long), None, cache.width - 1, groups)
+        with count_host_cost() as cost:
+            model.get_decoder()(input_ids=torch.tensor(ids_)[:, None], position_ids=torch.tensor(pos)[:, None],
+                                attention_mask=torch.ones(len(ids_), 1, dtype=torch.long),
+                                use_cache=False, **{PACKED_KWARG: plan})
+        return cost.ops, cost.syncs, dict(cost.sync_ops)
+
+    with torch.no_grad():
+        model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
+                            use_cache=False, **{PACKED_KWARG: PackedPlan(cache, slots, prefill_column=start)})
+        one, four = counted(1), counted(4)
+    assert one == four, (one, four)
+    assert one[1] == 0, one  # and no synchronisation inside the forward

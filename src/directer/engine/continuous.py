@@ -254,7 +254,7 @@ class Engine:
         they see the prompt's columns before its last token (``limit``), and their own key."""
         rows = ranking_probes(seq, self.num_layers, self.cache.origin)
         rows += [self._trial_row(seq, t, self.cache.origin) for t in seq.leading]
-        idx = torch.arange(b * extra, (b + 1) * extra, device=self.device)
+        idx = list(range(b * extra, (b + 1) * extra))  # host data: the plan lays the rows out once
         return ExtraGroup(seq.slot, idx, limit, len(seq.input_ids) - 1, rows)
 
     def _on_raw(self, seq: Sequence, step: tuple[torch.Tensor, ...], step_input: int, step_pos: int,
@@ -336,7 +336,7 @@ class Engine:
             first = len(ids)
             ids += [token] * len(rows)
             pos += [p] * len(rows)
-            idx = torch.arange(first, len(ids), device=self.device)
+            idx = list(range(first, len(ids)))
             groups.append(ExtraGroup(s.slot, idx, limit, p, rows))
             if ks[0] is None:
                 probe_rows.append((s, first))
@@ -348,8 +348,11 @@ class Engine:
         plan = PackedPlan(self.cache, slot_t, pos_t, column, groups, slot_list=slot_list, bias=self.bias)
         t0 = time.perf_counter()
         with self.recorder.recording() if probe_rows else nullcontext(), transposed(self.transpose):
+            # A mask (ignored by the plan) keeps transformers from checking the positions for packed
+            # sequences, a device read in every forward.
             hidden = self.body(input_ids=torch.tensor(ids, device=self.device)[:, None],
                                position_ids=torch.tensor(pos, device=self.device)[:, None],
+                               attention_mask=torch.ones(len(ids), 1, dtype=torch.long, device=self.device),
                                use_cache=False, **{PACKED_KWARG: plan}).last_hidden_state[:, 0]
             need = torch.tensor([r for _, _, r in logit_rows], dtype=torch.long, device=hidden.device)
             logits = self._logits(hidden.index_select(0, need)) if logit_rows else None

@@ -2,11 +2,12 @@
 
 A packed decode forward carries raw rows (one per advancing sequence, whose new keys and values the
 :class:`~directer.engine.slot_cache.SlotCache` keeps) and extra rows (trials, ranking probes) that
-read their source sequence's slot without copying it. Key scaling is ``q·(αk) = α(q·k)``: an extra
-row multiplies the attention logits of its steered columns by α in its steered layers, attends to the
-columns its step could see (before the step's raw token) plus its own new key, and its keys and
-values are never stored. Rows that share a source are folded into the query dimension (as
-grouped-query attention folds heads), so the source's keys are read once, in place.
+read their source sequence's slot without scaling a copy of it. Key scaling is ``q·(αk) = α(q·k)``: an
+extra row multiplies the (float32) attention logits of its steered columns by α in its steered layers,
+attends to the columns its step could see (before the step's raw token) plus its own new key, and its
+keys and values are never stored. Rows that share a source are folded into the query dimension (as
+grouped-query attention folds heads), and all the groups of a forward are attended in one batched
+product per layer (:class:`_PaddedGroups`): a forward's launches do not grow with its number of groups.
 
 Rows of a slot with an attention bias (the bias baselines' streams, :class:`~directer.engine.attention_bias.SlotBias`)
 add ``log(factor)`` to their targets' logits: as an additive mask of the same attention call where it
@@ -38,7 +39,7 @@ class ExtraRow:
 
     layers: frozenset[int]
     alpha: float
-    columns: torch.Tensor  # physical columns of the steered tokens
+    columns: list[int] | torch.Tensor  # physical columns of the steered tokens (host data)
 
 
 @dataclass
@@ -46,27 +47,60 @@ class ExtraGroup:
     """The extra rows of one source slot in this forward (one step of one sequence)."""
 
     slot: int
-    rows: torch.Tensor  # indices of the rows in the forward
+    rows: list[int] | torch.Tensor  # indices of the rows in the forward (host data)
     limit: int  # the rows see physical columns < limit (the step's raw token and later are not theirs)
     position: int  # the rows' query position (for sliding windows)
     steering: list[ExtraRow]
-    _scales: dict[tuple[tuple[int, ...], str], torch.Tensor] = field(default_factory=dict, repr=False)
 
-    def scale(self, layer: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
-        """[rows, limit] logit multipliers in ``layer`` (None: no row steers it), built once per row set."""
-        active = tuple(i for i, r in enumerate(self.steering)
-                       if layer in r.layers and r.alpha != 1.0 and r.columns.numel())
-        if not active:
-            return None
-        key = (active, str(device))  # under a device map, once per device
-        if key not in self._scales:
-            m = torch.ones(len(self.steering), self.limit, dtype=dtype, device=device)
-            for i in active:
-                cols = self.steering[i].columns.to(device)
-                cols = cols[(cols >= 0) & (cols < self.limit)]
-                m[i, cols] = self.steering[i].alpha
-            self._scales[key] = m
-        return self._scales[key]
+
+@dataclass
+class _PaddedGroups:
+    """Every extra row of a forward laid out ``[groups, R]`` (R: the largest group; short groups are
+    padded with copies of their first row, computed and dropped), so that each layer attends to all of
+    them with one batched product whatever the number of groups. Built once per forward, on the host's
+    lists in one transfer: no per-layer copies or filters."""
+
+    rows: torch.Tensor  # [G * R] extra-row index (relative to the first extra row) of each padded row
+    real: torch.Tensor  # [m] the extra rows, in group order ...
+    back: torch.Tensor  # [m] ... and their padded index
+    slots: torch.Tensor  # [G] source slots
+    width: int  # W: the widest group's limit
+    limits: torch.Tensor  # [G] columns < limit are the group's
+    positions: torch.Tensor  # [G] query positions (sliding windows)
+    steers: torch.Tensor  # [G * R, layers] bool: the row scales its columns in that layer
+    alpha: torch.Tensor  # [G * R] float32
+    columns: torch.Tensor  # [G * R, W] bool: the row's steered columns
+    per_group: int  # R
+    any_layer: list[bool]  # per layer, whether any row scales columns there (known on the host)
+
+    @classmethod
+    def build(cls, groups: list[ExtraGroup], offset: int, num_layers: int, device: torch.device) -> "_PaddedGroups":
+        R = max(len(g.steering) for g in groups)
+        W = max(g.limit for g in groups)
+        rows, real, back, steers, alpha, col_rows, col_cols = [], [], [], [], [], [], []
+        for gi, g in enumerate(groups):
+            idx = [i - offset for i in (g.rows.tolist() if isinstance(g.rows, torch.Tensor) else g.rows)]
+            rows += idx + [idx[0]] * (R - len(idx))
+            real += idx
+            back += [gi * R + j for j in range(len(idx))]
+            for j, r in enumerate(g.steering + [g.steering[0]] * (R - len(g.steering))):
+                active = r.alpha != 1.0 and len(r.columns) > 0
+                steers.append([active and layer in r.layers for layer in range(num_layers)])
+                alpha.append(float(r.alpha))
+                if active:
+                    listed = r.columns.tolist() if isinstance(r.columns, torch.Tensor) else r.columns
+                    cols = [c for c in listed if 0 <= c < g.limit]
+                    col_rows += [gi * R + j] * len(cols)
+                    col_cols += cols
+        columns = torch.zeros(len(rows), W, dtype=torch.bool)
+        if col_rows:
+            columns[torch.tensor(col_rows), torch.tensor(col_cols)] = True
+        ints = torch.tensor([[g.slot, g.limit, g.position] for g in groups], dtype=torch.long)
+        return cls(torch.tensor(rows, dtype=torch.long).to(device), torch.tensor(real, dtype=torch.long).to(device),
+                   torch.tensor(back, dtype=torch.long).to(device), ints[:, 0].to(device), W,
+                   ints[:, 1].to(device), ints[:, 2].to(device), torch.tensor(steers, dtype=torch.bool).to(device),
+                   torch.tensor(alpha, dtype=torch.float32).to(device), columns.to(device), R,
+                   [any(layer) for layer in zip(*steers)])
 
 
 @dataclass
@@ -136,16 +170,6 @@ class PackedPlan:
             add = add.masked_fill(~visible[:, 0], float("-inf"))  # [slots, Hq, width]
             self._masks[key] = add.view(add.shape[0], kv_heads, -1, width).to(self.cache.keys[layer].dtype)
         return self._masks[key]
-
-    def _group_mask(self, g: ExtraGroup, window: int | None, device: torch.device) -> torch.Tensor:
-        k = (id(g), window)
-        if k not in self._masks:
-            c = self.cache
-            visible = c.valid[g.slot, :g.limit].clone()
-            if window:
-                visible &= c.pos[g.slot, :g.limit] > g.position - window
-            self._masks[k] = visible
-        return self._on(self._masks[k], device)
 
     def attend(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                attention_mask: torch.Tensor | None, inner: Callable[..., tuple[torch.Tensor, Any]],
@@ -285,36 +309,63 @@ class PackedPlan:
             out[n:] = self._extras(module, layer, query[n:], key[n:], value[n:], kwargs, offset=n)
         return out
 
+    def _padded(self, device: torch.device, offset: int) -> _PaddedGroups:
+        key = ("padded", str(device))
+        if key not in self._masks:
+            self._masks[key] = _PaddedGroups.build(self.groups, offset, self.cache.num_layers, device)
+        return self._masks[key]
+
+    def _padded_visible(self, pg: _PaddedGroups, window: int | None, device: torch.device) -> torch.Tensor:
+        """[G, W + 1] what each group's rows see: its slot's valid columns below its limit (within the
+        window), then the row's own key."""
+        key = ("padded_visible", window, str(device))
+        if key not in self._masks:
+            c = self.cache
+            slots = pg.slots.to(c.device)
+            visible = c.valid[:, :pg.width].index_select(0, slots)
+            visible = visible & (torch.arange(pg.width, device=c.device)[None, :] < pg.limits.to(c.device)[:, None])
+            if window:
+                visible &= c.pos[:, :pg.width].index_select(0, slots) > (pg.positions.to(c.device)[:, None] - window)
+            visible = torch.cat([visible, visible.new_ones(visible.shape[0], 1)], dim=1)
+            self._masks[key] = visible.to(device)
+        return self._masks[key]
+
     def _extras(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
                 value: torch.Tensor, kwargs: dict[str, Any], offset: int = 0) -> torch.Tensor:
-        """Extra rows ``[m, H, 1, D]`` (rows ``offset..`` of the forward), folded per source slot:
-        their slot's keys read in place, steered columns' logits times alpha, their own key one more
-        column. Returns ``[m, 1, Hq, Dv]``."""
-        cache = self.cache
-        R, Hq, _, D = query.shape
+        """Extra rows ``[m, H, 1, D]`` (rows ``offset..`` of the forward), all groups at once: each group's
+        rows are folded into the query dimension against its slot's keys (gathered once per layer),
+        steered columns' logits times alpha, their own key one more column. The logits are float32
+        from the product on: alpha multiplies them unrounded. Returns ``[m, 1, Hq, Dv]``."""
+        R_all, Hq, _, D = query.shape
         Hkv = key.shape[1]
         g = Hq // Hkv
         scaling, softcap, window = self._params(module, layer, kwargs)
-        K, V = cache.keys[layer], cache.values[layer]
-        out = query.new_empty(R, 1, Hq, value.shape[-1])
-        for grp in self.groups:
-            idx = self._on(grp.rows, query.device) - offset
-            m, lim = idx.numel(), grp.limit
-            qe = query[idx, :, 0].view(m, Hkv, g, D)
-            ks, vs = K[grp.slot, :, :lim], V[grp.slot, :, :lim]  # views: no copy
-            s = torch.matmul(qe.permute(1, 0, 2, 3).reshape(Hkv, m * g, D), ks.transpose(-1, -2))
-            s = s.view(Hkv, m, g, lim) * scaling
-            scale = grp.scale(layer, s.device, s.dtype)
-            if scale is not None:
-                s = s * scale[None, :, None, :]
-            own = (qe * key[idx, :, 0].unsqueeze(2)).sum(-1).permute(1, 0, 2)[..., None] * scaling
-            s = torch.cat([s, own], dim=-1)  # [Hkv, m, g, lim + 1]
-            if softcap is not None:
-                s = torch.tanh(s / softcap) * softcap
-            visible = torch.cat([self._group_mask(grp, window, s.device), s.new_ones(1, dtype=torch.bool)])
-            s = s.masked_fill(~visible, float("-inf"))
-            p = torch.softmax(s, dim=-1, dtype=torch.float32).to(query.dtype)
-            o = torch.matmul(p[..., :lim].reshape(Hkv, m * g, lim), vs).view(Hkv, m, g, -1)
-            o = o + p[..., lim:] * value[idx, :, 0].permute(1, 0, 2)[:, :, None, :]
-            out[idx, 0] = o.permute(1, 0, 2, 3).reshape(m, Hq, -1)
+        here = query.device
+        pg = self._padded(here, offset)
+        G, R, W = pg.slots.numel(), pg.per_group, pg.width
+        K, V = self.cache.keys[layer], self.cache.values[layer]
+        slots = pg.slots.to(K.device)
+        ks = K[:, :, :W].index_select(0, slots).to(here)  # [G, Hkv, W, D]
+        vs = V[:, :, :W].index_select(0, slots).to(here)
+        q = query[:, :, 0].index_select(0, pg.rows).float()  # [G * R, Hq, D]
+        qf = q.view(G, R, Hkv, g, D).permute(0, 2, 1, 3, 4).reshape(G, Hkv, R * g, D)
+        s = torch.matmul(qf, ks.float().transpose(-1, -2)).view(G, Hkv, R, g, W) * scaling
+        steer = pg.steers[:, layer]
+        if pg.any_layer[layer]:
+            mult = torch.where(steer[:, None] & pg.columns, pg.alpha[:, None], 1.0)  # [G * R, W]
+            s = s * mult.view(G, R, W)[:, None, :, None, :]
+        own_k = key[:, :, 0].index_select(0, pg.rows).float().view(G, R, Hkv, 1, D).permute(0, 2, 1, 3, 4)
+        own = (q.view(G, R, Hkv, g, D).permute(0, 2, 1, 3, 4) * own_k).sum(-1, keepdim=True) * scaling
+        s = torch.cat([s, own], dim=-1)  # [G, Hkv, R, g, W + 1]
+        if softcap is not None:
+            s = torch.tanh(s / softcap) * softcap
+        visible = self._padded_visible(pg, window, here)
+        s = s.masked_fill(~visible[:, None, None, None, :], float("-inf"))
+        p = torch.softmax(s, dim=-1).to(query.dtype)
+        o = torch.matmul(p[..., :W].reshape(G, Hkv, R * g, W), vs).view(G, Hkv, R, g, -1)
+        own_v = value[:, :, 0].index_select(0, pg.rows).view(G, R, Hkv, 1, -1).permute(0, 2, 1, 3, 4)
+        o = o + p[..., W:] * own_v
+        o = o.permute(0, 2, 1, 3, 4).reshape(G * R, Hq, -1)
+        out = query.new_empty(R_all, 1, Hq, value.shape[-1])
+        out[pg.real, 0] = o.index_select(0, pg.back)
         return out

@@ -103,9 +103,9 @@ class Sequence:
     def needs_probes(self) -> bool:
         return self.settings.method.needs_ranking and self.ranking is None and not self.probes_issued
 
-    def columns(self, origin: int) -> torch.Tensor:
-        """Physical columns of the steered prompt positions."""
-        return torch.tensor([self.start + p - origin for p in self.positions], dtype=torch.long)
+    def columns(self, origin: int) -> list[int]:
+        """Physical columns of the steered prompt positions (host data: a plan stages them once)."""
+        return [self.start + p - origin for p in self.positions]
 
     def trials(self) -> list[Trial]:
         """The trials the step can be decided on so far (the leading ones until the ranking is known)."""

@@ -1,0 +1,97 @@
+"""What decoding costs the host, counted rather than timed.
+
+On a GPU the host issues every kernel launch and waits at every synchronisation, so for models up to
+~8B at small batches the host's work per forward decides the speed. Both are counted here on any
+device, deterministically, under a :class:`~torch.utils._python_dispatch.TorchDispatchMode`:
+
+- **aten ops**: every operator call that reaches the dispatcher (about one kernel launch each on a GPU);
+- **synchronisations**: operations that make the host wait for the device: a scalar read
+  (``.item()``, ``int(t)``, ``bool(t)``: ``aten._local_scalar_dense``, or ``aten.item`` and
+  ``aten.is_nonzero`` under inference mode), ``nonzero``, ``masked_select``,
+  indexing with a boolean mask, and ``Tensor.tolist()`` (which reads a tensor without the dispatcher,
+  so it is counted by wrapping it);
+- **host-to-device copies**: tensors built from Python data (``torch.tensor(list)``: ``aten.lift_fresh``);
+  on a GPU each is a small blocking copy unless staged.
+
+    from directer.evaluation.host_cost import count_host_cost
+    with count_host_cost() as cost:
+        model.generate(...)
+    print(cost.ops, cost.syncs)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+__all__ = ["HostCost", "count_host_cost"]
+
+# A scalar read shows as ``_local_scalar_dense``, or as ``item``/``is_nonzero`` under inference mode.
+_SYNC_OPS = {"aten._local_scalar_dense.default", "aten.item.default", "aten.is_nonzero.default", "aten.equal.default",
+             "aten.nonzero.default", "aten.masked_select.default",
+             "aten.nonzero_static.default", "aten.unique.default", "aten._unique2.default"}
+_COPY_OPS = {"aten.lift_fresh.default", "aten.lift_fresh_copy.default"}
+
+
+@dataclass
+class HostCost:
+    """Counts of one block of work (see the module's docstring for what each counts)."""
+
+    ops: int = 0
+    syncs: int = 0
+    copies: int = 0
+    by_op: Counter = field(default_factory=Counter)
+    sync_ops: Counter = field(default_factory=Counter)
+
+    def per(self, n: int) -> dict[str, float]:
+        """The counts per unit (per generated token, per forward)."""
+        n = max(1, n)
+        return {"ops": self.ops / n, "syncs": self.syncs / n, "copies": self.copies / n}
+
+
+def _bool_index(args: tuple) -> bool:
+    indices = args[1] if len(args) > 1 else ()
+    return any(isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in indices or ())
+
+
+class _Counter(TorchDispatchMode):
+    def __init__(self, cost: HostCost):
+        super().__init__()
+        self.cost = cost
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        name = str(func)
+        c = self.cost
+        c.ops += 1
+        c.by_op[name] += 1
+        if name in _SYNC_OPS or (name in ("aten.index.Tensor", "aten.index_put_.default", "aten.index_put.default")
+                                 and _bool_index(args)):
+            c.syncs += 1
+            c.sync_ops[name] += 1
+        elif name in _COPY_OPS:
+            c.copies += 1
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def count_host_cost() -> Iterator[HostCost]:
+    """Count the aten ops, synchronisations and host-to-device copies of the enclosed work."""
+    cost = HostCost()
+    tolist = torch.Tensor.tolist
+
+    def counted_tolist(self: torch.Tensor) -> Any:
+        cost.syncs += 1
+        cost.sync_ops["Tensor.tolist"] += 1
+        return tolist(self)
+
+    torch.Tensor.tolist = counted_tolist  # tolist reads the data without the dispatcher
+    try:
+        with _Counter(cost):
+            yield cost
+    finally:
+        torch.Tensor.tolist = tolist
