@@ -92,7 +92,7 @@ def test_a_forward_costs_the_same_aten_ops_whatever_its_number_of_trial_groups()
         plan = PackedPlan(cache, torch.empty(0, dtype=torch.long), None, cache.width - 1, groups)
         with count_host_cost() as cost:
             model.get_decoder()(input_ids=torch.tensor(ids_)[:, None], position_ids=torch.tensor(pos)[:, None],
-                                attention_mask=torch.ones(len(ids_), 1, dtype=torch.long),
+                                attention_mask=torch.ones(len(ids_), 1, 1, 1, dtype=torch.bool),
                                 use_cache=False, **{PACKED_KWARG: plan})
         return cost.ops, cost.syncs, dict(cost.sync_ops)
 

@@ -28,7 +28,6 @@ from typing import Callable, Sequence as Seq
 import torch
 
 from ..methods.base import RawStep, prompt_key
-from ..methods.trial import Trial
 from ..models.loading import attention_modules
 from ..results import TokenTrace
 from .attention import enable_packed_attention
@@ -38,11 +37,12 @@ from .devices import input_device
 from .engine_options import PROBE_PLACES, TRIAL_POLICIES, EngineOptions, fits
 from .requests import DecodeOutput, DecodeRequest  # noqa: F401  (DecodeOutput: run's outputs)
 from .packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
-from .prefill import bias_targets, left_padded, ranking_probes
+from .prefill import bias_targets, first_step_trials, left_padded, prefill_group, ranking_probes, trial_row
 from .ranking import AttentionRecorder
 from .row_matmul import install, transposed, wanted
 from .sampling import Sampler
-from .sequence import Sequence, SequenceSettings, output, raw_steps, skipped_trace
+from .readback import RawRead, TrialRead, TrialSource, read_back
+from .sequence import Sequence, SequenceSettings, output, skipped_trace
 from .slot_cache import SlotCache
 
 __all__ = ["Engine", "EngineOptions", "fits", "output"]
@@ -196,7 +196,8 @@ class Engine:
         prefill_biased = [i for i, (s, biased) in enumerate(prompt_rows) if biased and s.settings.method.bias_prefill]
         plan = PackedPlan(self.cache, slot_t, slot_list=slots, bias=self.bias, prefill_biased=prefill_biased,
                           prefill_column=start, prefill_extra=extra,
-                          groups=[self._prefill_group(s, b, extra, start + width - 1) for b, s in enumerate(batch)] if extra else [])
+                          groups=[prefill_group(s, b, extra, start + width - 1, self.num_layers, self.cache.origin)
+                                  for b, s in enumerate(batch)] if extra else [])
         record = any(s.needs_probes for s in batch)
         t0 = time.perf_counter()
         with self.recorder.recording(1 + extra) if record else nullcontext(), transposed(self.transpose):
@@ -211,14 +212,10 @@ class Engine:
         self.forwards += 1
         if record:
             pre, post = self.recorder.stacked()
-        steps = raw_steps(logits[:, 0])
-        trial_tokens = logits[:, 1:].argmax(dim=-1).tolist() if lead else [[] for _ in prompt_rows]
-        for s in batch:
-            i = first_row[id(s)]
-            if s.streamed:  # the biased slot's logits (the last row of the sequence) are its one trial
-                trial_tokens[i] = [self._trial_token(s, logits[i + len(s.stream_rows()) - 1, 0], 0)]
-            elif s.sampler is not None and lead:  # draw k + 1 of step 0 is trial k's token
-                trial_tokens[i] = [s.sampler.draw(logits[i, 1 + k], 0, k + 1)[0] for k in range(lead)]
+        trial_rows = first_step_trials(batch, first_row, logits, lead)
+        read = read_back(logits[:, 0], torch.stack([t[2] for t in trial_rows]) if trial_rows else None,
+                         [TrialSource(row=t[3]) for t in trial_rows])
+        trial_tokens = self._trial_results([t[:3] for t in trial_rows], read.trials)
         for s in batch:
             i = first_row[id(s)]
             n = len(s.input_ids)
@@ -229,8 +226,8 @@ class Engine:
                 s.stats.trial_rows += lead
             elif s.needs_probes:
                 s.raw_states = (pre[i], post[i])
-            known = dict(enumerate(trial_tokens[i]))
-            self._on_raw(s, steps[i], s.input_ids[-1], n - 1, s.start + n - 1, known)
+            step = (logits[i, 0], read.probs[i], read.raw[i], read.lse[i])
+            self._on_raw(s, step, s.input_ids[-1], n - 1, s.start + n - 1, trial_tokens.get(id(s)))
 
     def _bias_slot(self, seq: Sequence, slot: int) -> None:
         """Give ``slot`` the sequence's attention bias: its kind, factor and heads, its target columns."""
@@ -238,32 +235,33 @@ class Engine:
         self.bias.set(slot, trial.bias, trial.layers)
         self.cache.mark(slot, bias_targets(seq, trial.bias, self.cache.origin))
 
-    def _trial_token(self, seq: Sequence, logits: torch.Tensor, k: int) -> int:
-        """Trial k's token from its logits: the argmax, or draw k + 1 of a sampled sequence's step."""
-        if seq.sampler is None:
-            return int(logits.argmax())
-        return seq.sampler.draw(logits, len(seq.tokens), k + 1)[0]
+    @staticmethod
+    def _trial_results(rows: list[tuple[Sequence, int, torch.Tensor]],
+                       reads: list[TrialRead]) -> dict[int, dict[int, tuple[int, TrialRead | None]]]:
+        """id(sequence) -> trial k -> its token and read-back: the argmax read back, or for a sampled
+        sequence draw k + 1 of its step (its draws are read one at a time)."""
+        found: dict[int, dict[int, tuple[int, TrialRead | None]]] = {}
+        for (s, k, logits), t in zip(rows, reads):
+            if s.sampler is not None:
+                found.setdefault(id(s), {})[k] = (s.sampler.draw(logits, len(s.tokens), k + 1)[0], None)
+            else:
+                found.setdefault(id(s), {})[k] = (t.token, t)
+        return found
 
     def _prefill_kind(self, seq: Sequence) -> tuple[bool, int]:
         """Prompts that share a prefill forward: with probes in it (and how many leading trials), or not."""
         probes = seq.needs_probes and self.opts.probes == "prefill"
         return probes, len(seq.leading) if probes else 0
 
-    def _prefill_group(self, seq: Sequence, b: int, extra: int, limit: int) -> ExtraGroup:
-        """Prompt ``b``'s extra query positions: probe l steers layer l alone, then the leading trials;
-        they see the prompt's columns before its last token (``limit``), and their own key."""
-        rows = ranking_probes(seq, self.num_layers, self.cache.origin)
-        rows += [self._trial_row(seq, t, self.cache.origin) for t in seq.leading]
-        idx = list(range(b * extra, (b + 1) * extra))  # host data: the plan lays the rows out once
-        return ExtraGroup(seq.slot, idx, limit, len(seq.input_ids) - 1, rows)
-
-    def _on_raw(self, seq: Sequence, step: tuple[torch.Tensor, ...], step_input: int, step_pos: int,
-                column: int, known: dict[int, int] | None = None) -> None:
-        """The raw pass of a step (logits, float32 probabilities, top 2, log-normaliser): the gate, then
-        the step's token or its trials."""
-        logits, probs, top2, lse = step
+    def _on_raw(self, seq: Sequence, step: tuple[torch.Tensor, torch.Tensor, RawRead, torch.Tensor],
+                step_input: int, step_pos: int, column: int,
+                known: dict[int, tuple[int, TrialRead | None]] | None = None) -> None:
+        """The raw pass of a step (logits, float32 probabilities, what was read back, log-normaliser): the
+        gate, then the step's token or its trials (``known``: trial k's token, and its read-back)."""
+        logits, probs, read, lse = step
         choice, support = seq.sampler.draw(logits, len(seq.tokens), 0) if seq.sampler else (None, None)
-        raw = RawStep(len(seq.tokens), logits, probs, top2, choice, support)
+        raw = RawStep(len(seq.tokens), logits, probs, read.top2, choice, support, argmax=read.token,
+                      known={read.token: (read.top2[0], read.logprob)})
         seq.open_step(raw, step_input, step_pos, column, lse)
         method = seq.settings.method
         if not method.steers or method.skip(raw) or (choice is not None and not method.accept(raw, choice)):
@@ -271,7 +269,7 @@ class Engine:
             # drawn: steering only re-decides draws inside its acceptance set (README, Fidelity).
             self._emit(seq, raw.token, skipped_trace(method.steers))
             return
-        seq.trial_tokens.update(known or {})
+        seq.learn(known)
         seq.state = "trials"
         self._decide(seq)
 
@@ -311,7 +309,7 @@ class Engine:
         for s in raw:  # speculation: a ranked sequence's trials in its raw row's forward
             if s.schedule and not s.streamed and self._speculate(s, rows_now + len(s.schedule)):
                 rows_now += len(s.schedule)
-                rows = [self._trial_row(s, t, origin) for t in s.schedule]
+                rows = [trial_row(s, t, origin) for t in s.schedule]
                 extra.append((s, s.step_input, s.step_pos, column, rows, list(range(len(rows)))))
         for s in self.running:
             if self._probes_now(s):  # probe l steers layer l alone, on the last prompt token
@@ -328,7 +326,7 @@ class Engine:
             if self.opts.trials == "first":
                 todo = todo[:1]
             s.issued.update(todo)
-            rows = [self._trial_row(s, s.trials()[k], origin) for k in todo]
+            rows = [trial_row(s, s.trials()[k], origin) for k in todo]
             extra.append((s, s.step_input, s.step_pos, s.step_column - origin, rows, todo))
 
         ids, pos = list(inputs), list(positions)
@@ -348,11 +346,11 @@ class Engine:
         plan = PackedPlan(self.cache, slot_t, pos_t, column, groups, slot_list=slot_list, bias=self.bias)
         t0 = time.perf_counter()
         with self.recorder.recording() if probe_rows else nullcontext(), transposed(self.transpose):
-            # A mask (ignored by the plan) keeps transformers from checking the positions for packed
-            # sequences, a device read in every forward.
+            # The plan makes every row's mask; a ready 4-D one (ignored) keeps transformers from inspecting
+            # the positions and the mask, device reads in every forward.
             hidden = self.body(input_ids=torch.tensor(ids, device=self.device)[:, None],
                                position_ids=torch.tensor(pos, device=self.device)[:, None],
-                               attention_mask=torch.ones(len(ids), 1, dtype=torch.long, device=self.device),
+                               attention_mask=torch.ones(len(ids), 1, 1, 1, dtype=torch.bool, device=self.device),
                                use_cache=False, **{PACKED_KWARG: plan}).last_hidden_state[:, 0]
             need = torch.tensor([r for _, _, r in logit_rows], dtype=torch.long, device=hidden.device)
             logits = self._logits(hidden.index_select(0, need)) if logit_rows else None
@@ -365,20 +363,21 @@ class Engine:
             pre_s, post_s = self.recorder.stacked()
             for s, first in probe_rows:
                 self._rank(s, pre_s[first:first + self.num_layers], post_s[first:first + self.num_layers], seconds)
-        tokens = logits.argmax(dim=-1).tolist() if logits is not None else []
-        for j, (s, k, _) in enumerate(logit_rows):
-            if k is not None and s.sampler is not None:
-                tokens[j] = self._trial_token(s, logits[j], k)
-        found: dict[int, dict[int, int]] = {}  # id(sequence) -> trial index -> token
-        for (s, k, _), tok in zip(logit_rows, tokens):
-            if k is not None:
-                found.setdefault(id(s), {})[k] = tok
+        n_raw = len(raw)
+        found: dict[int, dict[int, tuple[int, TrialRead | None]]] = {}
+        if logits is not None:
+            raw_index = {id(s): j for j, s in enumerate(raw)}
+            trials = logit_rows[n_raw:]  # every row after the raw ones is a trial
+            sources = [TrialSource(row=raw_index[id(s)]) if id(s) in raw_index
+                       else TrialSource(probs=s.raw.probs, logits=s.raw.logits, lse=s.raw_lse) for s, _, _ in trials]
+            read = read_back(logits[:n_raw], logits[n_raw:] if trials else None, sources)
+            found = self._trial_results([(s, k, logits[n_raw + j]) for j, (s, k, _) in enumerate(trials)], read.trials)
         for s in self.running:
             if s.state == "trials" and id(s) in found:
-                s.trial_tokens.update(found[id(s)])
-        steps = raw_steps(logits[:len(raw)]) if raw else []
+                s.learn(found[id(s)])
         for j, s in enumerate(raw):  # speculative trial tokens open the step with it
-            self._on_raw(s, steps[j], s.step_input, s.step_pos, column + origin, found.get(id(s)))
+            step = (logits[j], read.probs[j], read.raw[j], read.lse[j])
+            self._on_raw(s, step, s.step_input, s.step_pos, column + origin, found.get(id(s)))
         for s in list(self.running):
             if s.state == "trials" and s not in raw:
                 self._decide(s)
@@ -402,9 +401,6 @@ class Engine:
             self._finish(seq)
             if seq.on_token is not None:
                 seq.on_token(seq)
-
-    def _trial_row(self, seq: Sequence, trial: Trial, origin: int) -> ExtraRow:
-        return ExtraRow(trial.layers, trial.alpha, seq.columns(origin))
 
     def _speculate(self, seq: Sequence, rows: int) -> bool:
         if seq.settings.method.trials_every_step:  # no gate: the trials are certain, fold them in

@@ -150,8 +150,7 @@ class PackedPlan:
                 q = torch.zeros(c.slots, dtype=torch.long, device=c.device)
                 q[self.raw_slots] = self.raw_positions
                 visible &= c.pos[:, :width] > (q[:, None] - window)
-            idle = ~visible.any(dim=1)
-            visible[idle, 0] = True
+            visible[:, 0] |= ~visible.any(dim=1)  # an idle slot sees column 0 (no boolean indexing: no device read)
             self._masks[window] = visible[:, None, None, :]
         return self._on(self._masks[window], device)
 

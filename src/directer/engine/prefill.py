@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from ..methods.trial import AttentionBias
-from .packed_attention import ExtraRow
+from ..methods.trial import AttentionBias, Trial
+from .packed_attention import ExtraGroup, ExtraRow
 from .sequence import Sequence
 
-__all__ = ["bias_targets", "left_padded", "ranking_probes"]
+__all__ = ["bias_targets", "first_step_trials", "left_padded", "prefill_group", "ranking_probes", "trial_row"]
 
 
 def left_padded(prompts: list[list[int]], extra: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -39,6 +39,33 @@ def ranking_probes(seq: Sequence, num_layers: int, origin: int) -> list[ExtraRow
     cols = seq.columns(origin)
     alpha = seq.settings.method.alpha  # a policy that ranks layers scales keys: its alpha
     return [ExtraRow(frozenset([layer]), alpha, cols) for layer in range(num_layers)]
+
+
+def trial_row(seq: Sequence, trial: Trial, origin: int) -> ExtraRow:
+    """A trial of ``seq`` as an extra row: its layers and alpha, the sequence's steered columns."""
+    return ExtraRow(trial.layers, trial.alpha, seq.columns(origin))
+
+
+def prefill_group(seq: Sequence, b: int, extra: int, limit: int, num_layers: int, origin: int) -> ExtraGroup:
+    """Prompt ``b``'s extra query positions: probe l steers layer l alone, then the leading trials;
+    they see the prompt's columns before its last token (``limit``), and their own key."""
+    rows = ranking_probes(seq, num_layers, origin) + [trial_row(seq, t, origin) for t in seq.leading]
+    return ExtraGroup(seq.slot, list(range(b * extra, (b + 1) * extra)), limit, len(seq.input_ids) - 1, rows)
+
+
+def first_step_trials(batch: list[Sequence], first_row: dict[int, int], logits: torch.Tensor,
+                      lead: int) -> list[tuple[Sequence, int, torch.Tensor, int]]:
+    """Step 0's trials in a prefill's logits ``[rows, 1 + lead, V]``: ``(sequence, k, logits, raw row)``
+    for the leading trials' rows, or a stream's biased row (the sequence's last), each judged against
+    the raw row of its prompt."""
+    rows: list[tuple[Sequence, int, torch.Tensor, int]] = []
+    for s in batch:
+        i = first_row[id(s)]
+        if s.streamed:
+            rows.append((s, 0, logits[i + len(s.stream_rows()) - 1, 0], i))
+        else:
+            rows += [(s, k, logits[i, 1 + k], i) for k in range(lead)]
+    return rows
 
 
 def bias_targets(seq: Sequence, bias: AttentionBias, origin: int) -> torch.Tensor:

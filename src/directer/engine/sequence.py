@@ -22,11 +22,12 @@ import torch
 from ..methods.base import Method, RawStep
 from ..methods.trial import Trial
 from ..results import Ranking, Stats, TokenTrace
+from .readback import TrialRead
 from .requests import DecodeOutput
 from ..methods.sampling import SamplingParams
 from .sampling import Sampler
 
-__all__ = ["Sequence", "SequenceSettings", "output", "raw_steps", "skipped_trace"]
+__all__ = ["Sequence", "SequenceSettings", "output", "skipped_trace"]
 
 
 @dataclass
@@ -120,6 +121,14 @@ class Sequence:
         self.raw_lse = lse
         self.trial_tokens, self.issued, self.next_k = {}, set(), 0
 
+    def learn(self, known: dict[int, tuple[int, TrialRead | None]] | None) -> None:
+        """Record trial tokens of the open step (trial k -> token), and the raw probabilities read back
+        for them (the plausibility test then needs no device read)."""
+        for k, (token, read) in (known or {}).items():
+            self.trial_tokens[k] = token
+            if read is not None:
+                self.raw.known[token] = (read.prob, read.logprob)
+
     def decide(self) -> tuple[int, TokenTrace] | None:
         """The step's token once it is known: the first accepted trial in schedule order, the raw token
         when every trial is rejected, None while trials are missing (or the ranking is)."""
@@ -138,8 +147,10 @@ class Sequence:
     def emit(self, token: int, trace: TokenTrace) -> bool:
         """Append the step's token; return True when the sequence is finished."""
         now = time.perf_counter()
-        # The raw model's log-probability of the emitted token (logsumexp: no underflow to -inf).
-        self.logprobs.append(float(self.raw.logits[token].float() - self.raw_lse))
+        # The raw model's log-probability of the emitted token (logsumexp: no underflow to -inf), read
+        # back with the forward when the engine knew the token then.
+        known = self.raw.known.get(token) if self.raw.known else None
+        self.logprobs.append(known[1] if known else float(self.raw.logits[token].float() - self.raw_lse))
         if self.settings.top_logprobs:
             values, ids = (self.raw.logits.float() - self.raw_lse).topk(self.settings.top_logprobs)
             self.top_logprobs.append(list(zip(ids.tolist(), values.tolist())))
@@ -159,16 +170,6 @@ class Sequence:
         if finished:
             self.stats.seconds = now - self.admitted_at
         return finished
-
-
-def raw_steps(logits: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-    """Per row of raw logits [R, V]: the logits, float32 probabilities (Eq. 2 is checked in float32),
-    their top 2 and the log-normaliser (for the emitted token's log-probability), computed batched."""
-    z = logits.float()
-    probs = torch.softmax(z, dim=-1)
-    top2 = probs.topk(2, dim=-1).values
-    lse = torch.logsumexp(z, dim=-1)
-    return list(zip(logits, probs, top2, lse))
 
 
 def skipped_trace(steers: bool) -> TokenTrace:

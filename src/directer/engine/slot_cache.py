@@ -51,8 +51,13 @@ class SlotCache:
             new[:, :, front:front + self.width] = t[:, :, :self.width]
             return new
 
-        self.keys = [moved(t) for t in self.keys]
-        self.values = [moved(t) for t in self.values]
+        # Layer by layer, in place: each old layer is freed as its copy replaces it, so growth holds one
+        # layer twice at most (not the whole cache).
+        for layers in (self.keys, self.values):
+            for i, t in enumerate(layers):
+                layers[i] = None
+                layers[i] = moved(t)
+                del t
         valid = torch.zeros(self.slots, capacity, dtype=torch.bool, device=self.device)
         pos = torch.zeros(self.slots, capacity, dtype=torch.long, device=self.device)
         marked = torch.zeros(self.slots, capacity, dtype=torch.bool, device=self.device)

@@ -43,16 +43,29 @@ class RawStep:
     step: int  # index of the token being generated (0 = first)
     logits: torch.Tensor  # [V], model dtype
     probs: torch.Tensor  # [V], float32 softmax of ``logits``
-    top2: torch.Tensor  # the two largest values of ``probs``
+    top2: torch.Tensor | tuple[float, float]  # the two largest values of ``probs`` (read back: floats)
     # Under sampling: the raw pass's own draw, and the (warped) distribution it was drawn from, whose
     # support bounds what may be emitted. None under greedy decoding (the token is the argmax).
     choice: int | None = None
     support: torch.Tensor | None = None
+    # What the engine already read back from the device in its one transfer per forward: the argmax,
+    # and for tokens the step's trials proposed, their raw probability and log-probability. A policy
+    # asks through :attr:`token` and :meth:`prob`, which read the device only for what is not here.
+    argmax: int | None = None
+    known: dict[int, tuple[float, float]] | None = None  # token -> (probability, log-probability)
 
     @property
     def token(self) -> int:
         """The raw pass's token: its draw under sampling, its argmax under greedy decoding."""
-        return int(self.logits.argmax()) if self.choice is None else self.choice
+        if self.choice is not None:
+            return self.choice
+        return self.argmax if self.argmax is not None else int(self.logits.argmax())
+
+    def prob(self, token: int) -> float:
+        """The raw model's float32 probability of ``token``."""
+        if self.known is not None and token in self.known:
+            return self.known[token][0]
+        return float(self.probs[token])
 
 
 def plausible(raw: RawStep, token: int, beta: float) -> bool:
@@ -61,7 +74,7 @@ def plausible(raw: RawStep, token: int, beta: float) -> bool:
     allow the raw model to draw (top-k, top-p, min-p keep it)."""
     if raw.support is not None and not float(raw.support[token]) > 0:
         return False
-    return float(raw.probs[token]) >= beta * float(raw.top2[0])
+    return raw.prob(token) >= beta * float(raw.top2[0])
 
 
 class Method:

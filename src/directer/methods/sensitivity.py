@@ -45,5 +45,8 @@ def reference_scores(pre, post, pre_s, post_s) -> "torch.Tensor":
 
 def rank_from_scores(scores: "torch.Tensor", mode: str, model: str | None = None) -> Ranking:
     """Sort layers by score, most sensitive first (ties keep layer order)."""
-    order = scores.argsort(descending=True, stable=True).tolist()
-    return Ranking(order=order, scores=[float(scores[i]) for i in order], mode=mode, model=model)
+    import torch
+
+    order = scores.argsort(descending=True, stable=True)
+    both = torch.stack([order.double(), scores.index_select(0, order).double()]).tolist()  # one device read
+    return Ranking(order=[int(i) for i in both[0]], scores=both[1], mode=mode, model=model)
