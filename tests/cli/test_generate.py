@@ -45,6 +45,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *words: 
     (["--top-k", "-2"], ["--top-k"]),
     (["--min-p", "2"], ["--min-p"]),
     (["--mode", "reference", "--temperature", "0.7"], ["reference", "temperature"]),
+    (["--attn-implementation", "flash_attention_2"], ["--attn-implementation", "sdpa"]),
 ])
 def test_invalid_options_are_usage_errors(args, words):
     assert_one_line_error(directer("generate", HAIKU, "-i", NO_COMMAS, *args), 2, *words)

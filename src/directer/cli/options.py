@@ -12,8 +12,9 @@ __all__ = ["ATTENTION", "DEVICE_HELP", "DEVICE_MAP_HELP", "DTYPES", "DTYPE_HELP"
 
 
 DTYPES = click.Choice(["float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "auto"], case_sensitive=False)
-ATTENTION = click.Choice(["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"],
-                         case_sensitive=False)
+# The engine's packed forwards run inside the model's eager or sdpa attention; flash and flex kernels
+# cannot carry them, so they are refused here, before the model loads.
+ATTENTION = click.Choice(["eager", "sdpa"], case_sensitive=False)
 DTYPE_HELP = ("Weights' dtype (auto: bfloat16 on a GPU that has it, else float32; float32 in reference mode); "
               "float16 with a large alpha is upcast.")
 DEVICE_HELP = "cpu, cuda, cuda:1, mps, ... (default: cuda if available, else cpu; under a launcher, each process's own)."
@@ -64,7 +65,7 @@ def engine_options(f=None, *, method: bool = True, max_new_tokens: int = 256, se
         click.option("--plausibility-filter", is_flag=True, help="Baselines: emit a steered token only if the raw model finds it plausible (Eq. 2), else the raw token."),
         click.option("--max-new-tokens", type=int, default=max_new_tokens, show_default=True, help="Token limit per response."),
         click.option("--dtype", type=DTYPES, default="auto", show_default=True, help=DTYPE_HELP),
-        click.option("--attn-implementation", type=ATTENTION, default=None, help="Attention implementation (default: eager in reference mode, else sdpa)."),
+        click.option("--attn-implementation", type=ATTENTION, default=None, help="Attention implementation (default: eager in reference mode, else sdpa; flash and flex kernels cannot carry the engine's packed forwards)."),
         click.option("--system", default=None, help="System message (default: the chat template's)."),
         click.option("--ranking", "ranking_file", default=None, help="Reuse the layer ranking in this JSON file (from --save-ranking or --json)."),
         click.option("--device", default=None, help=DEVICE_HELP),

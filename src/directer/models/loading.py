@@ -383,6 +383,9 @@ def load_model(
     if device_map is not None:
         placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
         placement = {k: v for k, v in placement.items() if v is not None}
+    direct = device_map is None and torch.device(device_name).type == "cuda"
+    if direct:  # the weights load straight onto the GPU: no copy of the whole model through host memory
+        placement = {"device_map": {"": device_name}}
 
     def load_cached(folder: Path) -> ModelAndTokenizer:
         return _load_folder(folder, torch_dtype, placement)
@@ -398,6 +401,8 @@ def load_model(
             net, tokenizer = _cached_conversion(Path(target), _convert_gguf, load_cached, label=str(target))
         else:
             net, tokenizer = _load_pretrained(target, name, torch_dtype, local=source == "local", placement=placement)
+    if direct and hasattr(net, "hf_device_map"):  # one device is not a device map (the float16 guard may recast it)
+        del net.hf_device_map
     check_supported(net)
     _set_attention(net, attn_implementation)
     _prepare_tokenizer(tokenizer, net, name)
