@@ -22,6 +22,7 @@ from .engine.continuous import Engine, EngineOptions, output
 from .engine.devices import input_device
 from .engine.reference import ReferenceDecoder
 from .engine.requests import DecodeOutput, DecodeRequest
+from .engine.row_matmul import wanted
 from .engine.sequence import SequenceSettings
 from .text.spans import PreparedPrompt
 from .errors import UsageError
@@ -56,6 +57,9 @@ class Runner:
                  eos_token_ids: frozenset[int] | None = None, pad_token_id: int | None = None):
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         self._eos, self._pad = eos_token_ids, pad_token_id
+        # How the engine computes multi-row linears (engine/row_matmul.py): "auto" times both products
+        # once per process; a run pins the resolved choice (resolve_matmul) so its processes agree.
+        self.matmul = "auto"
 
     # -- settings ---------------------------------------------------------------------------------
 
@@ -119,7 +123,18 @@ class Runner:
         """A continuous engine on this model with ``slots`` cache rows."""
         trials = {"all": "all", "sequential": "first"}.get(trial_batching or "", "auto")
         return Engine(self.model, EngineOptions(slots=slots, pad_token_id=self.pad_id(), trials=trials,
-                                                admit_min=admit_min))
+                                                admit_min=admit_min, matmul=self.matmul))
+
+    def matmul_key(self) -> str:
+        """What a matmul choice depends on: the model's device type and dtype."""
+        return f"{input_device(self.model).type}/{str(next(self.model.parameters()).dtype).replace('torch.', '')}"
+
+    def resolve_matmul(self) -> str:
+        """The engine's multi-row product on this machine, decided now: "transposed" or "stock"."""
+        if self.matmul != "auto":
+            return self.matmul
+        dtype = next(self.model.parameters()).dtype
+        return "transposed" if wanted("auto", input_device(self.model), dtype, self.model) else "stock"
 
     def decode(self, requests: Sequence[DecodeRequest], config: SteeringConfig, *, batch_size: int,
                top_logprobs: int = 0, on_event: TokenEvent | None = None) -> list[DecodeOutput]:

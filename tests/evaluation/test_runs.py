@@ -29,6 +29,7 @@ def test_small_comparison_resume_and_report(tmp_path):
     assert summary[1]["mcnemar"] is not None
     config = json.loads((run / "config.json").read_text())
     assert config["selection"]["limit"] == 3 and config["alpha"] == 100 and config["methods"] == ["none", "directer"]
+    assert json.loads((run / "engine.json").read_text())["matmul"]["cpu/float32"] in ("stock", "transposed")
 
     # Interrupted mid-write: a torn last record is redone, finished ones are kept as they are.
     path = run / "responses-directer.jsonl"
@@ -151,3 +152,25 @@ def test_task_file_run(tmp_path):
     assert records[1]["spans"] == ["Do not use any commas in your answer."]
     summary = json.loads((run / "summary.json").read_text())
     assert summary[0]["n"] == 6 and summary[0]["task_acc"] is not None  # three records have answers
+
+
+def test_a_run_pins_the_engines_kernel_choice_for_its_resumes(tmp_path, monkeypatch):
+    """The multi-row product is decided once per run and recorded; a resume (or another process of a
+    launch) reads it instead of timing again, so all of them decode alike."""
+    from directer import Directer
+    from directer.engine import row_matmul
+    from directer.evaluation.runs import _pin_kernels
+
+    from bundled_tokenizer import load_bundled_tokenizer, tiny_chat_model
+
+    tok = load_bundled_tokenizer(padding_side="left")
+    d = Directer(tiny_chat_model(tok), tok, model_name="tiny-llama")
+    monkeypatch.setattr(row_matmul, "pays_off", lambda model, *a, **k: True)
+    _pin_kernels(tmp_path, d)
+    assert d.runner.matmul == "transposed"
+    assert json.loads((tmp_path / "engine.json").read_text()) == {"matmul": {"cpu/float32": "transposed"}}
+    monkeypatch.setattr(row_matmul, "pays_off", lambda model, *a, **k: False)  # this process would time otherwise
+    resumed = Directer(tiny_chat_model(tok), tok, model_name="tiny-llama")
+    _pin_kernels(tmp_path, resumed)
+    assert resumed.runner.matmul == "transposed"
+    assert resumed.runner.engine(2).transpose

@@ -5,7 +5,8 @@ A run directory holds ``config.json`` (what the run is: task, model, settings, i
 version) and one ``responses-<method>.jsonl`` per method, in IFEval's response format (``prompt``,
 ``response``) plus our fields (key, spans, stats, trace, perplexity). Records are appended and synced
 batch by batch, so an interrupted run loses at most the batch in flight and continues where it stopped;
-a directory made with a different configuration is refused rather than mixed.
+a directory made with a different configuration is refused rather than mixed. ``engine.json`` pins the
+engine's kernel choices for the run, so that resumes and launched processes decode alike.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
+ENGINE_FILE = "engine.json"  # the engine's kernel choices, decided once per run
 
 
 @dataclass
@@ -282,6 +284,8 @@ def evaluate(directer: Directer | None, run_dir: Path, methods: Sequence[str], p
         config = open_run(run_dir, replace(config, methods=list(methods)))
     if several:
         state.wait_for_everyone()  # the directory and its config exist before anyone reads the records
+    if directer is not None:
+        _pin_kernels(run_dir, directer, state if several else None)
     todo = {m: unfinished(run_dir, m, prompts) for m in methods}
     if progress and (not several or state.is_main_process):
         _report_kept(run_dir, todo, len(prompts))
@@ -307,6 +311,23 @@ def evaluate(directer: Directer | None, run_dir: Path, methods: Sequence[str], p
     for method in methods:
         merge_parts(run_dir, method, keys)
     return summarize_run(run_dir, prompts, table_order(methods, config))
+
+
+def _pin_kernels(run_dir: Path, directer: Directer, state: Any = None) -> None:
+    """Decide the engine's kernel choices once per run (per device and dtype) and record them in
+    ``engine.json``: every process of a launch and every resume decodes with the same ones. Timed in
+    each process, a choice could differ between processes, and near-ties then decode differently."""
+    path = run_dir / ENGINE_FILE
+    runner = directer.runner
+    key = runner.matmul_key()
+    if state is None or state.is_main_process:
+        pinned = json.loads(path.read_text()) if path.exists() else {}
+        if key not in pinned.get("matmul", {}):
+            pinned.setdefault("matmul", {})[key] = runner.resolve_matmul()
+            path.write_text(json.dumps(pinned, indent=1) + "\n")
+    if state is not None:
+        state.wait_for_everyone()  # the choice is on disk before any process reads it
+    runner.matmul = json.loads(path.read_text())["matmul"][key]
 
 
 def _report_kept(run_dir: Path, todo: dict[str, list[EvalItem]], total: int) -> None:
