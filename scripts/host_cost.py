@@ -56,10 +56,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--top", type=int, default=0, help="also list the N most frequent ops and every sync op")
+    ap.add_argument("--matmul", default="stock", choices=["stock", "transposed", "auto"],
+                    help="the engine's multi-row linears (default stock: what a GPU runs; the CPU's W @ x.T "
+                         "products add a transpose and a copy per linear)")
     args = ap.parse_args()
     methods = ["none"] + [m for m in (args.methods or ["directer"]) if m != "none"]
 
     d = Directer.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens)
+    d.runner.matmul = args.matmul
     prompts = load_ifeval(sample=args.sample, seed=args.seed)
     prepared = {m: prepare_items(d, prompts, replace(d.config, method=m))[0] for m in methods}
     d.generate_prepared(prepared["none"][:2], config=replace(d.config, method="none", max_new_tokens=2))  # warm-up
@@ -67,7 +71,7 @@ def main() -> None:
     rows = [(GENERATE, *generate_cost(d, prepared["none"], args.max_new_tokens))]
     rows += [(m, *method_cost(d, prepared[m], m, args.batch_size)) for m in methods]
     print(f"model {d.model_name}, {args.dtype}, device {d.model.device}; {len(prompts)} IFEval prompts "
-          f"(seed {args.seed}), batch {args.batch_size}, exactly {args.max_new_tokens} new tokens\n")
+          f"(seed {args.seed}), batch {args.batch_size}, exactly {args.max_new_tokens} new tokens, matmul {args.matmul}\n")
     base = {name: cost.per(tokens) for name, cost, tokens in rows}
     print("| | aten ops / token | vs generate | vs none | syncs / token | host-to-device copies / token |")
     print("|---|---|---|---|---|---|")
