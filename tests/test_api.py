@@ -151,5 +151,8 @@ def test_results_report_the_settings_they_were_decoded_with(d):
     assert r.beta == 0.3 and r.alpha == 100.0 and r.parameters["beta"] == 0.3
     r = d.generate(HAIKU, NO_COMMAS, method="pasta", plausibility_filter=True)
     assert r.parameters["filter"] is True and r.parameters["alpha_p"] == 0.01
+    assert r.alpha is None and r.beta == 0.5  # PASTA scales no keys: no alpha is reported as if it had
+    plain = d.generate(HAIKU, NO_COMMAS, method="none")
+    assert plain.alpha is None and plain.beta is None and plain.parameters == {}
     assert r.raw_logprobs is not None  # the filter runs the raw model beside the steered stream
     assert d.generate(HAIKU, NO_COMMAS, method="pasta").raw_logprobs is None

@@ -56,8 +56,10 @@ class GenerationResult:
     instruction_token_spans: list[tuple[int, int]]  # [start, end) positions steered in the prompt
     method: str
     mode: str
-    alpha: float  # the key scale the tokens were decoded with (the method's own, e.g. static:alpha=3)
-    beta: float  # the plausibility threshold of the method (its own, e.g. directer:beta=0.3)
+    # The key scale the tokens were decoded with (the method's own, e.g. static:alpha=3); None for a
+    # method that scales no keys (none, the attention-bias baselines: their parameters say what they used).
+    alpha: float | None
+    beta: float | None  # the plausibility threshold of the method (its own, e.g. directer:beta=0.3); None if it has none
     model: str
     ranking: list[int] | None  # layer order used, most sensitive first
     stats: Stats

@@ -169,8 +169,8 @@ class Runner:
             instruction_token_spans=[(s.start, s.end) for s in prepared.spans],
             method=config.method,
             mode=config.mode,
-            alpha=getattr(method, "alpha", config.alpha),
-            beta=getattr(method, "beta", config.beta),
+            alpha=getattr(method, "alpha", None),  # only what the method used: its parameters say the rest
+            beta=getattr(method, "beta", None),
             parameters=method_parameters(method),
             model=self.model_name,
             ranking=ranking.order if ranking else None,

@@ -213,6 +213,11 @@ def _response_html(result: GenerationResult, tokenizer: Any) -> str:
     return "".join(out)
 
 
+def _shown(value: float | None) -> str:
+    """A setting as the view prints it ("–" for one the method does not have)."""
+    return "–" if value is None else f"{value:g}"
+
+
 def _chip(cls: str, label: str, style: str = "") -> str:
     style_attr = f' style="{style}"' if style else ""
     return f'<span class="chip {cls}"{style_attr}>{_esc(label)}</span>'
@@ -220,8 +225,7 @@ def _chip(cls: str, label: str, style: str = "") -> str:
 
 def _legend_html(result: GenerationResult, sizes: list[int], kinds: set[str], special_sample: str) -> str:
     n = _num_layers(result)
-    beta = f"{result.beta:g}"
-    alpha = f"{result.alpha:g}"
+    beta, alpha = _shown(result.beta), _shown(result.alpha)
 
     def item(chips: str, text: str) -> str:
         return f'<div class="item"><span class="chips">{chips}</span><div>{text}</div></div>'
@@ -304,7 +308,7 @@ def _stats_html(result: GenerationResult, sizes: list[int]) -> str:
               "most sensitive first (ranking)" if result.ranking else "no ranking", wide=True),
     ]
     settings = [
-        ("method", result.method), ("mode", result.mode), ("α", f"{result.alpha:g}"), ("β", f"{result.beta:g}"),
+        ("method", result.method), ("mode", result.mode), ("α", _shown(result.alpha)), ("β", _shown(result.beta)),
         ("model", result.model),
     ]
     settings_html = "".join(f'<span><span class="k">{_esc(k)}</span> <b>{_esc(v)}</b></span>' for k, v in settings)
