@@ -102,6 +102,32 @@ def test_bad_input_is_a_usage_error(d):
         d.generate(HAIKU, NO_COMMAS, alpha=0)
 
 
+def test_a_kv_cache_budget_refuses_what_cannot_fit_and_decodes_the_rest_unchanged(model, tokenizer, d):
+    for bad in ({"cache_tokens": 0}, {"cache_tokens": 2.5}, {"cache_memory": 0.0}, {"cache_memory": 2}):
+        with pytest.raises(UsageError, match=next(iter(bad))):
+            Directer(model, tokenizer, **bad)
+    free = d.generate([HAIKU, HAIKU + " Be brief."], [NO_COMMAS, NO_COMMAS])
+    need = max(len(r.prompt_token_ids) for r in free) + 6
+    held = Directer(model, tokenizer, max_new_tokens=6, cache_tokens=need)
+    assert [r.token_ids for r in held.generate([HAIKU, HAIKU + " Be brief."], [NO_COMMAS, NO_COMMAS])] == \
+        [r.token_ids for r in free]
+    with pytest.raises(UsageError, match=rf"needs {need + 1} cache columns.*holds {need} \(--cache-tokens {need}\)"):
+        held.generate(HAIKU + " Be brief.", NO_COMMAS, max_new_tokens=7)
+
+
+def test_the_system_message_as_the_instruction(d):
+    by_role = d.generate(HAIKU, "system", system=NO_COMMAS)
+    assert by_role.instructions == [NO_COMMAS] and by_role.appended_instructions == []
+    by_text = d.generate(HAIKU, NO_COMMAS, system=NO_COMMAS)
+    assert by_role.token_ids == by_text.token_ids
+    assert by_role.instruction_token_spans == by_text.instruction_token_spans
+    chat = [{"role": "system", "content": NO_COMMAS}, {"role": "user", "content": HAIKU}]
+    both = d.generate([chat, chat], "system")  # one entry for every prompt
+    assert [r.token_ids for r in both] == [by_role.token_ids] * 2
+    with pytest.raises(UsageError, match="the prompt has none"):
+        d.generate(HAIKU, "system")
+
+
 def test_auto_instructions_find_the_constraint_sentence(d):
     prompt = "Write a short poem about the sea. Do not use any commas in your response."
     r = d.generate(prompt, "auto")

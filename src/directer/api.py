@@ -10,6 +10,7 @@ import torch
 
 from .config import SteeringConfig
 from .engine.requests import DecodeOutput, DecodeRequest
+from .text.prompts import SYSTEM_INSTRUCTIONS
 from .text.spans import PreparedPrompt, prepare_prompt
 from .errors import UsageError
 from .inputs import resolve_instructions
@@ -36,6 +37,11 @@ class Directer:
     list of prompts with one instruction entry per prompt, and returns one :class:`GenerationResult`
     or a list. Each instruction is steered where its text occurs in the prompt, or appended to the
     user message after a blank line when it does not.
+
+    ``cache_tokens`` and ``cache_memory`` bound the key/value cache: the tokens (prompt plus response)
+    one sequence may hold, and the share of the memory free after loading that the cache may take
+    (default: 0.9 on a CUDA device, no limit elsewhere). A request that cannot fit is refused before
+    decoding.
     """
 
     def __init__(
@@ -60,8 +66,14 @@ class Directer:
         min_p: float = 0.0,
         seed: int | None = None,
         model_name: str | None = None,
+        cache_tokens: int | None = None,
+        cache_memory: float | None = None,
     ):
         check_supported(model)
+        if cache_tokens is not None and (not isinstance(cache_tokens, int) or cache_tokens < 1):
+            raise UsageError(f"invalid cache_tokens {cache_tokens!r}: give a whole number of tokens >= 1, or None")
+        if cache_memory is not None and not 0 < cache_memory <= 1:
+            raise UsageError(f"invalid cache_memory {cache_memory!r}: give a share of free memory in (0, 1], or None")
         self.model = model
         self.tokenizer = tokenizer
         self.config = SteeringConfig(
@@ -71,6 +83,7 @@ class Directer:
         )
         self.model_name = model_name or getattr(model.config, "_name_or_path", None) or model.config.model_type
         self.runner = Runner(model, tokenizer, self.model_name)  # settings -> engine -> results
+        self.runner.cache_tokens, self.runner.cache_memory = cache_tokens, cache_memory
         self.runner.guard_float16(self.config.policy())
 
     @classmethod
@@ -125,7 +138,9 @@ class Directer:
         ``ranking`` reuses a layer ranking (an object or a JSON file) instead of ranking each prompt.
         An instruction is looked for in the prompt ignoring case and spacing; one that is not there is
         appended after a blank line (``result.appended_instructions``), or is an error with
-        ``append_missing=False``.
+        ``append_missing=False``. ``instructions="system"`` steers the system message as a whole (``system=``
+        or a system message in the chat messages): the way to steer chat traffic whose rules live there;
+        ``instructions="auto"`` finds the constraint sentences of the last user message by rule.
         """
         single = _is_single_prompt(prompt)
         prompts: list[Prompt] = [prompt] if single else list(prompt)  # type: ignore[list-item]
@@ -152,8 +167,10 @@ class Directer:
         """Render one prompt (with the chat template unless ``chat_template=False``) and locate its spans."""
         config = config or self.config
         instr, occurrence = resolve_instructions(prompt, instructions, method=config.method, occurrence=occurrence)
-        prepared = prepare_prompt(self.tokenizer, prompt, instr, system=system, mode=config.mode, occurrence=occurrence,
-                                  chat_template=chat_template, append_missing=append_missing)
+        scope = "system" if instr == [SYSTEM_INSTRUCTIONS] else "messages"  # the system message as a whole
+        prepared = prepare_prompt(self.tokenizer, prompt, [] if scope == "system" else instr, system=system,
+                                  mode=config.mode, occurrence=occurrence, chat_template=chat_template,
+                                  append_missing=append_missing, scope=scope)
         self.check_length(len(prepared.input_ids), config.max_new_tokens)
         return prepared
 

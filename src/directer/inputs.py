@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .text.prompts import build_messages, find_instructions, missing_instructions, not_in_prompt
+from .text.prompts import (SYSTEM_INSTRUCTIONS, build_messages, find_instructions, missing_instructions, not_in_prompt,
+                           system_instructions)
 from .text.spans import validate_instructions
 from .errors import UsageError
 
@@ -19,8 +20,11 @@ __all__ = ["check_output_file", "check_prompt", "resolve_instructions"]
 
 def resolve_instructions(prompt: Any, instructions: str | Sequence[str] | None, *, method: str,
                          occurrence: int | Sequence[int] = 0) -> tuple[list[str], int | Sequence[int]]:
-    """The instruction texts to steer (``"auto"``: detected in the prompt) and which occurrences."""
+    """The instruction texts to steer (``"auto"``: detected in the prompt) and which occurrences
+    (``"system"`` stays as it is: the prompt is rendered before the system message is located)."""
     instr = [instructions] if isinstance(instructions, str) else list(instructions or [])
+    if instr == [SYSTEM_INSTRUCTIONS]:
+        return instr, occurrence
     if instr == ["auto"]:
         instr, occurrence = _auto_instructions(prompt)
     if not instr and method != "none":
@@ -35,7 +39,11 @@ def check_prompt(prompt: Any, instructions: Sequence[str], system: str | None = 
                  append_missing: bool = True) -> None:
     """What :func:`~directer.text.spans.prepare_prompt` refuses before it needs a tokenizer: an empty
     or malformed prompt, an empty or non-text instruction, a system message given twice, and (with
-    ``append_missing=False``) an instruction that is not in the prompt."""
+    ``append_missing=False``) an instruction that is not in the prompt; with ``"system"``, a prompt without
+    a system message."""
+    if list(instructions) == [SYSTEM_INSTRUCTIONS]:
+        system_instructions(prompt, system)
+        return
     validate_instructions(instructions)
     messages = build_messages(prompt, system)
     if not append_missing:

@@ -20,6 +20,7 @@ import torch
 from .config import SteeringConfig
 from .engine.continuous import Engine, EngineOptions, output
 from .engine.devices import input_device
+from .engine.kv_budget import CacheBudget, cache_budget
 from .engine.reference import ReferenceDecoder
 from .engine.requests import DecodeOutput, DecodeRequest
 from .engine.row_matmul import wanted
@@ -60,6 +61,11 @@ class Runner:
         # How the engine computes multi-row linears (engine/row_matmul.py): "auto" times both products
         # once per process; a run pins the resolved choice (resolve_matmul) so its processes agree.
         self.matmul = "auto"
+        # The KV cache budget (engine/kv_budget.py): columns per sequence and/or a share of the memory
+        # free after loading (None: 0.9 on a CUDA device, no limit elsewhere).
+        self.cache_tokens: int | None = None
+        self.cache_memory: float | None = None
+        self._budgets: dict[int, CacheBudget] = {}
 
     # -- settings ---------------------------------------------------------------------------------
 
@@ -123,7 +129,23 @@ class Runner:
         """A continuous engine on this model with ``slots`` cache rows."""
         trials = {"all": "all", "sequential": "first"}.get(trial_batching or "", "auto")
         return Engine(self.model, EngineOptions(slots=slots, pad_token_id=self.pad_id(), trials=trials,
-                                                admit_min=admit_min, matmul=self.matmul))
+                                                admit_min=admit_min, matmul=self.matmul, budget=self.budget(slots)))
+
+    def budget(self, slots: int) -> CacheBudget:
+        """The columns a cache of ``slots`` rows may hold, decided once per slot count (free memory is
+        read before the first cache of that size exists, not while caches come and go)."""
+        if slots not in self._budgets:
+            memory = self.cache_memory
+            if memory is None and input_device(self.model).type == "cuda":
+                memory = 0.9
+            self._budgets[slots] = cache_budget(self.model, slots, self.cache_tokens, memory)
+        return self._budgets[slots]
+
+    def check_budget(self, prompt_tokens: int, max_new_tokens: int, slots: int) -> None:
+        """Refuse, in one line, a request that can never fit the KV cache budget."""
+        refusal = self.budget(slots).refusal(prompt_tokens, max_new_tokens)
+        if refusal:
+            raise UsageError(refusal)
 
     def matmul_key(self) -> str:
         """What a matmul choice depends on: the model's device type and dtype."""
@@ -145,6 +167,8 @@ class Runner:
                                        eos_token_ids=settings.eos_token_ids, top_logprobs=top_logprobs)
             return decoder.run(requests, on_event)
         slots = max(1, min(batch_size, len(requests))) * slots_per_request(settings.method)
+        for r in requests:  # every request is checked before any is decoded
+            self.check_budget(len(r.input_ids), r.max_new_tokens or config.max_new_tokens, slots)
         engine = self.engine(slots, trial_batching=config.trial_batching)
 
         def on_token(seq) -> None:

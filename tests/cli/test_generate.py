@@ -76,6 +76,10 @@ def assert_refused_before_loading(proc: subprocess.CompletedProcess, code: int, 
     ([HAIKU, "-i", NO_COMMAS, "--html", "/no/such/folder/view.html"], ["--html", "does not exist"]),
     ([HAIKU, "-i", NO_COMMAS, "--save-ranking", "/no/such/folder/r.json"], ["--save-ranking", "does not exist"]),
     ([HAIKU, "-i", NO_COMMAS, "--model", "./no/such/model"], ["model not found"]),
+    ([HAIKU, "-i", NO_COMMAS, "--cache-tokens", "20", "--max-new-tokens", "30"], ["--cache-tokens 20", "--max-new-tokens"]),
+    ([HAIKU, "-i", NO_COMMAS, "--cache-tokens", "0"], ["--cache-tokens"]),
+    ([HAIKU, "-i", "system"], ["steer the system message", "--system TEXT"]),
+    ([HAIKU, "-i", NO_COMMAS, "--cache-memory", "1.5"], ["--cache-memory"]),
 ])
 def test_what_needs_no_model_is_checked_before_loading(args, words):
     code = 1 if "--model" in args else 2
@@ -206,10 +210,20 @@ def test_ranking_file_round_trip(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("args, code, words", [
     ([HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "9000"], 2, ["context length"]),
+    ([HAIKU, "-i", NO_COMMAS, "--max-new-tokens", "16", "--cache-tokens", "40"], 2,
+     ["plus --max-new-tokens (16) needs", "budget holds 40 (--cache-tokens 40)"]),
     (["Do not use any commas in the reply.", "-i", "commas", "--mode", "reference"], 2, ["commas"]),
 ])
 def test_bad_input_on_the_bundled_model(args, code, words):
     assert_one_line_error(directer("generate", *args), code, *words)
+
+
+def test_the_system_message_as_the_instruction_from_the_command_line():
+    proc = directer("generate", HAIKU, "-i", "system", "--system", NO_COMMAS, "--max-new-tokens", "6", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["instructions"] == [NO_COMMAS] and out["appended_instructions"] == []
+    assert "note:" not in proc.stderr
 
 
 def test_compare_header_names_only_the_settings_a_method_uses():

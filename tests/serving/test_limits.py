@@ -36,9 +36,9 @@ def _slow_model(tokenizer):
 
 
 class Server:
-    def __init__(self, limits: ServerLimits):
+    def __init__(self, limits: ServerLimits, **directer_options):
         tokenizer = load_bundled_tokenizer(padding_side="left")
-        self.directer = Directer(_slow_model(tokenizer), tokenizer, model_name="tiny")
+        self.directer = Directer(_slow_model(tokenizer), tokenizer, model_name="tiny", **directer_options)
         self.directer.config = self.directer.config.__class__(**{**self.directer.config.__dict__, "ignore_eos": True})
         self.app = create_app(self.directer, limits)
         with socket.socket() as s:
@@ -184,3 +184,17 @@ def test_the_access_log_has_one_line_per_request(server, caplog):
     assert len(lines) == 2
     assert '"POST /v1/chat/completions" 200 3 tokens' in lines[0] and lines[0].endswith(" s")
     assert '"GET /v1/models" 401 -' in lines[1]
+
+
+def test_a_request_past_the_kv_cache_budget_is_a_400_naming_the_fix():
+    server = Server(ServerLimits(max_batch_size=2, default_temperature=0.0), cache_tokens=64)
+    try:
+        client = server.client(key="unused")
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="tiny", messages=HAIKU, max_tokens=60)
+        message = caught.value.body["message"]
+        assert "max_tokens (60)" in message and "budget holds 64 (--cache-tokens 64)" in message, message
+        ok = client.chat.completions.create(model="tiny", messages=HAIKU, max_tokens=8)
+        assert ok.usage.completion_tokens == 8
+    finally:
+        server.stop()

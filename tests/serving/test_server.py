@@ -89,6 +89,20 @@ def test_a_baseline_through_the_server(client):
     assert info["stats"]["steps"] == len(info["trace"]) == r.usage.completion_tokens
 
 
+def test_the_system_message_as_the_instruction(client):
+    rules = "Do not use any commas."
+    messages = [{"role": "system", "content": rules}] + HAIKU
+    by_role = client.chat.completions.create(model="bundled", messages=messages, max_tokens=8, temperature=0,
+                                             extra_body={"directer": {"instructions": "system"}})
+    by_text = client.chat.completions.create(model="bundled", messages=messages, max_tokens=8, temperature=0,
+                                             extra_body={"directer": {"instructions": [rules]}})
+    assert by_role.model_extra["directer"]["instruction_token_spans"] == by_text.model_extra["directer"]["instruction_token_spans"]
+    assert by_role.choices[0].message.content == by_text.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="the prompt has none"):
+        client.chat.completions.create(model="bundled", messages=HAIKU, max_tokens=8,
+                                       extra_body={"directer": {"instructions": "system"}})
+
+
 def test_text_completion(client):
     r = client.completions.create(model="bundled", prompt="The capital of France is", max_tokens=5, temperature=0)
     assert r.choices[0].text.strip() and r.usage.completion_tokens <= 5

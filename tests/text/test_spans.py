@@ -414,3 +414,47 @@ def test_single_string_instruction_is_one_instruction(tok):
 def test_no_instructions(tok):
     prepared = prepare_prompt(tok, TASK, [])
     assert prepared.spans == [] and prepared.messages[-1]["content"] == TASK
+
+
+# --------------------------------------------------------------------------- #
+# scope="system": the system message as the instruction span
+# --------------------------------------------------------------------------- #
+
+RULES = "Answer in French.\nNever use lists."
+# A Gemma-style template: no system turn, the system text folded into the first user turn.
+FOLDING = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first = messages[0]['content'] + '\n\n' %}"
+           "{% set rest = messages[1:] %}{% else %}{% set first = '' %}{% set rest = messages %}{% endif %}"
+           "{% for m in rest %}<|im_start|>{{ m['role'] }}\n{% if loop.first %}{{ first }}{% endif %}"
+           "{{ m['content'] }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("template", ["own", "folding", "none"])
+def test_the_system_message_is_the_span_whatever_the_template(tok, template):
+    # The user repeats the first rule: the span is still the system message's text, as a whole.
+    messages = [{"role": "system", "content": f"  {RULES}\n"}, {"role": "user", "content": "Answer in French. 2+2?"}]
+    tokenizer = {"own": tok, "folding": Wrapped(tok, "none", chat_template=FOLDING), "none": tok}[template]
+    prepared = prepare_prompt(tokenizer, messages, [], scope="system", chat_template=template != "none")
+    [span] = prepared.spans
+    assert span.text == RULES  # surrounding whitespace left out
+    assert decoded(tok, prepared, span).strip() == RULES
+    assert prepared.text.index(RULES) == span.char_start  # the system text, not the user's repetition
+    assert prepared.text.index("2+2?") > span.char_end
+
+
+def test_the_system_argument_is_the_span_and_equals_naming_its_text(tok):
+    by_scope = prepare_prompt(tok, TASK, [], system=NO_COMMAS, scope="system")
+    by_text = prepare_prompt(tok, TASK, [NO_COMMAS], system=NO_COMMAS)
+    assert by_scope.input_ids == by_text.input_ids and by_scope.positions == by_text.positions
+    assert by_scope.appended == []
+
+
+def test_system_scope_without_a_system_message_is_one_clear_error(tok):
+    with pytest.raises(UsageError, match="the prompt has none: give one") as excinfo:
+        prepare_prompt(tok, [{"role": "user", "content": TASK}], [], scope="system")
+    assert_one_line(excinfo)
+    with pytest.raises(UsageError, match="the prompt has none"):
+        prepare_prompt(tok, TASK, [], system="   ", scope="system")
+    with pytest.raises(UsageError, match="pass no others"):
+        prepare_prompt(tok, TASK, [NO_COMMAS], system=NO_COMMAS, scope="system")
+    with pytest.raises(UsageError, match="unknown instruction scope"):
+        prepare_prompt(tok, TASK, [NO_COMMAS], scope="roles")

@@ -15,7 +15,7 @@ from ..methods import method_label, parse_layers
 from ..evaluation.tasks.registry import TASKS
 from ..models.locate import check_model_source, display_name
 from ..processes import launched, process_device, process_state
-from .options import (DEVICE_HELP, DTYPE_HELP, DTYPES, check_placement, engine_options, load_directer, load_in_turn,
+from .options import (DEVICE_HELP, DTYPE_HELP, DTYPES, check_cache_tokens, check_placement, engine_options, load_directer, load_in_turn,
                       run_dtype, sampling_settings)
 
 __all__ = ["eval_command", "profile_heads_command", "report"]
@@ -41,7 +41,7 @@ __all__ = ["eval_command", "profile_heads_command", "report"]
                    "threads and of every method's prompts (on a CPU, several single-threaded processes outrun one "
                    "multi-threaded process on a small model). Under accelerate launch or torchrun, leave it at 1.")
 def eval_command(benchmark, task_file, methods, model, alpha, beta, mode, layers, plausibility_filter, max_new_tokens, dtype,
-                 attn_implementation, system, ranking_file, device, device_map, temperature, top_p, top_k, min_p,
+                 attn_implementation, system, ranking_file, device, device_map, cache_tokens, cache_memory, temperature, top_p, top_k, min_p,
                  sampling_seed, data, limit, sample, seed, batch_size, output_dir, workers) -> None:
     """Evaluate methods on a benchmark, offline (resumable), and print the comparison.
 
@@ -75,6 +75,7 @@ def eval_command(benchmark, task_file, methods, model, alpha, beta, mode, layers
         raise UsageError("--workers starts processes itself: under accelerate launch or torchrun, drop --workers "
                          "(the launcher's process count is used)")
     check_placement(device, device_map, workers)
+    check_cache_tokens(cache_tokens, max_new_tokens)
     if ranking_file or system:
         raise UsageError("--ranking and --system do not apply to eval (every prompt is ranked; the benchmarks have no "
                          "system message)")
@@ -110,7 +111,8 @@ def eval_command(benchmark, task_file, methods, model, alpha, beta, mode, layers
         return
     state = process_state(device) if launched() else None
     load = dict(model=model, dtype=config.dtype, attn_implementation=attn_implementation, device=process_device(state, device),
-                device_map=device_map, alpha=alpha, beta=beta, mode=mode, max_new_tokens=max_new_tokens)
+                device_map=device_map, cache_tokens=cache_tokens, cache_memory=cache_memory,
+                alpha=alpha, beta=beta, mode=mode, max_new_tokens=max_new_tokens)
     t0 = time.perf_counter()
     if not any(remaining(run_dir, m, prompts) for m in methods):
         if state is None or state.is_main_process:

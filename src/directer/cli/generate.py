@@ -19,13 +19,13 @@ from ..models.locate import check_model_source
 from ..progress import progress_bar
 from ..results import Ranking
 from ..processes import launched, process_device, process_state
-from .options import check_placement, engine_options, load_in_turn, sampling_settings
+from .options import check_cache_tokens, check_placement, engine_options, load_in_turn, sampling_settings
 
 __all__ = ["compare_header", "generate"]
 
 @click.command()
 @click.argument("prompt", required=False)
-@click.option("--instruction", "-i", "instructions", multiple=True, help="Instruction text to steer (repeatable). Steered in place if it occurs in the prompt, else appended after a blank line. 'auto': detect the constraint sentences of the prompt.")
+@click.option("--instruction", "-i", "instructions", multiple=True, help="Instruction text to steer (repeatable). Steered in place if it occurs in the prompt, else appended after a blank line. 'system': the system message (--system or the chat's), as a whole. 'auto': detect the constraint sentences of the prompt.")
 @click.option("--strict-instructions", is_flag=True,
               help="Refuse an instruction that is not in the prompt (case and spacing ignored) instead of appending it.")
 @click.option("--occurrence", type=int, default=0, show_default=True, help="Which occurrence of an instruction repeated in the prompt to steer (0 = first, -1 = last).")
@@ -38,7 +38,7 @@ __all__ = ["compare_header", "generate"]
 @click.option("--output", "output_file", default=None, help="Batch mode: JSONL to write, one record per prompt (default: stdout).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts decoded together in batch mode.")
 def generate(prompt, instructions, strict_instructions, occurrence, model, alpha, beta, mode, method, layers, plausibility_filter,
-             max_new_tokens, dtype, attn_implementation, system, ranking_file, device, device_map, compare, as_json, save_ranking,
+             max_new_tokens, dtype, attn_implementation, system, ranking_file, device, device_map, cache_tokens, cache_memory, compare, as_json, save_ranking,
              html_file, input_file, output_file, batch_size, temperature, top_p, top_k, min_p, sampling_seed) -> None:
     """Generate a response to PROMPT with the instructions steered.
 
@@ -57,6 +57,7 @@ def generate(prompt, instructions, strict_instructions, occurrence, model, alpha
         raise UsageError("one PROMPT is decoded by one process: run it without a launcher, or give --input FILE "
                          "to share a batch among the launched processes")
     check_placement(device, device_map)
+    check_cache_tokens(cache_tokens, max_new_tokens)
     settings = dict(alpha=alpha, beta=beta, mode=mode, method=method, layers=parse_layers(layers),
                     plausibility_filter=plausibility_filter, max_new_tokens=max_new_tokens,
                     **sampling_settings(temperature, top_p, top_k, min_p, sampling_seed))
@@ -84,7 +85,8 @@ def generate(prompt, instructions, strict_instructions, occurrence, model, alpha
     check_model_source(model)  # a path that does not exist, an unreachable Hub
     state = process_state(device) if launched() else None
     directer = load_in_turn(state, dict(model=model, dtype=dtype, attn_implementation=attn_implementation,
-                                        device=process_device(state, device), device_map=device_map, **settings))
+                                        device=process_device(state, device), device_map=device_map,
+                                        cache_tokens=cache_tokens, cache_memory=cache_memory, **settings))
     if records is None:
         _generate_one(directer, prompt, list(instructions), system, ranking_file, compare, as_json, save_ranking,
                       occurrence, html_file, not strict_instructions)
@@ -132,6 +134,8 @@ def _note_instructions(given: list[str], result) -> None:
     for instr in result.appended_instructions:
         click.echo(f"directer: note: instruction {instr!r} is not in the prompt: appended after a blank line "
                    "(--strict-instructions makes this an error)", err=True)
+    if given == ["system"]:  # the system message's own text: nothing was looked for
+        return
     for asked, found in zip(given, result.instructions):
         if asked != found and found not in result.appended_instructions:
             click.echo(f"directer: note: instruction {asked!r} found in the prompt as {found!r} (case and spacing "

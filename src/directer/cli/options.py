@@ -7,7 +7,7 @@ import click
 from ..config import SteeringConfig
 from ..methods import MODES, method_names
 
-__all__ = ["ATTENTION", "DEVICE_HELP", "DEVICE_MAP_HELP", "DTYPES", "DTYPE_HELP", "check_placement", "device_map_option",
+__all__ = ["ATTENTION", "cache_memory_option", "cache_tokens_option", "check_cache_tokens", "DEVICE_HELP", "DEVICE_MAP_HELP", "DTYPES", "DTYPE_HELP", "check_placement", "device_map_option",
            "engine_options", "load_directer", "load_in_turn", "quiet_transformers", "run_dtype", "sampling_settings"]
 
 
@@ -45,6 +45,21 @@ def _device_map(ctx, param, value):
 
 
 device_map_option = click.option("--device-map", "device_map", default=None, callback=_device_map, help=DEVICE_MAP_HELP)
+cache_tokens_option = click.option(
+    "--cache-tokens", type=click.IntRange(min=1), default=None,
+    help="KV cache budget: the most tokens (prompt plus response) one sequence may hold; a longer request is "
+         "refused before decoding (default: no limit, or what --cache-memory allows).")
+cache_memory_option = click.option(
+    "--cache-memory", type=click.FloatRange(0, 1, min_open=True), default=None,
+    help="KV cache budget: the share of the memory free after loading that the cache may take "
+         "(default: 0.9 on a CUDA device, no limit elsewhere).")
+
+
+def check_cache_tokens(cache_tokens: int | None, max_new_tokens: int) -> None:
+    """A budget that no prompt can fit under is refused before the model loads."""
+    if cache_tokens is not None and cache_tokens < max_new_tokens + 2:
+        raise click.UsageError(f"--cache-tokens {cache_tokens} leaves no room for a prompt of 2 tokens or more and "
+                               f"--max-new-tokens {max_new_tokens}: raise --cache-tokens or lower --max-new-tokens")
 
 
 def engine_options(f=None, *, method: bool = True, max_new_tokens: int = 256, seed_option: str = "--seed"):
@@ -70,6 +85,8 @@ def engine_options(f=None, *, method: bool = True, max_new_tokens: int = 256, se
         click.option("--ranking", "ranking_file", default=None, help="Reuse the layer ranking in this JSON file (from --save-ranking or --json)."),
         click.option("--device", default=None, help=DEVICE_HELP),
         device_map_option,
+        cache_tokens_option,
+        cache_memory_option,
         click.option("--temperature", type=float, default=0.0, show_default=True,
                      help="Sampling temperature (0: greedy decoding, the paper's setting). See README, Fidelity: sampling."),
         click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling: keep the most likely tokens up to this probability mass (1: off)."),
@@ -107,7 +124,8 @@ def sampling_settings(temperature, top_p, top_k, min_p, sampling_seed, seed_opti
     return dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=sampling_seed)
 
 
-def load_directer(model, dtype, attn_implementation, device, device_map=None, announce: bool = True, **config):
+def load_directer(model, dtype, attn_implementation, device, device_map=None, announce: bool = True,
+                  cache_tokens: int | None = None, cache_memory: float | None = None, **config):
     """Validate the settings, then load the model (the slow part) and wrap it."""
     SteeringConfig(**config)  # validate alpha, beta, mode, method before the (slow) model load
     from ..api import Directer  # heavy imports (torch, transformers) only once arguments are valid
@@ -116,7 +134,8 @@ def load_directer(model, dtype, attn_implementation, device, device_map=None, an
     if announce:
         click.echo(f"directer: loading {model or 'the bundled model'} ...", err=True)
     return Directer.from_pretrained(model, dtype=dtype, attn_implementation=attn_implementation, device=device,
-                                    device_map=device_map, **config)
+                                    device_map=device_map, cache_tokens=cache_tokens, cache_memory=cache_memory,
+                                    **config)
 
 
 def check_placement(device, device_map, processes: int = 1) -> None:

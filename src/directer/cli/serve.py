@@ -9,7 +9,8 @@ import sys
 import click
 
 from ..errors import UsageError
-from .options import ATTENTION, DEVICE_HELP, DTYPE_HELP, DTYPES, check_placement, device_map_option, load_directer
+from .options import (ATTENTION, DEVICE_HELP, DTYPE_HELP, DTYPES, cache_memory_option, cache_tokens_option, check_placement,
+                      device_map_option, load_directer)
 
 __all__ = ["serve"]
 
@@ -22,6 +23,8 @@ __all__ = ["serve"]
 @click.option("--attn-implementation", type=ATTENTION, default=None, help="Attention implementation (default: sdpa).")
 @click.option("--device", default=None, help=DEVICE_HELP)
 @device_map_option
+@cache_tokens_option
+@cache_memory_option
 @click.option("--api-key", envvar="DIRECTER_API_KEY", default=None, show_envvar=True,
               help="Require 'Authorization: Bearer KEY' on /v1 requests (401 otherwise).")
 @click.option("--max-batch-size", type=int, default=8, show_default=True, help="Requests decoded together.")
@@ -34,7 +37,7 @@ __all__ = ["serve"]
 @click.option("--default-temperature", type=float, default=1.0, show_default=True,
               help="Temperature of requests that send none (1: OpenAI's default; 0: greedy).")
 @click.option("--quiet", is_flag=True, help="No access log line per request.")
-def serve(model, host, port, dtype, attn_implementation, device, device_map, api_key, max_batch_size, max_queue, max_tokens_limit,
+def serve(model, host, port, dtype, attn_implementation, device, device_map, cache_tokens, cache_memory, api_key, max_batch_size, max_queue, max_tokens_limit,
           max_prompt_tokens, max_body_bytes, request_timeout, default_temperature, quiet) -> None:
     """Serve the model behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions, streaming).
 
@@ -63,7 +66,16 @@ def serve(model, host, port, dtype, attn_implementation, device, device_map, api
     from ..serving.guard import ACCESS_LOG
     from ..serving.server import ServerLimits, create_app
 
-    directer = load_directer(model, dtype, attn_implementation, device, device_map=device_map, method="none")
+    if cache_tokens is not None and cache_tokens < 2 + min(256, max_tokens_limit):
+        raise UsageError(f"--cache-tokens {cache_tokens} cannot hold a short prompt and the default max_tokens "
+                         f"({min(256, max_tokens_limit)}): raise --cache-tokens")
+    directer = load_directer(model, dtype, attn_implementation, device, device_map=device_map, method="none",
+                             cache_tokens=cache_tokens, cache_memory=cache_memory)
+    budget = directer.runner.budget(max_batch_size).columns
+    if budget is not None and budget < max_prompt_tokens + max_tokens_limit:
+        click.echo(f"directer: the KV cache budget holds {budget} tokens per sequence, less than --max-prompt-tokens "
+                   f"plus --max-tokens-limit ({max_prompt_tokens + max_tokens_limit}): longer requests get a 400",
+                   err=True)
     app = create_app(directer, ServerLimits(
         max_tokens_limit=max_tokens_limit, max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size,
         max_tokens_default=min(256, max_tokens_limit), max_queue=max_queue, max_body_bytes=max_body_bytes,

@@ -27,6 +27,7 @@ from typing import Callable, Sequence as Seq
 
 import torch
 
+from ..errors import UsageError
 from ..methods.base import RawStep, prompt_key
 from ..models.loading import attention_modules
 from ..results import TokenTrace
@@ -35,6 +36,7 @@ from .attention_bias import SlotBias
 from .cost_model import CostModel
 from .devices import input_device
 from .engine_options import PROBE_PLACES, TRIAL_POLICIES, EngineOptions, fits
+from .kv_budget import CacheBudget
 from .requests import DecodeOutput, DecodeRequest  # noqa: F401  (DecodeOutput: run's outputs)
 from .packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
 from .prefill import bias_targets, first_step_trials, left_padded, prefill_group, ranking_probes, trial_row
@@ -42,7 +44,7 @@ from .ranking import AttentionRecorder
 from .row_matmul import install, transposed, wanted
 from .sampling import Sampler
 from .readback import RawRead, TrialRead, TrialSource, read_back
-from .sequence import Sequence, SequenceSettings, output, skipped_trace
+from .sequence import Sequence, SequenceSettings, output, skipped_trace, trial_tokens
 from .slot_cache import SlotCache
 
 __all__ = ["Engine", "EngineOptions", "fits", "output"]
@@ -66,7 +68,8 @@ class Engine:
         self.transpose = wanted(self.opts.matmul, self.device, next(model.parameters()).dtype, model)
         if self.transpose:
             install(model)
-        self.cache = SlotCache(self.num_layers, self.opts.slots, self.device)
+        self.budget = self.opts.budget or CacheBudget(None)
+        self.cache = SlotCache(self.num_layers, self.opts.slots, self.device, limit=self.budget.columns)
         self.bias = SlotBias(self.opts.slots, self.num_layers, self.num_heads, self.device)
         self.free: list[int] = list(range(self.opts.slots))
         self.waiting: deque[Sequence] = deque()
@@ -90,6 +93,9 @@ class Engine:
         seq = Sequence(self._count, list(request.input_ids), positions, settings, request.ranking, key, on_token,
                        stop=request.stop)
         seq.sampler = Sampler.for_request(settings.sampling, key, request.sample_index)
+        refusal = self.budget.refusal(len(request.input_ids), settings.max_new_tokens)
+        if refusal:
+            raise UsageError(refusal)
         if len(seq.stream_rows()) > self.opts.slots:
             raise ValueError(f"{method.name} with the plausibility filter needs {len(seq.stream_rows())} slots "
                              f"(a raw and a steered stream); this engine has {self.opts.slots}")
@@ -147,14 +153,7 @@ class Engine:
             self.free.append(slot)
         seq.slot = seq.steered_slot = None
         self.running.remove(seq)
-        seq.stats.evicted_layers = self._evicted(seq)
-
-    def _evicted(self, seq: Sequence) -> list[int]:
-        """Sliding layers whose window no longer holds every steered position (as a sliding cache would)."""
-        if not seq.positions:
-            return []
-        last = seq.step_pos - 1  # the last position the sequence's forwards read from
-        return [layer for layer, w in sorted(self.windows.items()) if w and min(seq.positions) <= last - w + 1]
+        seq.stats.evicted_layers = seq.evicted(self.windows)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.head(hidden)
@@ -215,7 +214,7 @@ class Engine:
         trial_rows = first_step_trials(batch, first_row, logits, lead)
         read = read_back(logits[:, 0], torch.stack([t[2] for t in trial_rows]) if trial_rows else None,
                          [TrialSource(row=t[3]) for t in trial_rows])
-        trial_tokens = self._trial_results([t[:3] for t in trial_rows], read.trials)
+        known = trial_tokens([t[:3] for t in trial_rows], read.trials)
         for s in batch:
             i = first_row[id(s)]
             n = len(s.input_ids)
@@ -227,26 +226,13 @@ class Engine:
             elif s.needs_probes:
                 s.raw_states = (pre[i], post[i])
             step = (logits[i, 0], read.probs[i], read.raw[i], read.lse[i])
-            self._on_raw(s, step, s.input_ids[-1], n - 1, s.start + n - 1, trial_tokens.get(id(s)))
+            self._on_raw(s, step, s.input_ids[-1], n - 1, s.start + n - 1, known.get(id(s)))
 
     def _bias_slot(self, seq: Sequence, slot: int) -> None:
         """Give ``slot`` the sequence's attention bias: its kind, factor and heads, its target columns."""
         trial = seq.schedule[0]
         self.bias.set(slot, trial.bias, trial.layers)
         self.cache.mark(slot, bias_targets(seq, trial.bias, self.cache.origin))
-
-    @staticmethod
-    def _trial_results(rows: list[tuple[Sequence, int, torch.Tensor]],
-                       reads: list[TrialRead]) -> dict[int, dict[int, tuple[int, TrialRead | None]]]:
-        """id(sequence) -> trial k -> its token and read-back: the argmax read back, or for a sampled
-        sequence draw k + 1 of its step (its draws are read one at a time)."""
-        found: dict[int, dict[int, tuple[int, TrialRead | None]]] = {}
-        for (s, k, logits), t in zip(rows, reads):
-            if s.sampler is not None:
-                found.setdefault(id(s), {})[k] = (s.sampler.draw(logits, len(s.tokens), k + 1)[0], None)
-            else:
-                found.setdefault(id(s), {})[k] = (t.token, t)
-        return found
 
     def _prefill_kind(self, seq: Sequence) -> tuple[bool, int]:
         """Prompts that share a prefill forward: with probes in it (and how many leading trials), or not."""
@@ -288,8 +274,10 @@ class Engine:
             seq.on_token(seq)
 
     def _decode(self) -> None:
-        origin = self.cache.origin
         raw = [s for s in self.running if s.state == "raw"]
+        if raw and not self.cache.fits(1):
+            self._make_room()
+        origin = self.cache.origin
         # One row per slot of every advancing sequence: the raw rows first (their logits open the step),
         # then the biased rows of filtered streams (their logits are the step's trial).
         slot_rows = [(s, s.slot) for s in raw] + [(s, s.steered_slot) for s in raw if s.steered_slot is not None]
@@ -371,7 +359,7 @@ class Engine:
             sources = [TrialSource(row=raw_index[id(s)]) if id(s) in raw_index
                        else TrialSource(probs=s.raw.probs, logits=s.raw.logits, lse=s.raw_lse) for s, _, _ in trials]
             read = read_back(logits[:n_raw], logits[n_raw:] if trials else None, sources)
-            found = self._trial_results([(s, k, logits[n_raw + j]) for j, (s, k, _) in enumerate(trials)], read.trials)
+            found = trial_tokens([(s, k, logits[n_raw + j]) for j, (s, k, _) in enumerate(trials)], read.trials)
         for s in self.running:
             if s.state == "trials" and id(s) in found:
                 s.learn(found[id(s)])
@@ -383,6 +371,20 @@ class Engine:
                 self._decide(s)
         if self.forwards % 32 == 0:
             self.cache.trim([slot for s in self.running for slot in s.slots])
+
+    def _make_room(self) -> None:
+        """At the budget: drop the leading columns no sequence uses, then, if that is not enough, squeeze
+        the holes (columns a sequence skipped while its trials ran) out of every slot."""
+        slots = [slot for s in self.running for slot in s.slots]
+        self.cache.trim(slots, force=True)
+        if self.cache.fits(1):
+            return
+        origin = self.cache.origin
+        moved = self.cache.compact(slots)
+        for s in self.running:  # a filtered stream's two slots hold the same columns: one map serves both
+            s.relocate(moved[s.slot], origin)
+        if not self.cache.fits(1):  # submit refuses what cannot fit, so this is a bug, not a user error
+            raise RuntimeError(f"the slot cache is full after compaction ({self.cache.width} columns)")
 
     @staticmethod
     def _probes_now(seq: Sequence) -> bool:

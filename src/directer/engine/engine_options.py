@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .attention import base_implementation
+from .kv_budget import CacheBudget
 
 __all__ = ["PROBE_PLACES", "TRIAL_POLICIES", "EngineOptions", "fits"]
 
@@ -38,3 +39,5 @@ class EngineOptions:
     # Multi-row linears as W @ x.T ("auto": on a CPU in float32, where x @ W.T is far slower for a few
     # rows; engine/row_matmul.py) or as nn.Linear computes them ("stock").
     matmul: str = "auto"
+    # Columns the slot cache may hold (engine/kv_budget.py); None: it grows as the sequences need.
+    budget: CacheBudget | None = None

@@ -27,7 +27,7 @@ from .requests import DecodeOutput
 from ..methods.sampling import SamplingParams
 from .sampling import Sampler
 
-__all__ = ["Sequence", "SequenceSettings", "output", "skipped_trace"]
+__all__ = ["Sequence", "SequenceSettings", "output", "skipped_trace", "trial_tokens"]
 
 
 @dataclass
@@ -108,6 +108,19 @@ class Sequence:
         """Physical columns of the steered prompt positions (host data: a plan stages them once)."""
         return [self.start + p - origin for p in self.positions]
 
+    def relocate(self, moved: list[int], origin: int) -> None:
+        """Follow a compaction of the slot (``moved``: each old physical column's new one): the prompt
+        and the current step's input are written columns, so both have a new place."""
+        self.start = moved[self.start - origin] + origin
+        self.step_column = moved[self.step_column - origin] + origin
+
+    def evicted(self, windows: dict[int, int | None]) -> list[int]:
+        """Sliding layers whose window no longer holds every steered position (as a sliding cache would)."""
+        if not self.positions:
+            return []
+        last = self.step_pos - 1  # the last position the sequence's forwards read from
+        return [layer for layer, w in sorted(windows.items()) if w and min(self.positions) <= last - w + 1]
+
     def trials(self) -> list[Trial]:
         """The trials the step can be decided on so far (the leading ones until the ranking is known)."""
         return self.schedule if self.schedule is not None else self.leading
@@ -181,3 +194,16 @@ def output(seq: Sequence) -> DecodeOutput:
     raw = seq.settings.method.raw_model  # without a raw model the log-probabilities would be the steered ones
     return DecodeOutput(seq.tokens, seq.trace, seq.stats, seq.ranking, seq.finish_reason,
                         seq.logprobs if raw else None, seq.top_logprobs if raw and seq.settings.top_logprobs else None)
+
+
+def trial_tokens(rows: list[tuple[Sequence, int, torch.Tensor]],
+                 reads: list[TrialRead]) -> dict[int, dict[int, tuple[int, TrialRead | None]]]:
+    """id(sequence) -> trial k -> its token and read-back: the argmax read back, or for a sampled
+    sequence draw k + 1 of its step (its draws are read one at a time)."""
+    found: dict[int, dict[int, tuple[int, TrialRead | None]]] = {}
+    for (s, k, logits), t in zip(rows, reads):
+        if s.sampler is not None:
+            found.setdefault(id(s), {})[k] = (s.sampler.draw(logits, len(s.tokens), k + 1)[0], None)
+        else:
+            found.setdefault(id(s), {})[k] = (t.token, t)
+    return found

@@ -7,6 +7,11 @@ waiting for trials or free, leave a hole that their masks hide). Columns are add
 (stable for a sequence's lifetime) and mapped to physical buffer columns by ``origin``, which grows
 when leading columns that no running sequence uses are trimmed away.
 
+A cache given a ``limit`` (the KV budget, :mod:`directer.engine.kv_budget`) never holds more columns:
+when the next column would pass it, the engine trims, then squeezes every slot's holes out
+(:meth:`compact`), which leaves each running sequence exactly its written columns (prompt plus
+emitted tokens), so a sequence whose prompt and response fit the limit always runs.
+
 Every layer is stored in full, sliding-window layers included: the window is applied by position in
 the attention (holes make "the last W columns" differ from "the last W tokens").
 """
@@ -23,10 +28,12 @@ _GROW = 256  # spare columns added when the buffers are full (amortises the copy
 class SlotCache:
     """Keys/values ``[slots, kv_heads, capacity, head_dim]`` per layer, with per-slot validity and positions."""
 
-    def __init__(self, num_layers: int, slots: int, device: torch.device):
+    def __init__(self, num_layers: int, slots: int, device: torch.device, limit: int | None = None):
         self.num_layers = num_layers
         self.slots = slots
         self.device = device
+        self.limit = limit  # most columns the buffers may hold (None: grow as needed)
+        self.compactions = 0
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.capacity = 0
@@ -42,8 +49,16 @@ class SlotCache:
     def physical(self, logical: int) -> int:
         return logical - self.origin
 
+    def fits(self, columns: int) -> bool:
+        """Whether ``columns`` more columns fit under the limit."""
+        return self.limit is None or self.width + columns <= self.limit
+
     def _resize(self, capacity: int, front: int = 0) -> None:
-        """Reallocate to ``capacity`` columns, shifting the used ones right by ``front``."""
+        """Reallocate to ``capacity`` columns (at most the limit), shifting the used ones right by ``front``."""
+        if self.limit is not None:
+            capacity = min(capacity, self.limit)
+            if self.width + front > capacity:
+                raise RuntimeError(f"slot cache over its limit: {self.width + front} columns > {self.limit}")
         def moved(t: torch.Tensor | None) -> torch.Tensor | None:
             if t is None:
                 return None
@@ -118,15 +133,16 @@ class SlotCache:
         self.valid[slot] = False
         self.marked[slot] = False
 
-    def trim(self, running: list[int]) -> None:
-        """Drop leading columns no running slot uses, once they are a quarter of the cache or more."""
+    def trim(self, running: list[int], force: bool = False) -> None:
+        """Drop leading columns no running slot uses, once they are a quarter of the cache or more
+        (``force``: any)."""
         if not running:
             self.origin += self.width
             self.width = 0
             return
         used = self.valid[running, :self.width].any(dim=0)
         first = int(used.nonzero()[0]) if bool(used.any()) else self.width
-        if first < 64 or first * 4 < self.width:
+        if first == 0 or (not force and (first < 64 or first * 4 < self.width)):
             return
         keep = self.width - first
         for layers in (self.keys, self.values):
@@ -140,3 +156,32 @@ class SlotCache:
         self.marked[:, keep:] = False
         self.width = keep
         self.origin += first
+
+    def compact(self, running: list[int]) -> dict[int, list[int]]:
+        """Squeeze the holes out of ``running`` slots: each keeps its valid columns, in order, from physical
+        column 0 on (other slots are emptied). Returns, per running slot, the new physical column of each
+        old one (-1 for a hole) so its sequence can move its logical columns. One layer at a time, through
+        one gathered layer (never a second copy of the cache)."""
+        width = self.width
+        valid = torch.zeros_like(self.valid[:, :width])
+        valid[running] = self.valid[running, :width]
+        count = valid.sum(dim=1)
+        new_width = int(count.max()) if running else 0
+        # order[s, j]: the old column that lands in new column j (valid columns first, stable)
+        order = torch.sort((~valid).to(torch.int8), dim=1, stable=True).indices[:, :new_width]
+        kept = torch.arange(new_width, device=self.device)[None, :] < count[:, None]  # [slots, new_width]
+        rank = torch.where(valid, valid.long().cumsum(dim=1) - 1, -1)
+        for layers in (self.keys, self.values):
+            for t in layers:
+                if t is not None:  # in place, through one gathered layer
+                    index = order.to(t.device)[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[-1])
+                    t[:, :, :new_width] = torch.gather(t[:, :, :width], 2, index) * kept.to(t.device)[:, None, :, None]
+        for name in ("valid", "pos", "marked"):
+            old = getattr(self, name)
+            new = torch.zeros_like(old)
+            new[:, :new_width] = torch.gather(old[:, :width], 1, order) * kept if name != "valid" else kept
+            setattr(self, name, new)
+        self.width = new_width
+        self.compactions += 1
+        ranks = rank.tolist()
+        return {s: ranks[s] for s in running}

@@ -112,6 +112,7 @@ def create_app(directer: Directer, limits: ServerLimits | None = None) -> Any:
                     f"the prompt has {len(prepared.input_ids)} tokens; this server accepts at most {limits.max_prompt_tokens}",
                     "messages" if chat else "prompt")
             directer.check_length(len(prepared.input_ids), req.max_tokens)
+            directer.runner.check_budget(len(prepared.input_ids), req.max_tokens, limits.max_batch_size)
         except DirecterError as exc:
             raise RequestError(api_words(str(exc))) from None
         config = req.config.seeded()  # one seed for the n samples, each on its own stream

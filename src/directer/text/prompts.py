@@ -23,6 +23,7 @@ from ..errors import SpanNotFoundError, UsageError
 
 __all__ = [
     "NO_TEMPLATE_NOTICE",
+    "SYSTEM_INSTRUCTIONS",
     "CharRange",
     "RenderedPrompt",
     "build_messages",
@@ -32,9 +33,13 @@ __all__ = [
     "not_in_prompt",
     "quote",
     "render_prompt",
+    "system_instructions",
 ]
 
 CharRange = tuple[int, int]
+
+# ``instructions="system"``: the system message, as a whole, is the instruction span.
+SYSTEM_INSTRUCTIONS = "system"
 
 # The one rule for tokenizers without a chat template, everywhere (API, CLI, batch files, server).
 NO_TEMPLATE_NOTICE = ("the model's tokenizer has no chat template: prompts are used as plain text, chat messages "
@@ -51,6 +56,7 @@ class RenderedPrompt:
     other_regions: list[CharRange]  # contents of the other messages (system, assistant)
     instructions: list[str] = field(default_factory=list)  # as found in the prompt (case, spacing), in order
     appended: list[str] = field(default_factory=list)  # the instructions the prompt lacked, appended to it
+    system_regions: list[CharRange] = field(default_factory=list)  # contents of the system messages
 
 
 def compose_user_message(task: str, instructions: Sequence[str]) -> str:
@@ -104,7 +110,8 @@ def render_prompt(
     regions = _content_regions(tokenizer, messages, text)
     user = [r for m, r in zip(messages, regions) if r is not None and m["role"] == "user"]
     other = [r for m, r in zip(messages, regions) if r is not None and m["role"] != "user"]
-    return RenderedPrompt(text, messages, user, other, list(instructions), appended)
+    system_regions = [r for m, r in zip(messages, regions) if r is not None and m["role"] == "system"]
+    return RenderedPrompt(text, messages, user, other, list(instructions), appended, system_regions)
 
 
 def find_instructions(instructions: Sequence[str], contents: Sequence[str]) -> list[str]:
@@ -159,6 +166,18 @@ def build_messages(prompt: str | Sequence[Mapping[str, str]], system: str | None
             raise UsageError("system given twice (argument and system message); pass only one")
         messages.insert(0, {"role": "system", "content": system})
     return messages
+
+
+def system_instructions(prompt: str | Sequence[Mapping[str, str]], system: str | None) -> list[str]:
+    """``instructions="system"``: the text of each non-empty system message (surrounding whitespace left
+    out), or a one-line error when the prompt has none."""
+    found = [m["content"].strip() for m in build_messages(prompt, system) if m["role"] == "system"]
+    found = [text for text in found if text]
+    if not found:
+        raise UsageError("instructions 'system' steer the system message, but the prompt has none: give one "
+                         "(--system TEXT, system=..., or a {'role': 'system', 'content': ...} message) or name the "
+                         "instructions")
+    return found
 
 
 def _append_missing(messages: list[dict], instructions: list[str], append_missing: bool) -> list[str]:

@@ -35,7 +35,7 @@ from functools import cached_property
 from typing import Any
 
 from ..errors import SpanNotFoundError, UsageError
-from .prompts import CharRange, RenderedPrompt, compose_user_message, quote, render_prompt
+from .prompts import CharRange, RenderedPrompt, compose_user_message, quote, render_prompt, system_instructions
 from .token_offsets import (decoded_offsets, encode, offsets_are_sane, overlapping_tokens, span_contains,
                             tokenizer_offsets, tokens_match_text)
 
@@ -92,6 +92,7 @@ def prepare_prompt(
     occurrence: int | Sequence[int] = 0,
     chat_template: bool | None = None,
     append_missing: bool = True,
+    scope: str = "messages",
 ) -> PreparedPrompt:
     """Render ``prompt``, tokenize it and locate one token span per instruction.
 
@@ -114,6 +115,9 @@ def prepare_prompt(
         append_missing: append instructions not found in the prompt (the
             paper's layout: task, blank line, instructions); when False a
             missing instruction raises SpanNotFoundError.
+        scope: ``"messages"`` (the instructions are searched as described above) or
+            ``"system"`` (``instructions`` must be empty: each system message's
+            text, as a whole, is an instruction, located in the system message).
 
     Returns:
         A :class:`PreparedPrompt` with the rendered text, its ids and the spans
@@ -121,6 +125,12 @@ def prepare_prompt(
     """
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}; use one of: {', '.join(MODES)}")
+    if scope not in ("messages", "system"):
+        raise UsageError(f"unknown instruction scope {scope!r}; use 'messages' or 'system'")
+    if scope == "system":
+        if instructions:
+            raise UsageError("scope 'system' takes its instructions from the system message: pass no others")
+        instructions = system_instructions(prompt, system)
     instructions = validate_instructions(instructions)
     occurrences = _normalize_occurrences(occurrence, len(instructions))
     rendered = render_prompt(
@@ -135,7 +145,7 @@ def prepare_prompt(
     else:
         locator = _PaperLocator(tokenizer, rendered.text, input_ids, offsets)
         spans = [
-            locator.locate(instr, _char_start(rendered, instr, occ)) for instr, occ in zip(instructions, occurrences)
+            locator.locate(instr, _char_start(rendered, instr, occ, scope)) for instr, occ in zip(instructions, occurrences)
         ]
     return PreparedPrompt(text=rendered.text, input_ids=input_ids, spans=spans, messages=rendered.messages,
                           appended=rendered.appended)
@@ -238,9 +248,14 @@ def _pick(occurrence: int, available: int, instr: str) -> int:
 # --------------------------------------------------------------------------- #
 
 
-def _char_start(rendered: RenderedPrompt, instr: str, occ: int) -> int:
-    """Where the chosen occurrence of ``instr`` starts: in user contents if any holds it, else in the others."""
-    starts = _occurrences_in(rendered.text, instr, rendered.user_regions) or _occurrences_in(
+def _char_start(rendered: RenderedPrompt, instr: str, occ: int, scope: str = "messages") -> int:
+    """Where the chosen occurrence of ``instr`` starts: in user contents if any holds it, else in the others
+    (scope ``"system"``: in the system messages' contents; without a chat template, or with one that folds
+    the system message into a user turn, the first occurrence in the prompt, which is the system text's)."""
+    starts: list[int] = []
+    if scope == "system":
+        starts = _occurrences_in(rendered.text, instr, rendered.system_regions)
+    starts = starts or _occurrences_in(rendered.text, instr, rendered.user_regions) or _occurrences_in(
         rendered.text, instr, rendered.other_regions
     )
     if not starts:
