@@ -71,3 +71,16 @@ def test_the_scores_count_characters():
     assert (s.precision, s.recall) == (1.0, 1.0)
     s = q.score([row], detect=lambda p: [(14, 21)])  # "Use no" (5 of 12 characters)
     assert s.precision == 1.0 and s.recall == pytest.approx(5 / 12)
+
+
+def test_the_second_set_is_split_tagged_and_labelled_with_substrings():
+    q = quality()
+    rows = q.load(path=q.SETS["second"])
+    assert len(rows) >= 120 and abs(sum(r["split"] == "test" for r in rows) - len(rows) / 2) <= 1
+    assert {r["place"] for r in rows} == {"first", "middle", "last", "none"}
+    assert all(r["forms"] for r in rows) and sum(not r["spans"] for r in rows) >= 10
+    for r in rows:
+        assert all(span in r["prompt"] for span in r["spans"]), r["id"]
+        assert (r["place"] == "none") == (not r["spans"]), r["id"]
+    assert set(q.families(rows)) >= {"place:first", "place:middle", "place:last", "form:fused", "form:conditional",
+                                     "form:negated", "form:numeric", "form:list"}
