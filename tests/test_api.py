@@ -128,14 +128,30 @@ def test_the_system_message_as_the_instruction(d):
         d.generate(HAIKU, "system")
 
 
+def test_the_system_message_as_the_instruction_without_a_chat_template(model, tokenizer):
+    from bundled_tokenizer import Wrapped
+
+    plain = Directer(model, Wrapped(tokenizer, "none", chat_template=None), max_new_tokens=6, model_name="tiny")
+    with pytest.warns(UserWarning, match="no chat template"):
+        r = plain.generate(HAIKU, "system", system=NO_COMMAS)
+    assert r.prompt.startswith(NO_COMMAS) and r.instructions == [NO_COMMAS]
+    (start, end), = r.instruction_token_spans
+    assert tokenizer.decode(r.prompt_token_ids[start:end]).strip() == NO_COMMAS
+
+
 def test_auto_instructions_find_the_constraint_sentence(d):
     prompt = "Write a short poem about the sea. Do not use any commas in your response."
     r = d.generate(prompt, "auto")
     assert r.instructions == ["Do not use any commas in your response."]
     (start, end), = r.instruction_token_spans
     assert d.tokenizer.decode(r.prompt_token_ids[start:end]).strip() == r.instructions[0]
-    with pytest.raises(UsageError, match="auto found no instruction"):
-        d.generate("Write a short poem about the sea.", "auto")
+    # No separable constraint: no span, decoded plainly, and the result says so (never a silent guess).
+    nothing = d.generate("Write a short poem about the sea.", "auto")
+    assert nothing.instructions == [] and nothing.instruction_token_spans == []
+    assert nothing.notes == ["no instruction found; nothing steered"] and nothing.method == "none"
+    assert nothing.token_ids == d.generate("Write a short poem about the sea.", method="none").token_ids
+    both = d.generate(["Write a short poem about the sea.", prompt], "auto")
+    assert [r.method for r in both] == ["none", "directer"] and both[1].token_ids == r.token_ids
 
 
 @pytest.mark.parametrize("method", ["none", "directer", "static:alpha=3:filter=1", "pasta:filter=1",

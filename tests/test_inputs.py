@@ -15,8 +15,7 @@ def test_auto_and_missing_instructions():
     assert resolve_instructions(prompt, None, method="none") == ([], 0)
     with pytest.raises(UsageError, match="no instruction given"):
         resolve_instructions(prompt, [], method="directer")
-    with pytest.raises(UsageError, match="found no instruction"):
-        resolve_instructions("Tell me about foxes.", "auto", method="directer")
+    assert resolve_instructions("Tell me about foxes.", "auto", method="directer") == ([], [])  # nothing found
 
 
 @pytest.mark.parametrize("prompt, instructions, system, words", [

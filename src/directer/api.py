@@ -13,7 +13,7 @@ from .engine.requests import DecodeOutput, DecodeRequest
 from .text.prompts import SYSTEM_INSTRUCTIONS
 from .text.spans import PreparedPrompt, prepare_prompt
 from .errors import UsageError
-from .inputs import resolve_instructions
+from .inputs import NOTHING_FOUND, resolve_instructions
 from .models.loading import LoadedModel, check_supported, load_dtype, load_model
 from .progress import progress_bar
 from .results import GenerationResult, Ranking
@@ -171,6 +171,8 @@ class Directer:
         prepared = prepare_prompt(self.tokenizer, prompt, [] if scope == "system" else instr, system=system,
                                   mode=config.mode, occurrence=occurrence, chat_template=chat_template,
                                   append_missing=append_missing, scope=scope)
+        if not prepared.spans and _is_auto(instructions):  # decoded unsteered (Runner.decode), and said so
+            prepared.notes.append(NOTHING_FOUND)
         self.check_length(len(prepared.input_ids), config.max_new_tokens)
         return prepared
 
@@ -289,6 +291,10 @@ class Directer:
                 raise UsageError(f"the ranking has {ranking.num_layers} layers but the model has {num_layers}")
             return ranking
         return Ranking.load(ranking, num_layers=num_layers)
+
+
+def _is_auto(instructions: Instructions) -> bool:
+    return instructions == "auto" or (isinstance(instructions, (list, tuple)) and list(instructions) == ["auto"])
 
 
 def _is_single_prompt(prompt: Any) -> bool:

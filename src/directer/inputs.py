@@ -15,7 +15,10 @@ from .text.prompts import (SYSTEM_INSTRUCTIONS, build_messages, find_instruction
 from .text.spans import validate_instructions
 from .errors import UsageError
 
-__all__ = ["check_output_file", "check_prompt", "resolve_instructions"]
+__all__ = ["NOTHING_FOUND", "check_output_file", "check_prompt", "resolve_instructions"]
+
+# What a result says when ``instructions="auto"`` finds no constraint in the prompt: it decodes unsteered.
+NOTHING_FOUND = "no instruction found; nothing steered"
 
 
 def resolve_instructions(prompt: Any, instructions: str | Sequence[str] | None, *, method: str,
@@ -25,8 +28,8 @@ def resolve_instructions(prompt: Any, instructions: str | Sequence[str] | None, 
     instr = [instructions] if isinstance(instructions, str) else list(instructions or [])
     if instr == [SYSTEM_INSTRUCTIONS]:
         return instr, occurrence
-    if instr == ["auto"]:
-        instr, occurrence = _auto_instructions(prompt)
+    if instr == ["auto"]:  # found nothing: the prompt decodes unsteered, and its result says so
+        return _auto_instructions(prompt)
     if not instr and method != "none":
         raise UsageError(
             f"no instruction given: method {method!r} steers the instruction span; "
@@ -77,6 +80,4 @@ def _auto_instructions(prompt: Any) -> tuple[list[str], list[int]]:
         users = [m["content"] for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
         text = users[-1] if users else ""
     ranges = detect_spans(text)
-    if not ranges:
-        raise UsageError("--instruction auto found no instruction in the prompt: mark it with --instruction TEXT")
     return [text[a:b] for a, b in ranges], occurrences(text, ranges)

@@ -79,6 +79,8 @@ class GenerationResult:
     top_logprobs: list[list[tuple[int, float]]] | None = None
     # Every parameter of the method as decoded (alpha, beta, layers, filter, ...).
     parameters: dict[str, Any] = field(default_factory=dict)
+    # What the caller should know about this prompt, e.g. "no instruction found; nothing steered".
+    notes: list[str] = field(default_factory=list)
 
     @property
     def perplexity(self) -> float | None:

@@ -12,7 +12,7 @@ model all go through it.
 from __future__ import annotations
 
 import warnings
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -43,6 +43,16 @@ def method_parameters(method: Method) -> dict[str, Any]:
     if not is_dataclass(method):
         return {}
     return {f.name: getattr(method, f.name) for f in fields(method)}
+
+
+def unsteered(config: SteeringConfig) -> SteeringConfig:
+    """``config`` decoding plainly: a prompt with nothing to steer."""
+    return replace(config, method="none", layers=None, plausibility_filter=False)
+
+
+def request_settings(settings: SequenceSettings, plain: SequenceSettings | None, positions: Sequence[int]) -> SequenceSettings:
+    """A request's settings: ``settings``, or ``plain`` when it has nothing to steer (see Runner.for_positions)."""
+    return plain if plain is not None and not positions and settings.method.steers else settings
 
 
 def slots_per_request(method: Method) -> int:
@@ -103,6 +113,11 @@ class Runner:
             pad = self.tokenizer.eos_token_id
         return int(pad) if pad is not None else 0
 
+    @staticmethod
+    def for_positions(positions: Sequence[int], config: SteeringConfig) -> SteeringConfig:
+        """The config a request decodes with: ``config``, or plain decoding when it has nothing to steer."""
+        return unsteered(config) if not positions and config.policy().steers else config
+
     def upcasts(self, method: Method) -> bool:
         """Whether decoding ``method`` makes :meth:`guard_float16` recast this float16 model."""
         alpha = getattr(method, "alpha", 1.0)
@@ -160,12 +175,20 @@ class Runner:
 
     def decode(self, requests: Sequence[DecodeRequest], config: SteeringConfig, *, batch_size: int,
                top_logprobs: int = 0, on_event: TokenEvent | None = None) -> list[DecodeOutput]:
-        """Decode ``requests`` (``batch_size`` at once) under ``config``; outputs in request order."""
+        """Decode ``requests`` (``batch_size`` at once) under ``config``; outputs in request order. A request
+        with nothing to steer (no positions: automatic spans found none) decodes plainly (``method="none"``)."""
         settings = self.settings(config, top_logprobs)
+        plain = self.settings(unsteered(config), top_logprobs) if any(not r.positions for r in requests) else None
+        per = [request_settings(settings, plain, r.positions) for r in requests]
         if config.mode == "reference":  # the released code's sequential decoding, one prompt at a time
-            decoder = ReferenceDecoder(self.model, settings.method, max_new_tokens=config.max_new_tokens,
-                                       eos_token_ids=settings.eos_token_ids, top_logprobs=top_logprobs)
-            return decoder.run(requests, on_event)
+            decoders = {id(s): ReferenceDecoder(self.model, s.method, max_new_tokens=config.max_new_tokens,
+                                                eos_token_ids=s.eos_token_ids, top_logprobs=top_logprobs)
+                        for s in per}
+            outputs: list[DecodeOutput] = []
+            for i, (r, s) in enumerate(zip(requests, per)):
+                events = None if on_event is None else (lambda _j, out, done, i=i: on_event(i, out, done))
+                outputs += decoders[id(s)].run([r], events)
+            return outputs
         slots = max(1, min(batch_size, len(requests))) * slots_per_request(settings.method)
         for r in requests:  # every request is checked before any is decoded
             self.check_budget(len(r.input_ids), r.max_new_tokens or config.max_new_tokens, slots)
@@ -175,12 +198,13 @@ class Runner:
             if on_event is not None:
                 on_event(seq.index, output(seq), seq.done)
 
-        return engine.run(requests, settings, on_token)
+        return engine.run(requests, per, on_token)
 
     # -- outputs ----------------------------------------------------------------------------------
 
     def result(self, prepared: PreparedPrompt, out: DecodeOutput, config: SteeringConfig) -> GenerationResult:
         """A finished request as a result record, with the settings its tokens were decoded with."""
+        config = self.for_positions(prepared.positions, config)
         method = config.policy()
         if out.stats.evicted_layers:
             warnings.warn(f"instruction tokens left the sliding window of layer(s) {out.stats.evicted_layers} during "
@@ -210,4 +234,5 @@ class Runner:
             prompt=prepared.text,
             instructions=[s.text for s in prepared.spans],
             appended_instructions=list(prepared.appended),
+            notes=list(prepared.notes),
         )

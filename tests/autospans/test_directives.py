@@ -84,3 +84,34 @@ def test_the_second_set_is_split_tagged_and_labelled_with_substrings():
         assert (r["place"] == "none") == (not r["spans"]), r["id"]
     assert set(q.families(rows)) >= {"place:first", "place:middle", "place:last", "form:fused", "form:conditional",
                                      "form:negated", "form:numeric", "form:list"}
+
+
+def test_the_second_set_meets_its_target_and_the_first_is_no_worse():
+    q = quality()
+    second = q.score(q.load("test", q.SETS["second"]))
+    assert second.recall >= 0.85 and second.precision >= 0.9, (second.recall, second.precision)
+    assert second.spanless_given_span == 0
+    first = q.score(q.load("test"))
+    # rules 1-7 marked 2668 characters there, 2664 of them constraint, of 2945: no worse than that
+    assert first.recall >= 2664 / 2945 and first.precision >= 2664 / 2668, (first.recall, first.precision)
+
+
+@pytest.mark.parametrize("prompt, spans", [
+    ("Tell me how to make risotto. If any step takes longer than ten minutes, warn me in advance.",
+     ["If any step takes longer than ten minutes, warn me in advance."]),
+    ("Write a haiku about autumn but only use words of one syllable.", ["only use words of one syllable."]),
+    ("Give me a list of ten baby names, sorted alphabetically.", ["sorted alphabetically."]),
+    ("Answer only with yes or no: is Canberra the capital of Australia?", ["Answer only with yes or no:"]),
+    ("<constraints>Use at most five bullet points.</constraints>\nSummarise the notes.",
+     ["Use at most five bullet points."]),
+    ("write a python script that renames files. just the code, no comments", ["just the code, no comments"]),
+    ("Can you explain what a Roth IRA is? Could you keep it under 100 words?", ["Could you keep it under 100 words?"]),
+    ("Propose a name for my podcast. I'd like it to be a pun.", ["I'd like it to be a pun."]),
+    ("Be brief. What is the difference between a virus and a bacterium?", ["Be brief."]),
+    ("Please review this function.\n\ndef avg(xs):\n    return s / len(xs)\n", []),  # code is not a directive
+    ("What is the capital of France? Explain your answer.", []),
+    ("Write a poem about friendship.", []),
+])
+def test_rule_8_families(prompt, spans):
+    assert detect_instructions(prompt) == spans
+    assert detect_instructions(prompt, directives=False) != spans or not spans or prompt.startswith("Answer only")

@@ -218,6 +218,14 @@ def test_bad_input_on_the_bundled_model(args, code, words):
     assert_one_line_error(directer("generate", *args), code, *words)
 
 
+def test_auto_instructions_that_find_nothing_decode_plainly_and_say_so():
+    proc = directer("generate", HAIKU, "-i", "auto", "--max-new-tokens", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["notes"] == ["no instruction found; nothing steered"] and out["method"] == "none"
+    assert "directer: note: no instruction found; nothing steered" in proc.stderr
+
+
 def test_the_system_message_as_the_instruction_from_the_command_line():
     proc = directer("generate", HAIKU, "-i", "system", "--system", NO_COMMAS, "--max-new-tokens", "6", "--json")
     assert proc.returncode == 0, proc.stderr

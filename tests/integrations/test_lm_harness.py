@@ -73,7 +73,7 @@ def test_lm_evals_ifeval_scores_our_responses_as_directer_eval_does(lm, tmp_path
 
 
 def test_stop_sequences_end_the_row_and_are_cut(lm):
-    doc = {"prompt": "Count from one to ten in words, separated by commas."}
+    doc = {"prompt": "List the numbers from one to ten in words, with commas between them."}  # a comma comes early
     free = lm.generate_until([Instance("generate_until", doc, (doc["prompt"], {"until": [], "max_gen_toks": 16}), 0)])[0]
     assert "," in free
     cut = lm.generate_until([Instance("generate_until", doc, (doc["prompt"], {"until": [","], "max_gen_toks": 16}), 0)])[0]

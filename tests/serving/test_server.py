@@ -103,6 +103,14 @@ def test_the_system_message_as_the_instruction(client):
                                        extra_body={"directer": {"instructions": "system"}})
 
 
+def test_auto_instructions_that_find_nothing_say_so(client):
+    r = client.chat.completions.create(model="bundled", messages=HAIKU, max_tokens=6, temperature=0,
+                                       extra_body={"directer": {"instructions": "auto"}})
+    info = r.model_extra["directer"]
+    assert info["notes"] == ["no instruction found; nothing steered"] and info["method"] == "none"
+    assert info["instruction_token_spans"] == [] and info["stats"]["trials"] == 0
+
+
 def test_text_completion(client):
     r = client.completions.create(model="bundled", prompt="The capital of France is", max_tokens=5, temperature=0)
     assert r.choices[0].text.strip() and r.usage.completion_tokens <= 5

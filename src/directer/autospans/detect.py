@@ -52,6 +52,10 @@ The rules, in order (see ``docs/autospans.md`` for the reasoning and measurement
    only white space, punctuation, a conjunction or ``i.e.``/``such as`` separates
    them (not across a blank line).
 
+7. **Directives** (``directives.py``; not for IFEval): sentences that direct the response by their
+   role after the task; 8. **Families** (``families.py``): conditionals, constraints fused onto the
+   task, quantity tails, tagged blocks, casual and polite directives (``docs/autospans.md``).
+
 The rules are carried out by :class:`~directer.autospans.clauses.Document` (``clauses.py``) over the
 sentences and quotes of ``segmentation.py``. ``coverage.py`` measures the result on IFEval records and
 renders seeded examples for the documentation (``python -m directer.autospans.coverage``).
@@ -64,6 +68,7 @@ from collections.abc import Mapping, Sequence
 from .clauses import Document
 from .cues import GENERAL_CUES, ID_PATTERNS, ID_RES, LANGUAGES
 from .directives import directive_spans
+from .families import without_led_task
 from .segmentation import Span, find_all, inside_any, quote_regions, share, straight_apostrophes
 
 __all__ = [
@@ -128,7 +133,7 @@ def detect_spans(
             spans = narrower
     # Rule 7: sentences that direct the response after the task, whatever their wording.
     if directives:
-        spans = doc.tidy(spans + directive_spans(doc))
+        spans = without_led_task(doc, doc.tidy(spans + directive_spans(doc)))
     if instruction_ids:
         kws = kwargs if kwargs is not None else [{}] * len(instruction_ids)
         for _, kw in zip(instruction_ids, kws):

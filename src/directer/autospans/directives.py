@@ -1,4 +1,4 @@
-"""Rule 7 of the detector: constraints by sentence role, not by cue.
+"""Rule 7 of the detector: constraints by sentence role, not by cue (and, through ``families.py``, rule 8).
 
 The cue rules (``clauses.py``) find constraints by their wording, which was learnt from IFEval's
 phrasing. Users phrase constraints in many other ways ("Sort them alphabetically.", "It should sound
@@ -26,6 +26,7 @@ import re
 
 from .clauses import Document
 from .cues import LEAD_IN
+from .families import family_spans
 from .segmentation import Span, Unit, inside_any, strip_span
 
 __all__ = ["directive_spans", "IMPERATIVES"]
@@ -33,32 +34,50 @@ __all__ = ["directive_spans", "IMPERATIVES"]
 #: Verbs that open an instruction to the writer (base form, as an imperative). Verbs that ask for more
 #: of the task's content ("Explain why.", "Describe the ending.", "List three more.") are left out.
 IMPERATIVES = (
-    "add address adopt aim align alternate answer append appeal apply arrange ask assume avoid begin "
-    "bold break bullet capitalise capitalize center centre choose cite close conclude condense count "
+    "acknowledge adapt add address adopt aim align alternate answer apologise apologize append appeal apply arrange ask assume "
+    "avoid base be begin bold break bullet capitalise capitalize center centre choose cite close conclude condense count "
     "cover date divide do double-check emphasise emphasize employ end ensure exclude express feature "
-    "fill finish focus follow format frame give group have highlight include incorporate indent insert "
+    "favour favor fill finish focus follow format frame give group have highlight include incorporate indent insert "
     "italicise italicize keep label lead leave let limit make mark match mention number omit open order "
-    "organise organize output pair paraphrase phrase place present pretend prefix prefer provide put "
+    "organise organize output pair paraphrase phrase pitch place present pretend prefix prefer prioritise prioritize "
+    "provide put "
     "quote rank refer refrain remember remove repeat reply respond restrict return rhyme say separate "
     "sign skip sort sound speak specify spell split start state stay steer stick stop structure supply "
-    "surround switch take talk translate treat try underline use vary wrap write"
+    "surround switch tailor take talk target title translate treat try underline use vary wrap write"
 ).split()
 
 _IMPERATIVE = re.compile(r"(?:" + "|".join(sorted(map(re.escape, IMPERATIVES), key=len, reverse=True)) + r")\b",
                          re.IGNORECASE)
 _NEGATION = re.compile(r"(?:do not|don't|dont|never|no|not|avoid|without|only|nothing|none)\b", re.IGNORECASE)
+_NUMBER = (r"(?:\d[\d,]*|one|two|three|four|five|six|seven|eight|nine|ten|twelve|fifteen|twenty|thirty|fifty|"
+           r"a hundred|hundred|a few|a couple of)")
+# A bare quantity of the response: "Exactly four bullet points.", "200 words max.", "Three paragraphs."
+_QUANTITY = re.compile(
+    r"(?:(?:exactly|at most|at least|no more than|no fewer than|no less than|up to|max(?:imum)?|min(?:imum)?|"
+    r"around|about|roughly|approximately|under|fewer than|less than|between)\s+)?" + _NUMBER +
+    r"(?:\s*(?:-|to|or)\s*" + _NUMBER + r")?\s+(?:words?|sentences?|paragraphs?|lines?|bullet points?|bullets?|"
+    r"items?|characters?|points?|steps?|examples?|options?|ideas?|questions?|sections?|stanzas?|verses?)\b",
+    re.IGNORECASE)
 _MODAL = re.compile(
     r"(?:[\w'\"“”-]+\s+){0,6}?(?:must|should|shall|cannot|can't|mustn't|shouldn't|needs? to|has to|have to|"
-    r"may not|is to|are to|ought to)\b", re.IGNORECASE)
+    r"may not|is to|are to|ought to|will not be|won't be|will be (?:rejected|ignored|cut))\b", re.IGNORECASE)
+# Verbs of manner that direct the response even ahead of the task ("Be brief. What is ...?").
+_MANNER_VERB = re.compile(r"(?:be|keep|use|avoid|limit|stay|stick|respond|reply|answer|write|format|structure|"
+                          r"address|pitch|tailor|aim)\b", re.IGNORECASE)
 _LABEL = re.compile(
-    r"(?:format|tone|style|length|voice|audience|language|note|important|constraints?|requirements?|rules?|"
-    r"output|limits?|restrictions?)\s*:", re.IGNORECASE)
+    r"(?:[a-z]+\s+){0,2}?(?:format|tone|style|length|voice|audience|language|note|important|constraints?|"
+    r"requirements?|rules?|output|limits?|restrictions?|word count)\s*:", re.IGNORECASE)
 _HEADING = re.compile(
-    r"^\s*(?:(?:the\s+)?(?:constraints?|requirements?|rules?|instructions?|guidelines?|formatting|format|notes?)"
-    r"(?:\s+for\s+(?:your|the)\s+(?:answer|response|reply|output))?)\s*:\s*$", re.IGNORECASE)
+    r"^\s*(?:#+\s*|\*\*)?(?:(?:the\s+|some\s+|a few\s+)?(?:constraints?|requirements?|rules?|instructions?|guidelines?|"
+    r"formatting|format|notes?|(?:things|points)\s+to\s+(?:keep in mind|remember|bear in mind|note)|keep in mind|"
+    r"please note)(?:\s+for\s+(?:your|the)\s+(?:answer|response|reply|output))?)\s*(?:\*\*)?\s*:?\s*(?:\*\*)?\s*$",
+    re.IGNORECASE)
+# A line of program text (indented, or shaped like code) is material, never a directive.
+_CODE = re.compile(r"^(?: {2,}|\t)|^\s*(?:def|class|return|import|from|for|while|if|elif|else|try|except)\b.*"
+                   r"(?:[=():\[\]{}]|\breturn\b)|[;{}]\s*$|\s[=+\-*/]=?\s")
 # A request: a verb of asking for something, or a polite question form.
 _REQUEST = re.compile(
-    r"(?:can|could|would|will)\s+you\b|i\s+(?:want|need|would like|'d like)\b|(?:please\s+)?(?:i\s+(?:want|need|would like|'d like)\s+(?:you\s+to\s+)?|"
+    r"(?:can|could|would|will)\s+you\b|i(?:\s+(?:want|need|would like)|'d like)\b|(?:please\s+)?(?:i\s+(?:want|need|would like|'d like)\s+(?:you\s+to\s+)?|"
     r"help\s+me\s+)?(?:write|compose|create|generate|draft|make|give|explain|describe|summari[sz]e|rewrite|tell|"
     r"list|name|plan|design|suggest|imagine|provide|produce|prepare|find|translate|complete|solve|answer|"
     r"continue|compare|turn|convert|outline|review|analy[sz]e|define|recommend|brainstorm|propose|build|"
@@ -102,7 +121,7 @@ def _is_request(doc: Document, unit: Unit) -> bool:
 
 def _is_directive(doc: Document, unit: Unit) -> bool:
     _, body = _body(doc, unit)
-    if not body.strip() or _is_question(doc, unit):
+    if not body.strip() or _is_question(doc, unit) or _CODE.search(doc.text[unit.start:unit.end]):
         return False
     if _LABEL.match(body):
         return True
@@ -110,7 +129,19 @@ def _is_directive(doc: Document, unit: Unit) -> bool:
         return False
     if body.startswith("("):
         return True
-    return bool(_IMPERATIVE.match(body) or _NEGATION.match(body) or _MODAL.match(body))
+    return bool(_IMPERATIVE.match(body) or _NEGATION.match(body) or _MODAL.match(body) or _QUANTITY.match(body))
+
+
+def _leads_the_task(doc: Document, unit: Unit) -> bool:
+    """A sentence before the task that directs the response: a negation, a modal about the response,
+    a quantity, or a verb of manner ("Be brief.", "Respond in German.", "Your answer must rhyme.")."""
+    _, body = _body(doc, unit)
+    if not body.strip() or _is_question(doc, unit) or _CODE.search(doc.text[unit.start:unit.end]):
+        return False
+    if _MODAL.match(body) and re.match(r"(?:your|the|each|every|all|my)\s+(?:\w+\s+){0,2}?(?:answer|response|reply|"
+                                       r"output|text|words?|sentences?|paragraphs?|lines?)\b", body, re.IGNORECASE):
+        return True
+    return bool(_NEGATION.match(body) or _QUANTITY.match(body) or _MANNER_VERB.match(body))
 
 
 def _span(doc: Document, start: int, end: int) -> list[Span]:
@@ -140,6 +171,8 @@ def directive_spans(doc: Document) -> list[Span]:
     out: list[Span] = []
     units = doc.sentences
     task = next((i for i, u in enumerate(units) if _is_request(doc, u)), None)
+    if task is None and len(units) > 1:  # no request or question: the first sentence states the task
+        task = 0
     under_heading = False
     for i, unit in enumerate(units):
         line = doc.text[unit.start:unit.end]
@@ -154,8 +187,16 @@ def directive_spans(doc: Document) -> list[Span]:
             continue
         if task is None:
             continue
+        if i >= task:  # "...; mention that it's paid by the company.": an instruction after a semicolon
+            for m in re.finditer(r";\s*", doc.norm[unit.start:unit.end]):
+                if _IMPERATIVE.match(doc.norm, unit.start + m.end()):
+                    out += _span(doc, unit.start + m.end(), unit.end)
+                    break
         if i == task:
             out += _manner_clauses(doc, unit)
         elif (i > task or _LABEL.match(_body(doc, unit)[1])) and _is_directive(doc, unit):
             out += _span(doc, unit.start, unit.end)
-    return out
+
+        elif i < task and _leads_the_task(doc, unit):
+            out += _span(doc, unit.start, unit.end)
+    return out + family_spans(doc, task)

@@ -70,8 +70,10 @@ def generate(prompt, instructions, strict_instructions, occurrence, model, alpha
     records = _read_jsonl(input_file) if input_file else None
     # Everything else that needs no model is checked before the (slow) load too.
     if records is None:
-        instructions, occurrence = resolve_instructions(prompt, list(instructions), method=method, occurrence=occurrence)
-        check_prompt(prompt, instructions, system, append_missing=not strict_instructions)
+        resolved, occurrence = resolve_instructions(prompt, list(instructions), method=method, occurrence=occurrence)
+        if resolved or list(instructions) != ["auto"]:  # "auto" that found nothing stays "auto": the result notes it
+            instructions = resolved
+            check_prompt(prompt, instructions, system, append_missing=not strict_instructions)
     else:
         for line_no, rec in records:
             with _about_record(line_no, rec):
@@ -130,7 +132,10 @@ def _generate_one(directer, prompt, instructions, system, ranking_file, compare,
 
 
 def _note_instructions(given: list[str], result) -> None:
-    """Say when an instruction was appended, or found in words that differ in case or spacing."""
+    """Say when an instruction was appended, or found in words that differ in case or spacing, and what
+    the result notes (e.g. that automatic spans found nothing to steer)."""
+    for note in result.notes:
+        click.echo(f"directer: note: {note}", err=True)
     for instr in result.appended_instructions:
         click.echo(f"directer: note: instruction {instr!r} is not in the prompt: appended after a blank line "
                    "(--strict-instructions makes this an error)", err=True)

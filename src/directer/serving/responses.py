@@ -78,7 +78,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 def stats(result: GenerationResult) -> dict:
     d = result.to_dict()
     keys = ("method", "mode", "alpha", "beta", "parameters", "instruction_token_spans", "ranking", "stats", "trace",
-            "sampling")
+            "sampling", "notes")
     return {k: d[k] for k in keys}
 
 

@@ -183,7 +183,8 @@ class Scheduler:
         if job.config.mode == "reference":
             return False
         try:
-            settings = runner.settings(job.config, job.top_logprobs)  # validated (and float16 guarded) per job
+            # validated (and float16 guarded) per job; a prompt with nothing to steer decodes plainly
+            settings = runner.settings(runner.for_positions(job.prepared.positions, job.config), job.top_logprobs)
             if slots_per_request(settings.method) > self.max_batch_size:
                 raise UsageError(f"{job.config.method} with the plausibility filter decodes a raw and a steered "
                                  f"stream, two cache rows: serve with --max-batch-size 2 or more")

@@ -75,6 +75,7 @@ class PreparedPrompt:
     spans: list[TokenSpan]  # one per instruction, in the order given
     messages: list[dict] | None  # messages actually rendered; None without chat template
     appended: list[str] = field(default_factory=list)  # instructions the prompt lacked, appended to it
+    notes: list[str] = field(default_factory=list)  # what the caller should know (e.g. nothing was found to steer)
 
     @property
     def positions(self) -> list[int]:
