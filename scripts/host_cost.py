@@ -1,5 +1,5 @@
-"""What a generated token costs the host: aten ops (about one GPU kernel launch each) and
-synchronisations, counted (not timed) for ``model.generate``, our ``none`` and steering methods.
+"""What a generated token costs the host: aten ops, the kernels among them (the ops that are not views or
+bare allocations: a GPU's launches) and synchronisations, counted (not timed) for ``model.generate``, our ``none`` and steering methods.
 
     python scripts/host_cost.py                                     # 16 held-out prompts, 32 tokens, batch 16
     python scripts/host_cost.py --method directer --method pasta --sample 4 --max-new-tokens 8
@@ -38,8 +38,8 @@ def generate_cost(d: Directer, prepared, n: int):
     return cost, out[:, width:].numel()
 
 
-def method_cost(d: Directer, prepared, method: str, batch_size: int):
-    config = replace(d.config, method=method, ignore_eos=True)
+def method_cost(d: Directer, prepared, method: str, batch_size: int, speculate: str = "never"):
+    config = replace(d.config, method=method, ignore_eos=True, speculate=speculate)
     with count_host_cost() as cost:
         results = d.generate_prepared(prepared, config=config, batch_size=batch_size)
     return cost, sum(len(r.token_ids) for r in results)
@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--matmul", default="stock", choices=["stock", "transposed", "auto"],
                     help="the engine's multi-row linears (default stock: what a GPU runs; the CPU's W @ x.T "
                          "products add a transpose and a copy per linear)")
+    ap.add_argument("--speculate", default="never", choices=["never", "auto", "always"],
+                    help="fold a sequence's trials into its raw row's forward (always: every step; auto: after an "
+                         "opening, while rows are cheap)")
     args = ap.parse_args()
     methods = ["none"] + [m for m in (args.methods or ["directer"]) if m != "none"]
 
@@ -69,16 +72,20 @@ def main() -> None:
     d.generate_prepared(prepared["none"][:2], config=replace(d.config, method="none", max_new_tokens=2))  # warm-up
 
     rows = [(GENERATE, *generate_cost(d, prepared["none"], args.max_new_tokens))]
-    rows += [(m, *method_cost(d, prepared[m], m, args.batch_size)) for m in methods]
+    rows += [(m, *method_cost(d, prepared[m], m, args.batch_size, args.speculate)) for m in methods]
     print(f"model {d.model_name}, {args.dtype}, device {d.model.device}; {len(prompts)} IFEval prompts "
-          f"(seed {args.seed}), batch {args.batch_size}, exactly {args.max_new_tokens} new tokens, matmul {args.matmul}\n")
+          f"(seed {args.seed}), batch {args.batch_size}, exactly {args.max_new_tokens} new tokens, matmul {args.matmul}, "
+          f"speculate {args.speculate}\n")
     base = {name: cost.per(tokens) for name, cost, tokens in rows}
-    print("| | aten ops / token | vs generate | vs none | syncs / token | host-to-device copies / token |")
-    print("|---|---|---|---|---|---|")
+    print("| | aten ops / token | vs generate | vs none | kernels / token | vs generate | vs none | syncs / token "
+          "| host-to-device copies / token |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, cost, tokens in rows:
         per = cost.per(tokens)
         print(f"| `{name}` | {per['ops']:.0f} | {per['ops'] / base[GENERATE]['ops']:.2f}× | "
-              f"{per['ops'] / base['none']['ops']:.2f}× | {per['syncs']:.2f} | {per['copies']:.2f} |")
+              f"{per['ops'] / base['none']['ops']:.2f}× | {per['kernels']:.0f} | "
+              f"{per['kernels'] / base[GENERATE]['kernels']:.2f}× | {per['kernels'] / base['none']['kernels']:.2f}× | "
+              f"{per['syncs']:.2f} | {per['copies']:.2f} |")
     if args.top:
         for name, cost, tokens in rows:
             print(f"\n{name}: sync ops {dict(cost.sync_ops)}")

@@ -61,8 +61,7 @@ class _PaddedGroups:
     lists in one transfer: no per-layer copies or filters."""
 
     rows: torch.Tensor  # [G * R] extra-row index (relative to the first extra row) of each padded row
-    real: torch.Tensor  # [m] the extra rows, in group order ...
-    back: torch.Tensor  # [m] ... and their padded index
+    gather: torch.Tensor  # [m] the padded index of extra row i (the output is one gather)
     slots: torch.Tensor  # [G] source slots
     width: int  # W: the widest group's limit
     limits: torch.Tensor  # [G] columns < limit are the group's
@@ -96,8 +95,11 @@ class _PaddedGroups:
         if col_rows:
             columns[torch.tensor(col_rows), torch.tensor(col_cols)] = True
         ints = torch.tensor([[g.slot, g.limit, g.position] for g in groups], dtype=torch.long)
-        return cls(torch.tensor(rows, dtype=torch.long).to(device), torch.tensor(real, dtype=torch.long).to(device),
-                   torch.tensor(back, dtype=torch.long).to(device), ints[:, 0].to(device), W,
+        gather = [0] * len(real)
+        for r, b in zip(real, back):
+            gather[r] = b
+        return cls(torch.tensor(rows, dtype=torch.long).to(device), torch.tensor(gather, dtype=torch.long).to(device),
+                   ints[:, 0].to(device), W,
                    ints[:, 1].to(device), ints[:, 2].to(device), torch.tensor(steers, dtype=torch.bool).to(device),
                    torch.tensor(alpha, dtype=torch.float32).to(device), columns.to(device), R,
                    [any(layer) for layer in zip(*steers)])
@@ -326,7 +328,16 @@ class PackedPlan:
             if window:
                 visible &= c.pos[:, :pg.width].index_select(0, slots) > (pg.positions.to(c.device)[:, None] - window)
             visible = torch.cat([visible, visible.new_ones(visible.shape[0], 1)], dim=1)
-            self._masks[key] = visible.to(device)
+            self._masks[key] = (~visible)[:, None, None, None, :].to(device)  # hidden, as masked_fill wants
+        return self._masks[key]
+
+    def _multipliers(self, pg: _PaddedGroups, device: torch.device) -> torch.Tensor:
+        """[layers, G * R, W] float32: alpha where a row steers a column in a layer, else 1; built once per
+        forward for every layer (a layer reads its slice, a view)."""
+        key = ("multipliers", str(device))
+        if key not in self._masks:
+            steer = pg.steers.t()[:, :, None] & pg.columns[None]
+            self._masks[key] = torch.where(steer, pg.alpha[None, :, None], 1.0).to(device)
         return self._masks[key]
 
     def _extras(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
@@ -335,7 +346,7 @@ class PackedPlan:
         rows are folded into the query dimension against its slot's keys (gathered once per layer),
         steered columns' logits times alpha, their own key one more column. The logits are float32
         from the product on: alpha multiplies them unrounded. Returns ``[m, 1, Hq, Dv]``."""
-        R_all, Hq, _, D = query.shape
+        _, Hq, _, D = query.shape
         Hkv = key.shape[1]
         g = Hq // Hkv
         scaling, softcap, window = self._params(module, layer, kwargs)
@@ -346,25 +357,21 @@ class PackedPlan:
         slots = pg.slots.to(K.device)
         ks = K[:, :, :W].index_select(0, slots).to(here)  # [G, Hkv, W, D]
         vs = V[:, :, :W].index_select(0, slots).to(here)
-        q = query[:, :, 0].index_select(0, pg.rows).float()  # [G * R, Hq, D]
-        qf = q.view(G, R, Hkv, g, D).permute(0, 2, 1, 3, 4).reshape(G, Hkv, R * g, D)
-        s = torch.matmul(qf, ks.float().transpose(-1, -2)).view(G, Hkv, R, g, W) * scaling
-        steer = pg.steers[:, layer]
-        if pg.any_layer[layer]:
-            mult = torch.where(steer[:, None] & pg.columns, pg.alpha[:, None], 1.0)  # [G * R, W]
-            s = s * mult.view(G, R, W)[:, None, :, None, :]
+        # float32 from here; the softmax scale goes on the queries (one product per layer, not per column)
+        q = query[:, :, 0].index_select(0, pg.rows).float() * scaling  # [G * R, Hq, D]
+        q5 = q.view(G, R, Hkv, g, D).permute(0, 2, 1, 3, 4)  # [G, Hkv, R, g, D]
+        s = torch.matmul(q5.reshape(G, Hkv, R * g, D), ks.float().transpose(-1, -2)).view(G, Hkv, R, g, W)
+        if pg.any_layer[layer]:  # alpha on the steered columns' (float32) logits
+            s = s * self._multipliers(pg, here)[layer].view(G, R, W)[:, None, :, None, :]
         own_k = key[:, :, 0].index_select(0, pg.rows).float().view(G, R, Hkv, 1, D).permute(0, 2, 1, 3, 4)
-        own = (q.view(G, R, Hkv, g, D).permute(0, 2, 1, 3, 4) * own_k).sum(-1, keepdim=True) * scaling
+        own = torch.matmul(q5, own_k.transpose(-1, -2))  # [G, Hkv, R, g, 1]: each row's own key
         s = torch.cat([s, own], dim=-1)  # [G, Hkv, R, g, W + 1]
         if softcap is not None:
             s = torch.tanh(s / softcap) * softcap
-        visible = self._padded_visible(pg, window, here)
-        s = s.masked_fill(~visible[:, None, None, None, :], float("-inf"))
+        s = s.masked_fill(self._padded_visible(pg, window, here), float("-inf"))
         p = torch.softmax(s, dim=-1).to(query.dtype)
         o = torch.matmul(p[..., :W].reshape(G, Hkv, R * g, W), vs).view(G, Hkv, R, g, -1)
         own_v = value[:, :, 0].index_select(0, pg.rows).view(G, R, Hkv, 1, -1).permute(0, 2, 1, 3, 4)
         o = o + p[..., W:] * own_v
         o = o.permute(0, 2, 1, 3, 4).reshape(G * R, Hq, -1)
-        out = query.new_empty(R_all, 1, Hq, value.shape[-1])
-        out[pg.real, 0] = o.index_select(0, pg.back)
-        return out
+        return o.index_select(0, pg.gather)[:, None].to(query.dtype)  # [m, 1, Hq, Dv], the padding dropped
