@@ -69,7 +69,7 @@ _HOST_SIDE = {
     "engine/attention_bias.py": 1,  # a slot's head mask, staged then copied into the device state
     "engine/prefill.py": 5,  # left-padded prompt ids / mask / positions, moved by the caller; bias targets
     "engine/row_matmul.py": 1,  # the calibration inputs of pays_off, on the CPU it times
-    "engine/packed_attention.py": 8,  # a forward's padded extra-row layout, staged then moved once
+    "engine/staging.py": 1,  # a forward's index arrays, packed on the host and copied to the device at once
 }
 
 

@@ -20,5 +20,6 @@ def test_syncs_and_host_copies_are_counted():
     x = torch.randn(5)
     with torch.inference_mode(), count_host_cost() as cost:
         float(x.sum()), x.tolist(), x[x > 0], torch.tensor([1, 2, 3])
+        x[0] = 1.0  # a Python scalar: no copy
     assert cost.syncs == 3 and cost.copies == 1, dict(cost.sync_ops)
     assert cost.per(3)["kernels"] == cost.kernels / 3

@@ -46,6 +46,7 @@ from .sampling import Sampler
 from .readback import RawRead, TrialRead, TrialSource, read_back
 from .sequence import Sequence, SequenceSettings, output, skipped_trace, trial_tokens
 from .slot_cache import SlotCache
+from .staging import stage
 
 __all__ = ["Engine", "EngineOptions", "fits", "output"]
 
@@ -283,9 +284,11 @@ class Engine:
         slot_rows = [(s, s.slot) for s in raw] + [(s, s.steered_slot) for s in raw if s.steered_slot is not None]
         inputs, positions = [s.step_input for s, _ in slot_rows], [s.step_pos for s, _ in slot_rows]
         slot_list = [slot for _, slot in slot_rows]
-        slot_t = torch.tensor(slot_list, dtype=torch.long, device=self.device)
-        pos_t = torch.tensor(positions, dtype=torch.long, device=self.device)
-        column = self.cache.open_column(slot_t, pos_t) if raw else self.cache.width - 1
+        if raw:  # the column this forward opens (opened below, once its index tensors are staged)
+            self.cache.reserve(1)
+            column = self.cache.width
+        else:
+            column = self.cache.width - 1
         groups: list[ExtraGroup] = []
         logit_rows: list[tuple[Sequence, int | None, int]] = []  # (sequence, trial k or None for raw, row)
         probe_rows: list[tuple[Sequence, int]] = []  # (sequence, first probe row)
@@ -331,17 +334,20 @@ class Engine:
                 s.stats.trial_rows += len(rows)
         if not ids:
             return
+        # Every index the forward needs, in one host-to-device copy.
+        slot_t, pos_t, ids_t, pos_all, need = stage(self.device, slot_list, positions, ids, pos,
+                                                    [r for _, _, r in logit_rows])
+        if raw:
+            self.cache.open_column(slot_t, pos_t)
         plan = PackedPlan(self.cache, slot_t, pos_t, column, groups, slot_list=slot_list, bias=self.bias)
         t0 = time.perf_counter()
         with self.recorder.recording() if probe_rows else nullcontext(), transposed(self.transpose):
             # The plan makes every row's mask; a ready 4-D one (ignored) keeps transformers from inspecting
             # the positions and the mask, device reads in every forward.
-            hidden = self.body(input_ids=torch.tensor(ids, device=self.device)[:, None],
-                               position_ids=torch.tensor(pos, device=self.device)[:, None],
+            hidden = self.body(input_ids=ids_t[:, None], position_ids=pos_all[:, None],
                                attention_mask=torch.ones(len(ids), 1, 1, 1, dtype=torch.bool, device=self.device),
                                use_cache=False, **{PACKED_KWARG: plan}).last_hidden_state[:, 0]
-            need = torch.tensor([r for _, _, r in logit_rows], dtype=torch.long, device=hidden.device)
-            logits = self._logits(hidden.index_select(0, need)) if logit_rows else None
+            logits = self._logits(hidden.index_select(0, need.to(hidden.device))) if logit_rows else None
         seconds = time.perf_counter() - t0
         self.forwards += 1
         self.cost.observe(len(ids), seconds)
@@ -373,18 +379,12 @@ class Engine:
             self.cache.trim([slot for s in self.running for slot in s.slots])
 
     def _make_room(self) -> None:
-        """At the budget: drop the leading columns no sequence uses, then, if that is not enough, squeeze
-        the holes (columns a sequence skipped while its trials ran) out of every slot."""
-        slots = [slot for s in self.running for slot in s.slots]
-        self.cache.trim(slots, force=True)
-        if self.cache.fits(1):
-            return
+        """At the budget: trim, then squeeze the trial holes out of every slot (SlotCache.make_room); the
+        sequences follow their columns (a filtered stream's two slots hold the same ones: one map serves)."""
         origin = self.cache.origin
-        moved = self.cache.compact(slots)
-        for s in self.running:  # a filtered stream's two slots hold the same columns: one map serves both
+        moved = self.cache.make_room([slot for s in self.running for slot in s.slots])
+        for s in self.running if moved else ():
             s.relocate(moved[s.slot], origin)
-        if not self.cache.fits(1):  # submit refuses what cannot fit, so this is a bug, not a user error
-            raise RuntimeError(f"the slot cache is full after compaction ({self.cache.width} columns)")
 
     @staticmethod
     def _probes_now(seq: Sequence) -> bool:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import PACKED_KWARG
+from .staging import stage
 from .attention_bias import SlotBias, biased_attention, causal_visibility
 from .slot_cache import SlotCache
 
@@ -91,18 +92,18 @@ class _PaddedGroups:
                     cols = [c for c in listed if 0 <= c < g.limit]
                     col_rows += [gi * R + j] * len(cols)
                     col_cols += cols
-        columns = torch.zeros(len(rows), W, dtype=torch.bool)
-        if col_rows:
-            columns[torch.tensor(col_rows), torch.tensor(col_cols)] = True
-        ints = torch.tensor([[g.slot, g.limit, g.position] for g in groups], dtype=torch.long)
         gather = [0] * len(real)
         for r, b in zip(real, back):
             gather[r] = b
-        return cls(torch.tensor(rows, dtype=torch.long).to(device), torch.tensor(gather, dtype=torch.long).to(device),
-                   ints[:, 0].to(device), W,
-                   ints[:, 1].to(device), ints[:, 2].to(device), torch.tensor(steers, dtype=torch.bool).to(device),
-                   torch.tensor(alpha, dtype=torch.float32).to(device), columns.to(device), R,
-                   [any(layer) for layer in zip(*steers)])
+        # The integers in one copy, alpha in another; the steered-column matrix is made on the device.
+        rows_t, gather_t, slots, limits, positions, steer_t, col_r, col_c = stage(
+            device, rows, gather, [g.slot for g in groups], [g.limit for g in groups],
+            [g.position for g in groups], [int(x) for row in steers for x in row], col_rows, col_cols)
+        (alpha_t,) = stage(device, alpha, dtype=torch.float32)
+        columns = torch.zeros(len(rows), W, dtype=torch.bool, device=device)
+        columns[col_r, col_c] = True
+        return cls(rows_t, gather_t, slots, W, limits, positions, steer_t.view(len(rows), num_layers).bool(),
+                   alpha_t, columns, R, [any(layer) for layer in zip(*steers)])
 
 
 @dataclass

@@ -157,6 +157,17 @@ class SlotCache:
         self.width = keep
         self.origin += first
 
+    def make_room(self, running: list[int]) -> dict[int, list[int]] | None:
+        """One more column under the limit: drop the leading columns no running slot uses, then, if that is
+        not enough, :meth:`compact` (its column map is returned; None when trimming sufficed)."""
+        self.trim(running, force=True)
+        if self.fits(1):
+            return None
+        moved = self.compact(running)
+        if not self.fits(1):  # the engine refuses what cannot fit, so this is a bug, not a user error
+            raise RuntimeError(f"the slot cache is full after compaction ({self.width} columns)")
+        return moved
+
     def compact(self, running: list[int]) -> dict[int, list[int]]:
         """Squeeze the holes out of ``running`` slots: each keeps its valid columns, in order, from physical
         column 0 on (other slots are emptied). Returns, per running slot, the new physical column of each

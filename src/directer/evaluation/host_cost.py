@@ -13,8 +13,9 @@ device, deterministically, under a :class:`~torch.utils._python_dispatch.TorchDi
   ``aten.is_nonzero`` under inference mode), ``nonzero``, ``masked_select``,
   indexing with a boolean mask, and ``Tensor.tolist()`` (which reads a tensor without the dispatcher,
   so it is counted by wrapping it);
-- **host-to-device copies**: tensors built from Python data (``torch.tensor(list)``: ``aten.lift_fresh``);
-  on a GPU each is a small blocking copy unless staged.
+- **host-to-device copies**: tensors built from Python data (``torch.tensor(list)``: ``aten.lift_fresh``;
+  not Python scalars, which kernels take by value); on a GPU each is a small copy, blocking unless pinned
+  (the engine stages a forward's arrays in one copy: ``engine/staging.py``).
 
     from directer.evaluation.host_cost import count_host_cost
     with count_host_cost() as cost:
@@ -96,8 +97,8 @@ class _Counter(TorchDispatchMode):
                                  and _bool_index(args)):
             c.syncs += 1
             c.sync_ops[name] += 1
-        elif name in _COPY_OPS:
-            c.copies += 1
+        elif name in _COPY_OPS and not (args and isinstance(args[0], torch.Tensor) and args[0].dim() == 0):
+            c.copies += 1  # (a 0-dim one is a Python scalar, which a kernel takes by value: no copy)
         return out
 
 
