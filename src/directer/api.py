@@ -9,11 +9,11 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import torch
 
 from .config import SteeringConfig
+from .engine.kv_budget import budget_problem
 from .engine.requests import DecodeOutput, DecodeRequest
-from .text.prompts import SYSTEM_INSTRUCTIONS
 from .text.spans import PreparedPrompt, prepare_prompt
 from .errors import UsageError
-from .inputs import NOTHING_FOUND, resolve_instructions
+from .inputs import AUTO_INSTRUCTIONS, NOTHING_FOUND, SYSTEM_INSTRUCTIONS, asks_for, resolve_instructions
 from .models.loading import LoadedModel, check_supported, load_dtype, load_model
 from .progress import progress_bar
 from .results import GenerationResult, Ranking
@@ -70,10 +70,9 @@ class Directer:
         cache_memory: float | None = None,
     ):
         check_supported(model)
-        if cache_tokens is not None and (not isinstance(cache_tokens, int) or cache_tokens < 1):
-            raise UsageError(f"invalid cache_tokens {cache_tokens!r}: give a whole number of tokens >= 1, or None")
-        if cache_memory is not None and not 0 < cache_memory <= 1:
-            raise UsageError(f"invalid cache_memory {cache_memory!r}: give a share of free memory in (0, 1], or None")
+        problem = budget_problem(cache_tokens, cache_memory)
+        if problem:
+            raise UsageError(problem)
         self.model = model
         self.tokenizer = tokenizer
         self.config = SteeringConfig(
@@ -167,11 +166,11 @@ class Directer:
         """Render one prompt (with the chat template unless ``chat_template=False``) and locate its spans."""
         config = config or self.config
         instr, occurrence = resolve_instructions(prompt, instructions, method=config.method, occurrence=occurrence)
-        scope = "system" if instr == [SYSTEM_INSTRUCTIONS] else "messages"  # the system message as a whole
+        scope = "system" if asks_for(instr, SYSTEM_INSTRUCTIONS) else "messages"  # the system message as a whole
         prepared = prepare_prompt(self.tokenizer, prompt, [] if scope == "system" else instr, system=system,
                                   mode=config.mode, occurrence=occurrence, chat_template=chat_template,
                                   append_missing=append_missing, scope=scope)
-        if not prepared.spans and _is_auto(instructions):  # decoded unsteered (Runner.decode), and said so
+        if not prepared.spans and asks_for(instructions, AUTO_INSTRUCTIONS):  # decoded unsteered, and said so
             prepared.notes.append(NOTHING_FOUND)
         self.check_length(len(prepared.input_ids), config.max_new_tokens)
         return prepared
@@ -291,10 +290,6 @@ class Directer:
                 raise UsageError(f"the ranking has {ranking.num_layers} layers but the model has {num_layers}")
             return ranking
         return Ranking.load(ranking, num_layers=num_layers)
-
-
-def _is_auto(instructions: Instructions) -> bool:
-    return instructions == "auto" or (isinstance(instructions, (list, tuple)) and list(instructions) == ["auto"])
 
 
 def _is_single_prompt(prompt: Any) -> bool:

@@ -15,10 +15,17 @@ from .text.prompts import (SYSTEM_INSTRUCTIONS, build_messages, find_instruction
 from .text.spans import validate_instructions
 from .errors import UsageError
 
-__all__ = ["NOTHING_FOUND", "check_output_file", "check_prompt", "resolve_instructions"]
+__all__ = ["AUTO_INSTRUCTIONS", "NOTHING_FOUND", "SYSTEM_INSTRUCTIONS", "asks_for", "check_output_file", "check_prompt", "resolve_instructions"]
+
+AUTO_INSTRUCTIONS = "auto"  # ``instructions="auto"``: the constraint wording, found by rule (autospans)
 
 # What a result says when ``instructions="auto"`` finds no constraint in the prompt: it decodes unsteered.
 NOTHING_FOUND = "no instruction found; nothing steered"
+
+
+def asks_for(instructions: str | Sequence[str] | None, keyword: str) -> bool:
+    """Whether ``instructions`` is the keyword ``"auto"`` or ``"system"`` (alone, or as a one-item list)."""
+    return instructions == keyword or (not isinstance(instructions, str) and list(instructions or []) == [keyword])
 
 
 def resolve_instructions(prompt: Any, instructions: str | Sequence[str] | None, *, method: str,
@@ -26,9 +33,9 @@ def resolve_instructions(prompt: Any, instructions: str | Sequence[str] | None, 
     """The instruction texts to steer (``"auto"``: detected in the prompt) and which occurrences
     (``"system"`` stays as it is: the prompt is rendered before the system message is located)."""
     instr = [instructions] if isinstance(instructions, str) else list(instructions or [])
-    if instr == [SYSTEM_INSTRUCTIONS]:
+    if asks_for(instr, SYSTEM_INSTRUCTIONS):
         return instr, occurrence
-    if instr == ["auto"]:  # found nothing: the prompt decodes unsteered, and its result says so
+    if asks_for(instr, AUTO_INSTRUCTIONS):  # found nothing: the prompt decodes unsteered, and its result says so
         return _auto_instructions(prompt)
     if not instr and method != "none":
         raise UsageError(
@@ -44,7 +51,7 @@ def check_prompt(prompt: Any, instructions: Sequence[str], system: str | None = 
     or malformed prompt, an empty or non-text instruction, a system message given twice, and (with
     ``append_missing=False``) an instruction that is not in the prompt; with ``"system"``, a prompt without
     a system message."""
-    if list(instructions) == [SYSTEM_INSTRUCTIONS]:
+    if asks_for(instructions, SYSTEM_INSTRUCTIONS):
         system_instructions(prompt, system)
         return
     validate_instructions(instructions)

@@ -50,11 +50,6 @@ def unsteered(config: SteeringConfig) -> SteeringConfig:
     return replace(config, method="none", layers=None, plausibility_filter=False)
 
 
-def request_settings(settings: SequenceSettings, plain: SequenceSettings | None, positions: Sequence[int]) -> SequenceSettings:
-    """A request's settings: ``settings``, or ``plain`` when it has nothing to steer (see Runner.for_positions)."""
-    return plain if plain is not None and not positions and settings.method.steers else settings
-
-
 def slots_per_request(method: Method) -> int:
     """Cache rows one request occupies: two for a filtered stream (a raw and a steered one), else one."""
     return 2 if method.stream and method.raw_model else 1
@@ -178,8 +173,9 @@ class Runner:
         """Decode ``requests`` (``batch_size`` at once) under ``config``; outputs in request order. A request
         with nothing to steer (no positions: automatic spans found none) decodes plainly (``method="none"``)."""
         settings = self.settings(config, top_logprobs)
-        plain = self.settings(unsteered(config), top_logprobs) if any(not r.positions for r in requests) else None
-        per = [request_settings(settings, plain, r.positions) for r in requests]
+        steers = settings.method.steers and any(not r.positions for r in requests)
+        plain = self.settings(unsteered(config), top_logprobs) if steers else settings
+        per = [settings if r.positions else plain for r in requests]  # (Runner.for_positions, as settings)
         if config.mode == "reference":  # the released code's sequential decoding, one prompt at a time
             decoders = {id(s): ReferenceDecoder(self.model, s.method, max_new_tokens=config.max_new_tokens,
                                                 eos_token_ids=s.eos_token_ids, top_logprobs=top_logprobs)
@@ -190,9 +186,8 @@ class Runner:
                 outputs += decoders[id(s)].run([r], events)
             return outputs
         slots = max(1, min(batch_size, len(requests))) * slots_per_request(settings.method)
-        for r in requests:  # every request is checked before any is decoded
-            self.check_budget(len(r.input_ids), r.max_new_tokens or config.max_new_tokens, slots)
-        engine = self.engine(slots, trial_batching=config.trial_batching)
+        engine = self.engine(slots, trial_batching=config.trial_batching)  # its run refuses, before any forward,
+        # every request that cannot fit the KV budget
 
         def on_token(seq) -> None:
             if on_event is not None:

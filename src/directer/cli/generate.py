@@ -13,7 +13,7 @@ import click
 
 from ..config import SteeringConfig
 from ..errors import DirecterError, UsageError
-from ..inputs import check_output_file, check_prompt, resolve_instructions
+from ..inputs import AUTO_INSTRUCTIONS, SYSTEM_INSTRUCTIONS, asks_for, check_output_file, check_prompt, resolve_instructions
 from ..methods import parse_layers, parse_method
 from ..models.locate import check_model_source
 from ..progress import progress_bar
@@ -71,7 +71,7 @@ def generate(prompt, instructions, strict_instructions, occurrence, model, alpha
     # Everything else that needs no model is checked before the (slow) load too.
     if records is None:
         resolved, occurrence = resolve_instructions(prompt, list(instructions), method=method, occurrence=occurrence)
-        if resolved or list(instructions) != ["auto"]:  # "auto" that found nothing stays "auto": the result notes it
+        if resolved or not asks_for(instructions, AUTO_INSTRUCTIONS):  # "auto" that found nothing stays: the result notes it
             instructions = resolved
             check_prompt(prompt, instructions, system, append_missing=not strict_instructions)
     else:
@@ -139,7 +139,7 @@ def _note_instructions(given: list[str], result) -> None:
     for instr in result.appended_instructions:
         click.echo(f"directer: note: instruction {instr!r} is not in the prompt: appended after a blank line "
                    "(--strict-instructions makes this an error)", err=True)
-    if given == ["system"]:  # the system message's own text: nothing was looked for
+    if asks_for(given, SYSTEM_INSTRUCTIONS):  # the system message's own text: nothing was looked for
         return
     for asked, found in zip(given, result.instructions):
         if asked != found and found not in result.appended_instructions:

@@ -55,11 +55,14 @@ cache_memory_option = click.option(
          "(default: 0.9 on a CUDA device, no limit elsewhere).")
 
 
-def check_cache_tokens(cache_tokens: int | None, max_new_tokens: int) -> None:
-    """A budget that no prompt can fit under is refused before the model loads."""
+def check_cache_tokens(cache_tokens: int | None, max_new_tokens: int, *, what: str | None = None,
+                       lower: str = "--max-new-tokens") -> None:
+    """A budget that no prompt can fit under (with ``max_new_tokens`` new tokens, described as ``what``;
+    the fix names ``lower``) is refused before the model loads."""
     if cache_tokens is not None and cache_tokens < max_new_tokens + 2:
+        what = what or f"--max-new-tokens {max_new_tokens}"
         raise click.UsageError(f"--cache-tokens {cache_tokens} leaves no room for a prompt of 2 tokens or more and "
-                               f"--max-new-tokens {max_new_tokens}: raise --cache-tokens or lower --max-new-tokens")
+                               f"{what}: raise --cache-tokens or lower {lower}")
 
 
 def engine_options(f=None, *, method: bool = True, max_new_tokens: int = 256, seed_option: str = "--seed"):

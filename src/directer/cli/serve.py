@@ -9,8 +9,8 @@ import sys
 import click
 
 from ..errors import UsageError
-from .options import (ATTENTION, DEVICE_HELP, DTYPE_HELP, DTYPES, cache_memory_option, cache_tokens_option, check_placement,
-                      device_map_option, load_directer)
+from .options import (ATTENTION, DEVICE_HELP, DTYPE_HELP, DTYPES, cache_memory_option, cache_tokens_option,
+                      check_cache_tokens, check_placement, device_map_option, load_directer)
 
 __all__ = ["serve"]
 
@@ -66,9 +66,9 @@ def serve(model, host, port, dtype, attn_implementation, device, device_map, cac
     from ..serving.guard import ACCESS_LOG
     from ..serving.server import ServerLimits, create_app
 
-    if cache_tokens is not None and cache_tokens < 2 + min(256, max_tokens_limit):
-        raise UsageError(f"--cache-tokens {cache_tokens} cannot hold a short prompt and the default max_tokens "
-                         f"({min(256, max_tokens_limit)}): raise --cache-tokens")
+    default_max_tokens = min(256, max_tokens_limit)
+    check_cache_tokens(cache_tokens, default_max_tokens, what=f"the default max_tokens ({default_max_tokens})",
+                       lower="--max-tokens-limit")
     directer = load_directer(model, dtype, attn_implementation, device, device_map=device_map, method="none",
                              cache_tokens=cache_tokens, cache_memory=cache_memory)
     budget = directer.runner.budget(max_batch_size).columns

@@ -22,7 +22,7 @@ import torch
 from ..models.loading import attention_modules
 from .devices import execution_device
 
-__all__ = ["CacheBudget", "available_memory", "cache_budget", "column_bytes"]
+__all__ = ["CacheBudget", "available_memory", "budget_problem", "cache_budget", "column_bytes"]
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,21 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
+def budget_problem(cache_tokens: int | None, cache_memory: float | None) -> str | None:
+    """What is wrong with the user's limits, in one line, or ``None``."""
+    if cache_tokens is not None and (not isinstance(cache_tokens, int) or cache_tokens < 1):
+        return f"invalid cache_tokens {cache_tokens!r}: give a whole number of tokens >= 1, or None"
+    if cache_memory is not None and not 0 < cache_memory <= 1:
+        return f"invalid cache_memory {cache_memory!r}: give a share of free memory in (0, 1], or None"
+    return None
+
+
 def cache_budget(model: torch.nn.Module, slots: int, cache_tokens: int | None = None,
                  cache_memory: float | None = None) -> CacheBudget:
     """The columns a slot cache of ``slots`` rows may hold under the user's limits."""
-    if cache_tokens is not None and cache_tokens < 1:
-        raise ValueError(f"cache_tokens must be at least 1, got {cache_tokens}")
-    if cache_memory is not None and not 0 < cache_memory <= 1:
-        raise ValueError(f"cache_memory is a share of free memory, in (0, 1], got {cache_memory}")
+    problem = budget_problem(cache_tokens, cache_memory)
+    if problem:
+        raise ValueError(problem)
     limits: list[tuple[int, str]] = []
     if cache_tokens is not None:
         limits.append((cache_tokens, f"--cache-tokens {cache_tokens}"))

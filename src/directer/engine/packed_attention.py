@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from .attention import PACKED_KWARG
-from .staging import stage
 from .attention_bias import SlotBias, biased_attention, causal_visibility
 from .slot_cache import SlotCache
+from .staging import stage
 
 __all__ = ["ExtraGroup", "ExtraRow", "PACKED_KWARG", "PackedPlan"]
 
@@ -77,12 +77,12 @@ class _PaddedGroups:
     def build(cls, groups: list[ExtraGroup], offset: int, num_layers: int, device: torch.device) -> "_PaddedGroups":
         R = max(len(g.steering) for g in groups)
         W = max(g.limit for g in groups)
-        rows, real, back, steers, alpha, col_rows, col_cols = [], [], [], [], [], [], []
+        rows, steers, alpha, col_rows, col_cols = [], [], [], [], []
+        padded: dict[int, int] = {}  # extra row -> its padded index
         for gi, g in enumerate(groups):
             idx = [i - offset for i in (g.rows.tolist() if isinstance(g.rows, torch.Tensor) else g.rows)]
             rows += idx + [idx[0]] * (R - len(idx))
-            real += idx
-            back += [gi * R + j for j in range(len(idx))]
+            padded.update((i, gi * R + j) for j, i in enumerate(idx))
             for j, r in enumerate(g.steering + [g.steering[0]] * (R - len(g.steering))):
                 active = r.alpha != 1.0 and len(r.columns) > 0
                 steers.append([active and layer in r.layers for layer in range(num_layers)])
@@ -92,9 +92,7 @@ class _PaddedGroups:
                     cols = [c for c in listed if 0 <= c < g.limit]
                     col_rows += [gi * R + j] * len(cols)
                     col_cols += cols
-        gather = [0] * len(real)
-        for r, b in zip(real, back):
-            gather[r] = b
+        gather = [padded[i] for i in range(len(padded))]
         # The integers in one copy, alpha in another; the steered-column matrix is made on the device.
         rows_t, gather_t, slots, limits, positions, steer_t, col_r, col_c = stage(
             device, rows, gather, [g.slot for g in groups], [g.limit for g in groups],
