@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=len(PROMPTS))
-    ap.add_argument("--speculate", default="never", choices=["auto", "always", "never"])
+    ap.add_argument("--speculate", default="auto", choices=["auto", "always", "never"])
     ap.add_argument("--context-tokens", type=int, default=0,
                     help="put about this many tokens of background text (IFEval prompts) before each task, "
                          "to see how the ratios move with prompt length")

@@ -12,10 +12,13 @@ Stages (each catches its own failure and records it):
 - ``bf16_agreement``: the bundled model (or a tiny one under ``--smoke``) in bfloat16 against float32,
   the share of responses identical for ``none`` and for ``directer``, and a NaN/inf scan of the logits.
 - ``host_cost``: aten ops and device reads per generated token (``directer.evaluation.host_cost``), and on
-  CUDA the synchronisations ``torch.cuda.set_sync_debug_mode`` reports.
+  CUDA the synchronisations ``torch.cuda.set_sync_debug_mode`` reports; ``directer`` with and without
+  ``speculate="auto"``.
 - ``speed``: random weights at real shapes (the bundled model's, and a Llama-3.1-8B shape on CUDA),
-  bfloat16, EOS ignored: ``model.generate``, our ``none`` and ``directer`` (gate always open: ``beta=0``;
-  never: ``beta=2``) per token and first token, batch 1 and 32.
+  bfloat16, EOS ignored: ``model.generate``, our ``none`` and ``directer`` (gate always open: ``beta=0``,
+  with speculation never, auto and always; never open: ``beta=2``) per token and first token, batch 1 and
+  32, and a least-squares fit of what a decode forward costs (fixed and per row), the numbers
+  ``engine/cost_model.py``'s table wants for this device.
 """
 
 from __future__ import annotations
@@ -110,9 +113,10 @@ def stage_host_cost(args) -> dict:
 
     d = _directer(args, "bfloat16" if args.device != "cpu" else "float32")
     out = {}
-    for method in ("none", "directer"):
+    for name, method, speculate in (("none", "none", "never"), ("directer", "directer", "never"),
+                                    ("directer_speculate_auto", "directer", "auto")):
         prepared = _prepared(d, method, args.prompts)
-        config = replace(d.config, method=method, ignore_eos=True)
+        config = replace(d.config, method=method, ignore_eos=True, speculate=speculate)
         with count_host_cost() as cost, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if args.device.startswith("cuda"):
@@ -124,7 +128,7 @@ def stage_host_cost(args) -> dict:
                     torch.cuda.set_sync_debug_mode(0)
         n = sum(len(r.token_ids) for r in results)
         cuda_syncs = sum("synchroniz" in str(w.message) for w in caught)
-        out[method] = {**{k: round(v, 3) for k, v in cost.per(n).items()}, "cuda_syncs_per_token": round(cuda_syncs / n, 3)}
+        out[name] = {**{k: round(v, 3) for k, v in cost.per(n).items()}, "cuda_syncs_per_token": round(cuda_syncs / n, 3)}
     return {**out, "ok": True}
 
 
@@ -175,13 +179,19 @@ def stage_speed(args) -> dict:
                     model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=k,
                                    min_new_tokens=k, pad_token_id=0, eos_token_id=None)
 
-            def engine(method: str, beta: float, k: int) -> None:
-                e = Engine(model, EngineOptions(slots=batch, pad_token_id=0))
-                settings = SequenceSettings(make_method(method, alpha=100.0, beta=beta), max_new_tokens=k)
+            engines = {}
+
+            def engine(method: str, beta: float, k: int, speculate: str = "never", name: str = "") -> None:
+                e = engines[name] = Engine(model, EngineOptions(slots=batch, pad_token_id=0))
+                settings = SequenceSettings(make_method(method, alpha=100.0, beta=beta), max_new_tokens=k,
+                                            speculate=speculate)
                 e.run([DecodeRequest(p, list(range(8, 24))) for p in ps], settings)
 
+            # beta 0: every trial accepted (the gate opens whenever the top-2 leave room); beta 2: none is
             runs = {"generate": lambda k: generate(k), "none": lambda k: engine("none", 0.5, k),
                     "directer_gate_open": lambda k: engine("directer", 0.0, k),
+                    "directer_gate_open_speculate_auto": lambda k: engine("directer", 0.0, k, "auto", "auto"),
+                    "directer_gate_open_speculate_always": lambda k: engine("directer", 0.0, k, "always"),
                     "directer_gate_closed": lambda k: engine("directer", 2.0, k)}
             row = {}
             for name, fn in runs.items():
@@ -192,6 +202,8 @@ def stage_speed(args) -> dict:
                              "first_token_ms": round(1000 * first, 2)}
             for name in row:
                 row[name]["vs_none"] = round(row[name]["ms_per_token"] / row["none"]["ms_per_token"], 3)
+            fit = engines["auto"].cost.fit()  # what this device's decode forwards cost (engine/cost_model.py)
+            row["forward_cost"] = fit and {"fixed_ms": round(1000 * fit[0], 3), "per_row_ms": round(1000 * fit[1], 4)}
             out[f"{shape}/b{batch}"] = row
         del model
         if torch.cuda.is_available():

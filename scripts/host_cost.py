@@ -59,9 +59,9 @@ def main() -> None:
     ap.add_argument("--matmul", default="stock", choices=["stock", "transposed", "auto"],
                     help="the engine's multi-row linears (default stock: what a GPU runs; the CPU's W @ x.T "
                          "products add a transpose and a copy per linear)")
-    ap.add_argument("--speculate", default="never", choices=["never", "auto", "always"],
-                    help="fold a sequence's trials into its raw row's forward (always: every step; auto: after an "
-                         "opening, while rows are cheap)")
+    ap.add_argument("--speculate", default="auto", choices=["never", "auto", "always"],
+                    help="fold a sequence's trials into its raw row's forward (always: every step; auto, the "
+                         "default: where this device's forward costs say it pays)")
     args = ap.parse_args()
     methods = ["none"] + [m for m in (args.methods or ["directer"]) if m != "none"]
 

@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--speculate", default="never", choices=["never", "auto", "always"],
+    ap.add_argument("--speculate", default="auto", choices=["never", "auto", "always"],
                     help="fold DIRECTER's trials into the raw pass (see SteeringConfig.speculate)")
     ap.add_argument("--trial-batching", default=None, choices=["all", "sequential"],
                     help="all trials of an opening in one forward, or strongest first (default: the engine's auto)")

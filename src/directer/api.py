@@ -59,7 +59,7 @@ class Directer:
         max_new_tokens: int = 256,
         trial_batching: str | None = None,
         probe_batch_size: int | None = None,
-        speculate: str = "never",
+        speculate: str = "auto",
         temperature: float = 0.0,
         top_p: float = 1.0,
         top_k: int = 0,

@@ -20,7 +20,9 @@ SPECULATE = ("auto", "always", "never")
 class SteeringConfig:
     """Everything that decides what DIRECTER emits. Defaults follow the paper (docs/method.md §2).
 
-    ``trial_batching`` and ``probe_batch_size`` only change speed, never tokens beyond float rounding:
+    ``trial_batching``, ``probe_batch_size`` and ``speculate`` only change speed, never tokens beyond float
+    rounding. ``speculate``: fold a sequence's trials into its raw row's forward ("always"), never, or where
+    this device's measured forward costs say it pays ("auto", engine/cost_model.py). ``trial_batching``:
     ``None`` picks the fast choice in ``paper`` mode and the released code's one-at-a-time evaluation
     in ``reference`` mode, so that reference mode reproduces it token for token.
     """
@@ -35,7 +37,7 @@ class SteeringConfig:
     max_new_tokens: int = 256
     trial_batching: str | None = None
     probe_batch_size: int | None = None
-    speculate: str = "never"
+    speculate: str = "auto"
     ignore_eos: bool = False  # benchmarks: decode exactly max_new_tokens tokens, so methods cost the same work
     # Sampling (README, Fidelity: sampling). temperature 0 is greedy decoding, the paper's setting.
     temperature: float = 0.0

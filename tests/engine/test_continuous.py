@@ -73,6 +73,20 @@ def test_trial_policies_never_change_the_output(model, trials, speculate):
     assert tokens(a) == tokens(b) and traces(a) == traces(b)
 
 
+def test_auto_speculation_follows_the_cost_of_rows(model):
+    """speculate="auto" folds the trials into the raw forward where rows are free (a weight-bound GPU's
+    costs: fewer forwards, the trials of a shut gate the price) and never where they are dear (costs
+    fixed, not learnt, so the choice is the same on every machine); the tokens and traces are never's."""
+    engines = []
+    never = run_engine(model, prompts(), speculate="never", engines=engines)
+    free = run_engine(model, prompts(), speculate="auto", cost=(0.015, 0.0), engines=engines)
+    dear = run_engine(model, prompts(), speculate="auto", cost=(0.015, 1.0), engines=engines)
+    assert tokens(free) == tokens(never) == tokens(dear) and traces(free) == traces(never) == traces(dear)
+    forwards = [e.forwards for e in engines]
+    rows = [sum(o.stats.trial_rows for o in outs) for outs in (never, free, dear)]
+    assert forwards[1] < forwards[0] == forwards[2] and rows[1] >= rows[0] == rows[2], (forwards, rows)
+
+
 def test_probes_in_the_prefill_equal_probes_in_a_decode_forward(model):
     # Prompts of different lengths (left padding in the prefill), some gates open at step 0 (the
     # all-layer trial's token read off the prefill), rankings from extra query positions.

@@ -11,20 +11,28 @@ state: concurrent forwards each carry their own plan.
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..errors import UsageError
 
-__all__ = ["PACKED_KWARG", "base_implementation", "enable_packed_attention", "model_attention"]
+__all__ = ["PACKED_KWARG", "PINNED_BACKENDS", "base_implementation", "enable_packed_attention", "model_attention",
+           "pinned_backends"]
 
 PACKED_KWARG = "directer_packed"
 _PREFIX = "directer_"
 _WRAPPABLE = ("eager", "sdpa")
+# A decode forward's attention has a boolean mask and a width that grows by one column a step. On CUDA,
+# torch picks an SDPA backend per call from the shapes, so one sequence's rounding could change with the
+# cache's width or the batch beside it; the engine pins memory-efficient attention (math where that
+# cannot run). The CPU has one masked kernel: nothing to pin.
+PINNED_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def _wrap(implementation: str) -> Callable[..., tuple[torch.Tensor, Any]]:
@@ -74,3 +82,8 @@ def enable_packed_attention(model: torch.nn.Module) -> None:
 def base_implementation(name: str | None) -> str | None:
     """The implementation a (possibly wrapped) attention implementation name stands for."""
     return name[len(_PREFIX):] if name and name.startswith(_PREFIX) else name
+
+
+def pinned_backends(device: torch.device) -> AbstractContextManager:
+    """The engine's decode forwards run under this: the SDPA backends pinned on CUDA, nothing elsewhere."""
+    return sdpa_kernel(PINNED_BACKENDS) if device.type == "cuda" else nullcontext()

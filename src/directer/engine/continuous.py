@@ -12,7 +12,9 @@ step 0, or a packed decode forward holding, for every running sequence, what it 
   (:mod:`directer.engine.prefill`).
 
 A sequence waiting for its trials skips one forward while the others advance, so a trial costs rows,
-not a forward of the whole batch. Finished sequences free their slot; waiting prompts are admitted
+not a forward of the whole batch; with ``speculate="auto"`` a sequence whose gate is likely to open
+brings its trials into its raw row's forward where this device's costs say that pays
+(:mod:`directer.engine.cost_model`). Finished sequences free their slot; waiting prompts are admitted
 when enough slots are free (or at once, ``admit_min=1``, for serving). The outcome of every sequence
 is the one it gets alone: the first accepted trial in schedule order, else the raw token.
 """
@@ -31,7 +33,7 @@ from ..errors import UsageError
 from ..methods.base import RawStep, prompt_key
 from ..models.loading import attention_modules
 from ..results import TokenTrace
-from .attention import enable_packed_attention
+from .attention import enable_packed_attention, pinned_backends
 from .attention_bias import SlotBias
 from .cost_model import CostModel
 from .devices import input_device
@@ -76,7 +78,7 @@ class Engine:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.recorder = AttentionRecorder(attention_modules(model))
-        self.cost = CostModel(self.device.type)
+        self.cost = CostModel(self.device.type, costs=self.opts.cost)
         self.forwards = 0
         self._count = 0
         self.windows: dict[int, int | None] = {}
@@ -296,10 +298,8 @@ class Engine:
         logit_rows += [(s, 0, i) for i, (s, _) in enumerate(slot_rows) if s.streamed and (s.steered_slot is None or i >= len(raw))]
         extra: list[tuple[Sequence, int, int, int, list[ExtraRow], list[int | None]]] = []
 
-        rows_now = len(slot_rows)
         for s in raw:  # speculation: a ranked sequence's trials in its raw row's forward
-            if s.schedule and not s.streamed and self._speculate(s, rows_now + len(s.schedule)):
-                rows_now += len(s.schedule)
+            if s.schedule and not s.streamed and self._speculate(s, len(s.schedule), len(raw)):
                 rows = [trial_row(s, t, origin) for t in s.schedule]
                 extra.append((s, s.step_input, s.step_pos, column, rows, list(range(len(rows)))))
         for s in self.running:
@@ -341,7 +341,8 @@ class Engine:
             self.cache.open_column(slot_t, pos_t)
         plan = PackedPlan(self.cache, slot_t, pos_t, column, groups, slot_list=slot_list, bias=self.bias)
         t0 = time.perf_counter()
-        with self.recorder.recording() if probe_rows else nullcontext(), transposed(self.transpose):
+        with (self.recorder.recording() if probe_rows else nullcontext(), transposed(self.transpose),
+              pinned_backends(self.device)):
             # The plan makes every row's mask; a ready 4-D one (ignored) keeps transformers from inspecting
             # the positions and the mask, device reads in every forward.
             hidden = self.body(input_ids=ids_t[:, None], position_ids=pos_all[:, None],
@@ -350,7 +351,6 @@ class Engine:
             logits = self._logits(hidden.index_select(0, need.to(hidden.device))) if logit_rows else None
         seconds = time.perf_counter() - t0
         self.forwards += 1
-        self.cost.observe(len(ids), seconds)
         self.windows.update(plan.windows)
 
         if probe_rows:
@@ -366,6 +366,8 @@ class Engine:
                        else TrialSource(probs=s.raw.probs, logits=s.raw.logits, lse=s.raw_lse) for s, _, _ in trials]
             read = read_back(logits[:n_raw], logits[n_raw:] if trials else None, sources)
             found = trial_tokens([(s, k, logits[n_raw + j]) for j, (s, k, _) in enumerate(trials)], read.trials)
+            # launch to read-back: the read waits for the device, so a GPU's work is in the time too
+            self.cost.observe(len(ids), time.perf_counter() - t0)
         for s in self.running:
             if s.state == "trials" and id(s) in found:
                 s.learn(found[id(s)])
@@ -404,7 +406,7 @@ class Engine:
             if seq.on_token is not None:
                 seq.on_token(seq)
 
-    def _speculate(self, seq: Sequence, rows: int) -> bool:
+    def _speculate(self, seq: Sequence, rows: int, sequences: int) -> bool:
         if seq.settings.method.trials_every_step:  # no gate: the trials are certain, fold them in
             return True
         mode = seq.settings.speculate
@@ -412,6 +414,6 @@ class Engine:
             return False
         if mode == "always":
             return True
-        # "auto": openings come in runs, so a step after an opening is likely to open too; fold its
-        # trials in only while the forward stays weight-bound (extra rows nearly free).
-        return bool(seq.trace) and not seq.trace[-1].skipped and rows <= self.cost.rows_for_free()
+        # "auto": the chance this step opens (openings come in runs: the sequence's own record after a
+        # step like its last) against what the rows cost on this device (engine/cost_model.py)
+        return self.cost.speculation_pays(seq.open_chance(), sequences, rows)

@@ -41,3 +41,6 @@ class EngineOptions:
     matmul: str = "auto"
     # Columns the slot cache may hold (engine/kv_budget.py); None: it grows as the sequences need.
     budget: CacheBudget | None = None
+    # A decode forward's (fixed, per-row) seconds for speculate="auto" (engine/cost_model.py); None: the
+    # device type's row of cost_model.DEFAULTS.
+    cost: tuple[float, float] | None = None

@@ -37,7 +37,7 @@ class SequenceSettings:
     method: Method  # the policy, holding every steering parameter (alpha, beta, layers, ...)
     max_new_tokens: int = 256
     eos_token_ids: frozenset[int] = frozenset()
-    speculate: str = "never"  # "auto" | "always" | "never": run known trials within the raw row's forward
+    speculate: str = "auto"  # "auto" | "always" | "never": run known trials within the raw row's forward
     sampling: SamplingParams = SamplingParams()  # greedy unless its temperature is > 0
     top_logprobs: int = 0  # record this many of the raw model's most likely tokens per step
 
@@ -72,6 +72,9 @@ class Sequence:
     next_k: int = 0
     tokens: list[int] = field(default_factory=list)
     trace: list[TokenTrace] = field(default_factory=list)
+    # How the gate went after a shut step and after an open one: [opened, steps] each (open_chance)
+    after_shut: list[int] = field(default_factory=lambda: [0, 0])
+    after_open: list[int] = field(default_factory=lambda: [0, 0])
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
@@ -157,6 +160,22 @@ class Sequence:
             return raw.token, TokenTrace(skipped=False, trials=len(trials), layers=None)
         return None
 
+    def open_chance(self) -> float:
+        """The chance the gate opens at this step, from this sequence's own record after a step like its
+        last one (openings come in runs), with one opening and one shut step assumed beforehand."""
+        if not self.trace:
+            return 0.5
+        opened, steps = self.after_shut if self.trace[-1].skipped else self.after_open
+        return (opened + 1) / (steps + 2)
+
+    def add_trace(self, trace: TokenTrace) -> None:
+        """Append a step's trace, counting how the gate went after the step before (open_chance)."""
+        if self.trace:
+            counts = self.after_shut if self.trace[-1].skipped else self.after_open
+            counts[0] += not trace.skipped
+            counts[1] += 1
+        self.trace.append(trace)
+
     def emit(self, token: int, trace: TokenTrace) -> bool:
         """Append the step's token; return True when the sequence is finished."""
         now = time.perf_counter()
@@ -168,7 +187,7 @@ class Sequence:
             values, ids = (self.raw.logits.float() - self.raw_lse).topk(self.settings.top_logprobs)
             self.top_logprobs.append(list(zip(ids.tolist(), values.tolist())))
         self.tokens.append(token)
-        self.trace.append(trace)
+        self.add_trace(trace)
         self.stats.record(trace)
         if len(self.tokens) == 1:
             self.stats.first_token_seconds = now - self.admitted_at
