@@ -12,7 +12,7 @@ from directer.engine.requests import DecodeRequest
 from directer.engine.sequence import SequenceSettings
 from directer.methods import make_method
 
-from tiny import ARCHS, SPAN, greedy, prompts, random_prompt, run, run_engine, tiny_model, tokens
+from tiny import ARCHS, SPAN, assert_same_ranking, greedy, prompts, random_prompt, run, run_engine, tiny_model, tokens
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -95,8 +95,7 @@ def test_probes_in_the_prefill_equal_probes_in_a_decode_forward(model):
     prefill = run_engine(model, ps, probes="prefill")
     assert tokens(prefill) == tokens(decode) and traces(prefill) == traces(decode)
     for d, p in zip(decode, prefill):
-        assert p.ranking.order == d.ranking.order
-        assert p.ranking.scores == pytest.approx(d.ranking.scores, abs=1e-5)
+        assert_same_ranking(p.ranking, d.ranking)
     assert any(not o.trace[0].skipped for o in prefill)  # a first step decided by the folded trial
 
 

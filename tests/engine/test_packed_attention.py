@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from directer.engine.attention import enable_packed_attention
-from directer.engine.packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
+from directer.engine.extra_rows import ExtraGroup, ExtraRow
+from directer.engine.packed_attention import PACKED_KWARG, PackedPlan
 from directer.engine.slot_cache import SlotCache
 
 from tiny import ARCHS, SPAN, copy_scaled_logits, random_prompt, tiny_model

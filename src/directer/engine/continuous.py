@@ -37,10 +37,11 @@ from .attention import enable_packed_attention, pinned_backends
 from .attention_bias import SlotBias
 from .cost_model import CostModel
 from .devices import input_device
-from .engine_options import PROBE_PLACES, TRIAL_POLICIES, EngineOptions, fits
+from .engine_options import EngineOptions, fits
 from .kv_budget import CacheBudget
 from .requests import DecodeOutput, DecodeRequest  # noqa: F401  (DecodeOutput: run's outputs)
-from .packed_attention import PACKED_KWARG, ExtraGroup, ExtraRow, PackedPlan
+from .extra_rows import ExtraGroup, ExtraRow
+from .packed_attention import PACKED_KWARG, PackedPlan
 from .prefill import bias_targets, first_step_trials, left_padded, prefill_group, ranking_probes, trial_row
 from .ranking import AttentionRecorder
 from .row_matmul import install, transposed, wanted
@@ -56,10 +57,6 @@ class Engine:
     def __init__(self, model: torch.nn.Module, options: EngineOptions | None = None):
         self.model = model
         self.opts = options or EngineOptions()
-        if self.opts.trials not in TRIAL_POLICIES:
-            raise ValueError(f"unknown trial policy {self.opts.trials!r}: choose one of {', '.join(TRIAL_POLICIES)}")
-        if self.opts.probes not in PROBE_PLACES:
-            raise ValueError(f"unknown probe placement {self.opts.probes!r}: choose one of {', '.join(PROBE_PLACES)}")
         text = model.config.get_text_config(decoder=True)
         self.num_layers = text.num_hidden_layers
         self.num_heads = text.num_attention_heads
@@ -217,7 +214,7 @@ class Engine:
         trial_rows = first_step_trials(batch, first_row, logits, lead)
         read = read_back(logits[:, 0], torch.stack([t[2] for t in trial_rows]) if trial_rows else None,
                          [TrialSource(row=t[3]) for t in trial_rows])
-        known = trial_tokens([t[:3] for t in trial_rows], read.trials)
+        known = trial_tokens([t[:2] for t in trial_rows], read.trials, lambda j: trial_rows[j][2])
         for s in batch:
             i = first_row[id(s)]
             n = len(s.input_ids)
@@ -334,9 +331,13 @@ class Engine:
                 s.stats.trial_rows += len(rows)
         if not ids:
             return
-        # Every index the forward needs, in one host-to-device copy.
-        slot_t, pos_t, ids_t, pos_all, need = stage(self.device, slot_list, positions, ids, pos,
-                                                    [r for _, _, r in logit_rows])
+        # Every index the forward needs, in one host-to-device copy (with, when every trial's source is a
+        # raw row of this forward, the rows the read-back takes their raw distributions from).
+        raw_index = {id(s): j for j, s in enumerate(raw)}
+        src_rows = [raw_index.get(id(s)) for s, _, _ in logit_rows[len(raw):]]
+        src_rows = src_rows if src_rows and None not in src_rows else []
+        slot_t, pos_t, ids_t, pos_all, need, src_t = stage(self.device, slot_list, positions, ids, pos,
+                                                           [r for _, _, r in logit_rows], src_rows)
         if raw:
             self.cache.open_column(slot_t, pos_t)
         plan = PackedPlan(self.cache, slot_t, pos_t, column, groups, slot_list=slot_list, bias=self.bias)
@@ -360,12 +361,11 @@ class Engine:
         n_raw = len(raw)
         found: dict[int, dict[int, tuple[int, TrialRead | None]]] = {}
         if logits is not None:
-            raw_index = {id(s): j for j, s in enumerate(raw)}
             trials = logit_rows[n_raw:]  # every row after the raw ones is a trial
             sources = [TrialSource(row=raw_index[id(s)]) if id(s) in raw_index
                        else TrialSource(probs=s.raw.probs, logits=s.raw.logits, lse=s.raw_lse) for s, _, _ in trials]
-            read = read_back(logits[:n_raw], logits[n_raw:] if trials else None, sources)
-            found = trial_tokens([(s, k, logits[n_raw + j]) for j, (s, k, _) in enumerate(trials)], read.trials)
+            read = read_back(logits[:n_raw], logits[n_raw:] if trials else None, sources, src_t if src_rows else None)
+            found = trial_tokens([(s, k) for s, k, _ in trials], read.trials, lambda j: logits[n_raw + j])
             # launch to read-back: the read waits for the device, so a GPU's work is in the time too
             self.cost.observe(len(ids), time.perf_counter() - t0)
         for s in self.running:

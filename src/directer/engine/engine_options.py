@@ -44,3 +44,9 @@ class EngineOptions:
     # A decode forward's (fixed, per-row) seconds for speculate="auto" (engine/cost_model.py); None: the
     # device type's row of cost_model.DEFAULTS.
     cost: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.trials not in TRIAL_POLICIES:
+            raise ValueError(f"unknown trial policy {self.trials!r}: choose one of {', '.join(TRIAL_POLICIES)}")
+        if self.probes not in PROBE_PLACES:
+            raise ValueError(f"unknown probe placement {self.probes!r}: choose one of {', '.join(PROBE_PLACES)}")

@@ -2,12 +2,9 @@
 
 A packed decode forward carries raw rows (one per advancing sequence, whose new keys and values the
 :class:`~directer.engine.slot_cache.SlotCache` keeps) and extra rows (trials, ranking probes) that
-read their source sequence's slot without scaling a copy of it. Key scaling is ``q·(αk) = α(q·k)``: an
-extra row multiplies the (float32) attention logits of its steered columns by α in its steered layers,
-attends to the columns its step could see (before the step's raw token) plus its own new key, and its
-keys and values are never stored. Rows that share a source are folded into the query dimension (as
-grouped-query attention folds heads), and all the groups of a forward are attended in one batched
-product per layer (:class:`_PaddedGroups`): a forward's launches do not grow with its number of groups.
+read their source sequence's slot, see its steered columns' keys times alpha in their steered layers, and
+are never stored: all the extra rows of a forward attend in one call per layer
+(:mod:`directer.engine.extra_rows`), so a forward's launches do not grow with its number of trial groups.
 
 Rows of a slot with an attention bias (the bias baselines' streams, :class:`~directer.engine.attention_bias.SlotBias`)
 add ``log(factor)`` to their targets' logits: as an additive mask of the same attention call where it
@@ -28,80 +25,10 @@ import torch.nn.functional as F
 
 from .attention import PACKED_KWARG
 from .attention_bias import SlotBias, biased_attention, causal_visibility
+from .extra_rows import ExtraGroup, PaddedGroups, attend_explicit, attend_fused
 from .slot_cache import SlotCache
-from .staging import stage
 
-__all__ = ["ExtraGroup", "ExtraRow", "PACKED_KWARG", "PackedPlan"]
-
-
-@dataclass
-class ExtraRow:
-    """A trial or probe row: the layers whose columns it scales, by how much, and which columns."""
-
-    layers: frozenset[int]
-    alpha: float
-    columns: list[int] | torch.Tensor  # physical columns of the steered tokens (host data)
-
-
-@dataclass
-class ExtraGroup:
-    """The extra rows of one source slot in this forward (one step of one sequence)."""
-
-    slot: int
-    rows: list[int] | torch.Tensor  # indices of the rows in the forward (host data)
-    limit: int  # the rows see physical columns < limit (the step's raw token and later are not theirs)
-    position: int  # the rows' query position (for sliding windows)
-    steering: list[ExtraRow]
-
-
-@dataclass
-class _PaddedGroups:
-    """Every extra row of a forward laid out ``[groups, R]`` (R: the largest group; short groups are
-    padded with copies of their first row, computed and dropped), so that each layer attends to all of
-    them with one batched product whatever the number of groups. Built once per forward, on the host's
-    lists in one transfer: no per-layer copies or filters."""
-
-    rows: torch.Tensor  # [G * R] extra-row index (relative to the first extra row) of each padded row
-    gather: torch.Tensor  # [m] the padded index of extra row i (the output is one gather)
-    slots: torch.Tensor  # [G] source slots
-    width: int  # W: the widest group's limit
-    limits: torch.Tensor  # [G] columns < limit are the group's
-    positions: torch.Tensor  # [G] query positions (sliding windows)
-    steers: torch.Tensor  # [G * R, layers] bool: the row scales its columns in that layer
-    alpha: torch.Tensor  # [G * R] float32
-    columns: torch.Tensor  # [G * R, W] bool: the row's steered columns
-    per_group: int  # R
-    any_layer: list[bool]  # per layer, whether any row scales columns there (known on the host)
-
-    @classmethod
-    def build(cls, groups: list[ExtraGroup], offset: int, num_layers: int, device: torch.device) -> "_PaddedGroups":
-        R = max(len(g.steering) for g in groups)
-        W = max(g.limit for g in groups)
-        rows, steers, alpha, col_rows, col_cols = [], [], [], [], []
-        padded: dict[int, int] = {}  # extra row -> its padded index
-        for gi, g in enumerate(groups):
-            idx = [i - offset for i in (g.rows.tolist() if isinstance(g.rows, torch.Tensor) else g.rows)]
-            rows += idx + [idx[0]] * (R - len(idx))
-            padded.update((i, gi * R + j) for j, i in enumerate(idx))
-            for j, r in enumerate(g.steering + [g.steering[0]] * (R - len(g.steering))):
-                active = r.alpha != 1.0 and len(r.columns) > 0
-                steers.append([active and layer in r.layers for layer in range(num_layers)])
-                alpha.append(float(r.alpha))
-                if active:
-                    listed = r.columns.tolist() if isinstance(r.columns, torch.Tensor) else r.columns
-                    cols = [c for c in listed if 0 <= c < g.limit]
-                    col_rows += [gi * R + j] * len(cols)
-                    col_cols += cols
-        gather = [padded[i] for i in range(len(padded))]
-        # The integers in one copy, alpha in another; the steered-column matrix is made on the device.
-        rows_t, gather_t, slots, limits, positions, steer_t, col_r, col_c = stage(
-            device, rows, gather, [g.slot for g in groups], [g.limit for g in groups],
-            [g.position for g in groups], [int(x) for row in steers for x in row], col_rows, col_cols)
-        (alpha_t,) = stage(device, alpha, dtype=torch.float32)
-        columns = torch.zeros(len(rows), W, dtype=torch.bool, device=device)
-        columns[col_r, col_c] = True
-        return cls(rows_t, gather_t, slots, W, limits, positions, steer_t.view(len(rows), num_layers).bool(),
-                   alpha_t, columns, R, [any(layer) for layer in zip(*steers)])
+__all__ = ["PACKED_KWARG", "PackedPlan"]
 
 
 @dataclass
@@ -132,11 +59,13 @@ class PackedPlan:
     _masks: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
     _moved: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
 
-    def _on(self, t: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """``t`` on ``device``, copied once per forward: the plan's index tensors live on the input's
-        device, a layer's keys on that layer's (a device map spreads the layers over devices)."""
+    def _on(self, t: torch.Tensor, device: torch.device, keep: bool = True) -> torch.Tensor:
+        """``t`` on ``device``, copied once per forward (``keep``): the plan's index tensors live on the
+        input's device, a layer's keys on that layer's (a device map spreads the layers over devices)."""
         if t.device == device:
             return t
+        if not keep:
+            return t.to(device)
         k = (id(t), str(device))
         if k not in self._moved:
             self._moved[k] = t.to(device)
@@ -309,15 +238,15 @@ class PackedPlan:
             out[n:] = self._extras(module, layer, query[n:], key[n:], value[n:], kwargs, offset=n)
         return out
 
-    def _padded(self, device: torch.device, offset: int) -> _PaddedGroups:
+    def _padded(self, device: torch.device, offset: int) -> PaddedGroups:
         key = ("padded", str(device))
         if key not in self._masks:
-            self._masks[key] = _PaddedGroups.build(self.groups, offset, self.cache.num_layers, device)
+            self._masks[key] = PaddedGroups.build(self.groups, offset, self.cache.num_layers, device)
         return self._masks[key]
 
-    def _padded_visible(self, pg: _PaddedGroups, window: int | None, device: torch.device) -> torch.Tensor:
-        """[G, W + 1] what each group's rows see: its slot's valid columns below its limit (within the
-        window), then the row's own key."""
+    def _padded_visible(self, pg: PaddedGroups, window: int | None, device: torch.device) -> torch.Tensor:
+        """[G, W] what each group's rows see of their slot: its valid columns below the group's limit
+        (within the window)."""
         key = ("padded_visible", window, str(device))
         if key not in self._masks:
             c = self.cache
@@ -326,51 +255,22 @@ class PackedPlan:
             visible = visible & (torch.arange(pg.width, device=c.device)[None, :] < pg.limits.to(c.device)[:, None])
             if window:
                 visible &= c.pos[:, :pg.width].index_select(0, slots) > (pg.positions.to(c.device)[:, None] - window)
-            visible = torch.cat([visible, visible.new_ones(visible.shape[0], 1)], dim=1)
-            self._masks[key] = (~visible)[:, None, None, None, :].to(device)  # hidden, as masked_fill wants
-        return self._masks[key]
-
-    def _multipliers(self, pg: _PaddedGroups, device: torch.device) -> torch.Tensor:
-        """[layers, G * R, W] float32: alpha where a row steers a column in a layer, else 1; built once per
-        forward for every layer (a layer reads its slice, a view)."""
-        key = ("multipliers", str(device))
-        if key not in self._masks:
-            steer = pg.steers.t()[:, :, None] & pg.columns[None]
-            self._masks[key] = torch.where(steer, pg.alpha[None, :, None], 1.0).to(device)
+            self._masks[key] = visible.to(device)
         return self._masks[key]
 
     def _extras(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
                 value: torch.Tensor, kwargs: dict[str, Any], offset: int = 0) -> torch.Tensor:
-        """Extra rows ``[m, H, 1, D]`` (rows ``offset..`` of the forward), all groups at once: each group's
-        rows are folded into the query dimension against its slot's keys (gathered once per layer),
-        steered columns' logits times alpha, their own key one more column. The logits are float32
-        from the product on: alpha multiplies them unrounded. Returns ``[m, 1, Hq, Dv]``."""
-        _, Hq, _, D = query.shape
-        Hkv = key.shape[1]
-        g = Hq // Hkv
+        """Extra rows ``[m, H, 1, D]`` (rows ``offset..`` of the forward), every group in one call
+        (:mod:`directer.engine.extra_rows`): each group's slot keys gathered once per layer. Returns
+        ``[m, 1, Hq, Dv]``."""
         scaling, softcap, window = self._params(module, layer, kwargs)
         here = query.device
         pg = self._padded(here, offset)
-        G, R, W = pg.slots.numel(), pg.per_group, pg.width
         K, V = self.cache.keys[layer], self.cache.values[layer]
-        slots = pg.slots.to(K.device)
-        ks = K[:, :, :W].index_select(0, slots).to(here)  # [G, Hkv, W, D]
-        vs = V[:, :, :W].index_select(0, slots).to(here)
-        # float32 from here; the softmax scale goes on the queries (one product per layer, not per column)
-        q = query[:, :, 0].index_select(0, pg.rows).float() * scaling  # [G * R, Hq, D]
-        q5 = q.view(G, R, Hkv, g, D).permute(0, 2, 1, 3, 4)  # [G, Hkv, R, g, D]
-        s = torch.matmul(q5.reshape(G, Hkv, R * g, D), ks.float().transpose(-1, -2)).view(G, Hkv, R, g, W)
-        if pg.any_layer[layer]:  # alpha on the steered columns' (float32) logits
-            s = s * self._multipliers(pg, here)[layer].view(G, R, W)[:, None, :, None, :]
-        own_k = key[:, :, 0].index_select(0, pg.rows).float().view(G, R, Hkv, 1, D).permute(0, 2, 1, 3, 4)
-        own = torch.matmul(q5, own_k.transpose(-1, -2))  # [G, Hkv, R, g, 1]: each row's own key
-        s = torch.cat([s, own], dim=-1)  # [G, Hkv, R, g, W + 1]
-        if softcap is not None:
-            s = torch.tanh(s / softcap) * softcap
-        s = s.masked_fill(self._padded_visible(pg, window, here), float("-inf"))
-        p = torch.softmax(s, dim=-1).to(query.dtype)
-        o = torch.matmul(p[..., :W].reshape(G, Hkv, R * g, W), vs).view(G, Hkv, R, g, -1)
-        own_v = value[:, :, 0].index_select(0, pg.rows).view(G, R, Hkv, 1, -1).permute(0, 2, 1, 3, 4)
-        o = o + p[..., W:] * own_v
-        o = o.permute(0, 2, 1, 3, 4).reshape(G * R, Hq, -1)
-        return o.index_select(0, pg.gather)[:, None].to(query.dtype)  # [m, 1, Hq, Dv], the padding dropped
+        slots = self._on(pg.slots, K.device)
+        ks = self._on(K[:, :, :pg.width].index_select(0, slots), here, keep=False)  # [G, Hkv, W, D]
+        vs = self._on(V[:, :, :pg.width].index_select(0, slots), here, keep=False)
+        visible = self._padded_visible(pg, window, here)
+        if softcap is None and pg.scale is not None:
+            return attend_fused(pg, layer, query, key, value, ks, vs, visible, scaling)
+        return attend_explicit(pg, layer, query, key, value, ks, vs, visible, scaling, softcap)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..methods.trial import AttentionBias, Trial
-from .packed_attention import ExtraGroup, ExtraRow
+from .extra_rows import ExtraGroup, ExtraRow
 from .sequence import Sequence
 
 __all__ = ["bias_targets", "first_step_trials", "left_padded", "prefill_group", "ranking_probes", "trial_row"]

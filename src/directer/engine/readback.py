@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .staging import stage
+
 __all__ = ["RawRead", "StepRead", "TrialRead", "TrialSource", "read_back"]
 
 
@@ -52,9 +54,10 @@ class StepRead:
     trials: list[TrialRead]
 
 
-def read_back(raw_logits: torch.Tensor, trial_logits: torch.Tensor | None,
-              sources: list[TrialSource]) -> StepRead:
-    """``raw_logits`` [n_raw, V] open steps; ``trial_logits`` [n_trial, V] (one source each)."""
+def read_back(raw_logits: torch.Tensor, trial_logits: torch.Tensor | None, sources: list[TrialSource],
+              rows: torch.Tensor | None = None) -> StepRead:
+    """``raw_logits`` [n_raw, V] open steps; ``trial_logits`` [n_trial, V] (one source each); ``rows``, when
+    every source is a raw row of this forward, their indices already on the device."""
     z = raw_logits.float()
     lse = torch.logsumexp(z, dim=-1)
     probs = torch.softmax(z, dim=-1)
@@ -65,9 +68,7 @@ def read_back(raw_logits: torch.Tensor, trial_logits: torch.Tensor | None,
     n_trial = 0 if trial_logits is None else trial_logits.shape[0]
     if n_trial:
         t_token = trial_logits.argmax(dim=-1)
-        src_probs = torch.stack([probs[s.row] if s.row is not None else s.probs for s in sources])
-        src_logits = torch.stack([z[s.row] if s.row is not None else s.logits.float() for s in sources])
-        src_lse = torch.stack([lse[s.row] if s.row is not None else s.lse for s in sources])
+        src_probs, src_logits, src_lse = _sources(sources, probs, z, lse, rows)
         t_prob = src_probs.gather(1, t_token[:, None])[:, 0]
         t_lp = src_logits.gather(1, t_token[:, None])[:, 0] - src_lse
         parts.append(torch.stack([t_token.double(), t_prob.double(), t_lp.double(), t_lp.double()], dim=1))
@@ -76,3 +77,26 @@ def read_back(raw_logits: torch.Tensor, trial_logits: torch.Tensor | None,
     raw = [RawRead(int(v[0]), (v[1], v[2]), v[3]) for v in values[:n_raw]]
     trials = [TrialRead(int(v[0]), v[1], v[2]) for v in values[n_raw:]]
     return StepRead(probs, lse, raw, trials)
+
+
+def _sources(sources: list[TrialSource], probs: torch.Tensor, z: torch.Tensor, lse: torch.Tensor,
+             rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The trial rows' raw distributions ``[n_trial, V]`` (and log-normalisers): rows of this forward in
+    one ``index_select`` each, earlier steps' stacked; a few ops whatever the number of trials."""
+    here = [i for i, s in enumerate(sources) if s.row is not None]
+    if len(here) == len(sources):
+        (index,) = (rows,) if rows is not None else stage(z.device, [s.row for s in sources])
+        return probs.index_select(0, index), z.index_select(0, index), lse.index_select(0, index)
+    kept = [s for s in sources if s.row is None]
+    stored = (torch.stack([s.probs for s in kept]), torch.stack([s.logits for s in kept]).float(),
+              torch.stack([s.lse for s in kept]))
+    if not here:
+        return stored
+    # both kinds: this forward's rows, then the stored ones, put back in the trials' order in one gather
+    n = probs.shape[0]
+    order, stored_at = [], n
+    for s in sources:
+        order.append(s.row if s.row is not None else stored_at)
+        stored_at += s.row is None
+    (index,) = stage(z.device, order)
+    return tuple(torch.cat([now, then]).index_select(0, index) for now, then in zip((probs, z, lse), stored))

@@ -215,14 +215,15 @@ def output(seq: Sequence) -> DecodeOutput:
                         seq.logprobs if raw else None, seq.top_logprobs if raw and seq.settings.top_logprobs else None)
 
 
-def trial_tokens(rows: list[tuple[Sequence, int, torch.Tensor]],
-                 reads: list[TrialRead]) -> dict[int, dict[int, tuple[int, TrialRead | None]]]:
+def trial_tokens(rows: list[tuple[Sequence, int]], reads: list[TrialRead],
+                 logits: Callable[[int], torch.Tensor]) -> dict[int, dict[int, tuple[int, TrialRead | None]]]:
     """id(sequence) -> trial k -> its token and read-back: the argmax read back, or for a sampled
-    sequence draw k + 1 of its step (its draws are read one at a time)."""
+    sequence draw k + 1 of its step from ``logits(j)``, trial row j's logits (its draws are read one at a
+    time; a greedy row's logits are never touched on the host)."""
     found: dict[int, dict[int, tuple[int, TrialRead | None]]] = {}
-    for (s, k, logits), t in zip(rows, reads):
+    for j, ((s, k), t) in enumerate(zip(rows, reads)):
         if s.sampler is not None:
-            found.setdefault(id(s), {})[k] = (s.sampler.draw(logits, len(s.tokens), k + 1)[0], None)
+            found.setdefault(id(s), {})[k] = (s.sampler.draw(logits(j), len(s.tokens), k + 1)[0], None)
         else:
             found.setdefault(id(s), {})[k] = (t.token, t)
     return found

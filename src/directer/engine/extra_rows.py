@@ -1,0 +1,227 @@
+"""How a packed forward's extra rows (trials, ranking probes) attend, all of them in one call per layer.
+
+An extra row reads its source sequence's slot without a copy of the steered keys being kept: it sees the
+columns its step could see (before the step's raw token), plus its own new key, and in its steered layers
+the steered columns' keys are ``alpha`` times the cached ones. Its keys and values are never stored.
+
+The rows of a forward are laid out ``[groups, R]`` (:class:`PaddedGroups`: one group per source step, R
+the largest group, short groups padded with copies of their first row, computed and dropped), so a
+layer's launches do not grow with the number of groups:
+
+* :func:`attend_fused` (the default): ``scaled_dot_product_attention`` in float32 on each group's keys,
+  gathered once per layer, and the rows' own keys; in a layer where some row steers, a second call with
+  the steered columns' keys times alpha (exact for bfloat16 keys: alpha = 100 needs 5 significant bits),
+  each row taking the call its layer set chooses. The logits are float32 products ``q·(alpha k)``, the
+  form the reference code computes, with no bfloat16 rounding before the softmax.
+* :func:`attend_explicit`: the same rows with the products written out (``alpha (q·k)`` on float32 logits),
+  for soft-capped logits, which SDPA cannot apply, and for a forward whose groups mix alphas or steered
+  columns among their rows (no method in this package does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .staging import stage
+
+__all__ = ["ExtraGroup", "ExtraRow", "PaddedGroups", "attend_explicit", "attend_fused"]
+
+
+@dataclass
+class ExtraRow:
+    """A trial or probe row: the layers whose columns it scales, by how much, and which columns."""
+
+    layers: frozenset[int]
+    alpha: float
+    columns: list[int] | torch.Tensor  # physical columns of the steered tokens (host data)
+
+
+@dataclass
+class ExtraGroup:
+    """The extra rows of one source slot in this forward (one step of one sequence)."""
+
+    slot: int
+    rows: list[int] | torch.Tensor  # indices of the rows in the forward (host data)
+    limit: int  # the rows see physical columns < limit (the step's raw token and later are not theirs)
+    position: int  # the rows' query position (for sliding windows)
+    steering: list[ExtraRow]
+
+
+def _listed(x: list[int] | torch.Tensor) -> list[int]:
+    return x.tolist() if isinstance(x, torch.Tensor) else list(x)
+
+
+@dataclass
+class PaddedGroups:
+    """Every extra row of a forward laid out ``[groups, R]``. Built once per forward from the host's lists,
+    in two transfers: no per-layer copies or filters."""
+
+    rows: torch.Tensor  # [G * R] extra-row index (relative to the first extra row) of each padded row
+    gather: torch.Tensor  # [m] the padded index of extra row i (the output is one gather)
+    out_group: torch.Tensor  # [m] extra row i's group ...
+    out_row: torch.Tensor  # [m] ... and its place in the group
+    slots: torch.Tensor  # [G] source slots
+    width: int  # W: the widest group's limit
+    limits: torch.Tensor  # [G] columns < limit are the group's
+    positions: torch.Tensor  # [G] query positions (sliding windows)
+    steers: torch.Tensor  # [G * R, layers] bool: the row scales its columns in that layer
+    alpha: torch.Tensor  # [G * R] float32
+    columns: torch.Tensor  # [G * R, W] bool: the row's steered columns
+    scale: torch.Tensor | None  # [G, 1, W, 1] float32: the group's alpha on its steered columns, else 1
+    # (None when some group's steering rows differ in alpha or columns: only the explicit form applies)
+    per_group: int  # R
+    any_layer: list[bool]  # per layer, whether any row scales columns there (known on the host)
+    memo: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)  # masks, built once per forward
+
+    @classmethod
+    def build(cls, groups: list[ExtraGroup], offset: int, num_layers: int, device: torch.device) -> "PaddedGroups":
+        R = max(len(g.steering) for g in groups)
+        W = max(g.limit for g in groups)
+        rows, steers, alpha, col_rows, col_cols, scale_rows, scale_cols, scale_alpha = [], [], [], [], [], [], [], []
+        padded: dict[int, int] = {}  # extra row -> its padded index
+        uniform = True
+        for gi, g in enumerate(groups):
+            idx = [i - offset for i in _listed(g.rows)]
+            rows += idx + [idx[0]] * (R - len(idx))
+            padded.update((i, gi * R + j) for j, i in enumerate(idx))
+            kinds: set[tuple[float, tuple[int, ...]]] = set()
+            for j, r in enumerate(g.steering + [g.steering[0]] * (R - len(g.steering))):
+                active = r.alpha != 1.0 and len(r.columns) > 0
+                steers.append([active and layer in r.layers for layer in range(num_layers)])
+                alpha.append(float(r.alpha))
+                if active:
+                    cols = [c for c in _listed(r.columns) if 0 <= c < g.limit]
+                    col_rows += [gi * R + j] * len(cols)
+                    col_cols += cols
+                    if r.layers:
+                        kinds.add((float(r.alpha), tuple(cols)))
+            uniform &= len(kinds) <= 1
+            if len(kinds) == 1:
+                (a, cols), = kinds
+                scale_rows += [gi] * len(cols)
+                scale_cols += cols
+                scale_alpha += [a] * len(cols)
+        gather = [padded[i] for i in range(len(padded))]
+        # The integers in one copy, the floats in another; the column matrices are made on the device.
+        (rows_t, gather_t, out_group, out_row, slots, limits, positions, steer_t, col_r, col_c, sc_r,
+         sc_c) = stage(device, rows, gather, [p // R for p in gather], [p % R for p in gather],
+                       [g.slot for g in groups], [g.limit for g in groups], [g.position for g in groups],
+                       [int(x) for row in steers for x in row], col_rows, col_cols, scale_rows, scale_cols)
+        alpha_t, scale_a = stage(device, alpha, scale_alpha, dtype=torch.float32)
+        columns = torch.zeros(len(rows), W, dtype=torch.bool, device=device)
+        columns[col_r, col_c] = True
+        scale = None
+        if uniform:
+            scale = torch.ones(len(groups), W, dtype=torch.float32, device=device)
+            scale[sc_r, sc_c] = scale_a
+            scale = scale[:, None, :, None]
+        return cls(rows_t, gather_t, out_group, out_row, slots, W, limits, positions,
+                   steer_t.view(len(rows), num_layers).bool(), alpha_t, columns, scale, R,
+                   [any(layer) for layer in zip(*steers)])
+
+
+def attend_fused(pg: PaddedGroups, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 ks: torch.Tensor, vs: torch.Tensor, visible: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Extra rows ``query/key/value [m, H, 1, D]`` against their groups' gathered keys and values ``ks/vs
+    [G, Hkv, W, D]`` (``visible [G, W]``: what each group's rows may see): one SDPA call, two in a layer
+    where some row steers (the second with the steered columns' keys times alpha, in place, so a row whose
+    steering touches no column it sees gets exactly the unsteered result). Returns ``[m, 1, Hq, Dv]`` in
+    ``query``'s dtype."""
+    _, Hq, _, D = query.shape
+    Hkv = key.shape[1]
+    g = Hq // Hkv
+    G, R = pg.slots.numel(), pg.per_group
+    # [m, H, 1, D] -> the padded rows [G, R, H, D] (index_select's output is contiguous: views from here)
+    own_k = key.index_select(0, pg.rows).view(G, R, Hkv, D).transpose(1, 2)  # [G, Hkv, R, D]
+    own_v = value.index_select(0, pg.rows).view(G, R, Hkv, -1).transpose(1, 2)
+    keys = _f32(torch.cat([ks, own_k], dim=2))  # [G, Hkv, W + R, D]: the slot's, then the rows' own
+    values = _f32(torch.cat([vs, own_v], dim=2))
+    # the group's rows folded into the query dimension, as grouped-query attention folds heads
+    q = _f32(query.index_select(0, pg.rows)).view(G, R, Hkv, g, D).transpose(1, 2).reshape(G, Hkv, R * g, D)
+    mask = _fused_mask(pg, visible, g)
+    o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scaling)  # [G, Hkv, R * g, Dv]
+    if pg.any_layer[layer]:
+        steered = F.scaled_dot_product_attention(q, keys * _key_scale(pg), values, attn_mask=mask, scale=scaling)
+        o = torch.where(_row_steers(pg, g)[layer], steered, o)
+    o = o.view(G, Hkv, R, g, -1)[pg.out_group, :, pg.out_row]  # [m, Hkv, g, Dv], the padding dropped
+    o = o.view(o.shape[0], 1, Hq, -1)
+    return o if o.dtype == query.dtype else o.to(query.dtype)
+
+
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32; no op at all when it is already (each op costs the host a dispatch)."""
+    return t if t.dtype == torch.float32 else t.float()
+
+
+def _fused_mask(pg: PaddedGroups, visible: torch.Tensor, g: int) -> torch.Tensor:
+    """``[G, 1, R * g, W + R]``: a row sees its group's visible columns and its own key."""
+    key = ("fused_mask", id(visible), g)
+    if key not in pg.memo:
+        G, R, W = pg.slots.numel(), pg.per_group, pg.width
+        eye = torch.eye(R, dtype=torch.bool, device=visible.device).expand(G, R, R)
+        mask = torch.cat([visible[:, None, :].expand(G, R, W), eye], dim=-1)
+        pg.memo[key] = mask[:, None, :, None, :].expand(G, 1, R, g, W + R).reshape(G, 1, R * g, W + R)
+    return pg.memo[key]
+
+
+def _key_scale(pg: PaddedGroups) -> torch.Tensor:
+    """``[G, 1, W + R, 1]``: the group's alpha on its steered columns, 1 elsewhere (own keys included)."""
+    if "key_scale" not in pg.memo:
+        pg.memo["key_scale"] = F.pad(pg.scale, (0, 0, 0, pg.per_group), value=1.0)
+    return pg.memo["key_scale"]
+
+
+def _row_steers(pg: PaddedGroups, g: int) -> torch.Tensor:
+    """``[layers, G, 1, R * g, 1]``: whether a padded row steers in a layer, per folded query."""
+    key = ("row_steers", g)
+    if key not in pg.memo:
+        G, R = pg.slots.numel(), pg.per_group
+        steers = pg.steers.t().reshape(-1, G, 1, R, 1, 1).expand(-1, G, 1, R, g, 1)
+        pg.memo[key] = steers.reshape(-1, G, 1, R * g, 1)
+    return pg.memo[key]
+
+
+def attend_explicit(pg: PaddedGroups, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    ks: torch.Tensor, vs: torch.Tensor, visible: torch.Tensor, scaling: float,
+                    softcap: float | None) -> torch.Tensor:
+    """As :func:`attend_fused`, the products written out: float32 logits from the product on, alpha
+    multiplying the steered columns' logits unrounded, soft-capping where the model asks for it."""
+    _, Hq, _, D = query.shape
+    Hkv = key.shape[1]
+    g = Hq // Hkv
+    G, R, W = pg.slots.numel(), pg.per_group, pg.width
+    # float32 from here; the softmax scale goes on the queries (one product per layer, not per column)
+    q = query[:, :, 0].index_select(0, pg.rows).float() * scaling  # [G * R, Hq, D]
+    q5 = q.view(G, R, Hkv, g, D).permute(0, 2, 1, 3, 4)  # [G, Hkv, R, g, D]
+    s = torch.matmul(q5.reshape(G, Hkv, R * g, D), ks.float().transpose(-1, -2)).view(G, Hkv, R, g, W)
+    if pg.any_layer[layer]:  # alpha on the steered columns' (float32) logits
+        s = s * _multipliers(pg)[layer].view(G, R, W)[:, None, :, None, :]
+    own_k = key[:, :, 0].index_select(0, pg.rows).float().view(G, R, Hkv, 1, D).permute(0, 2, 1, 3, 4)
+    own = torch.matmul(q5, own_k.transpose(-1, -2))  # [G, Hkv, R, g, 1]: each row's own key
+    s = torch.cat([s, own], dim=-1)  # [G, Hkv, R, g, W + 1]
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
+    key_ = ("hidden", id(visible))
+    if key_ not in pg.memo:  # what each group's rows cannot see, then their own key (always seen)
+        hidden = torch.cat([~visible, visible.new_zeros(G, 1)], dim=1)
+        pg.memo[key_] = hidden[:, None, None, None, :]
+    s = s.masked_fill(pg.memo[key_], float("-inf"))
+    p = torch.softmax(s, dim=-1).to(query.dtype)
+    o = torch.matmul(p[..., :W].reshape(G, Hkv, R * g, W), vs).view(G, Hkv, R, g, -1)
+    own_v = value[:, :, 0].index_select(0, pg.rows).view(G, R, Hkv, 1, -1).permute(0, 2, 1, 3, 4)
+    o = o + p[..., W:] * own_v
+    o = o.permute(0, 2, 1, 3, 4).reshape(G * R, Hq, -1)
+    return o.index_select(0, pg.gather)[:, None].to(query.dtype)  # [m, 1, Hq, Dv], the padding dropped
+
+
+def _multipliers(pg: PaddedGroups) -> torch.Tensor:
+    """[layers, G * R, W] float32: alpha where a row steers a column in a layer, else 1; built once per
+    forward for every layer (a layer reads its slice, a view)."""
+    if "multipliers" not in pg.memo:
+        steer = pg.steers.t()[:, :, None] & pg.columns[None]
+        pg.memo["multipliers"] = torch.where(steer, pg.alpha[None, :, None], 1.0)
+    return pg.memo["multipliers"]
