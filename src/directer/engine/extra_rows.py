@@ -105,7 +105,7 @@ class PaddedGroups:
                 scale_rows += [gi] * len(cols)
                 scale_cols += cols
                 scale_alpha += [a] * len(cols)
-        gather = [padded[i] for i in range(len(padded))]
+        gather = [padded[i] for i in sorted(padded)]  # in the order of the extra rows
         # The integers in one copy, the floats in another; the column matrices are made on the device.
         (rows_t, gather_t, out_group, out_row, slots, limits, positions, steer_t, col_r, col_c, sc_r,
          sc_c) = stage(device, rows, gather, [p // R for p in gather], [p % R for p in gather],

@@ -193,7 +193,7 @@ class PackedPlan:
     def _decode(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
                 value: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
         cache = self.cache
-        R, Hq, _, D = query.shape
+        _, Hq, _, D = query.shape
         Hkv = key.shape[1]
         g = Hq // Hkv
         n = self.raw_slots.numel()
@@ -204,8 +204,7 @@ class PackedPlan:
             cache.write(layer, slots, self.column, key[:n], value[:n])
         width = self.column + 1
         K, V = cache.keys[layer], cache.values[layer]
-        out = query.new_empty(R, 1, Hq, value.shape[-1])
-
+        parts: list[torch.Tensor] = []  # the raw rows' outputs, then the extra rows' (no buffer to fill)
         if n:  # raw rows: every slot's query against its own slot (idle slots compute nothing useful)
             q = query.new_zeros(cache.slots, Hq, D)
             q[slots] = query[:n, :, 0]
@@ -233,15 +232,15 @@ class PackedPlan:
                                         scaling, softcap, window, targets, spot, factor,
                                         spotlight=any(self.bias.spotlight(b) for b in explicit))
                 o = o.index_copy(0, idx, rows[:, 0].to(o.dtype))
-            out[:n, 0] = o[slots]
-        if self.groups:
-            out[n:] = self._extras(module, layer, query[n:], key[n:], value[n:], kwargs, offset=n)
-        return out
+            parts.append(o[slots][:, None])
+        if self.groups:  # the extra rows index the whole forward's rows (no slices of it per layer)
+            parts.append(self._extras(module, layer, query, key, value, kwargs))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _padded(self, device: torch.device, offset: int) -> PaddedGroups:
+    def _padded(self, device: torch.device) -> PaddedGroups:
         key = ("padded", str(device))
         if key not in self._masks:
-            self._masks[key] = PaddedGroups.build(self.groups, offset, self.cache.num_layers, device)
+            self._masks[key] = PaddedGroups.build(self.groups, 0, self.cache.num_layers, device)
         return self._masks[key]
 
     def _padded_visible(self, pg: PaddedGroups, window: int | None, device: torch.device) -> torch.Tensor:
@@ -259,13 +258,13 @@ class PackedPlan:
         return self._masks[key]
 
     def _extras(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
-                value: torch.Tensor, kwargs: dict[str, Any], offset: int = 0) -> torch.Tensor:
-        """Extra rows ``[m, H, 1, D]`` (rows ``offset..`` of the forward), every group in one call
+                value: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        """The extra rows of ``query/key/value`` (the groups' rows), every group in one call
         (:mod:`directer.engine.extra_rows`): each group's slot keys gathered once per layer. Returns
         ``[m, 1, Hq, Dv]``."""
         scaling, softcap, window = self._params(module, layer, kwargs)
         here = query.device
-        pg = self._padded(here, offset)
+        pg = self._padded(here)
         K, V = self.cache.keys[layer], self.cache.values[layer]
         slots = self._on(pg.slots, K.device)
         ks = self._on(K[:, :, :pg.width].index_select(0, slots), here, keep=False)  # [G, Hkv, W, D]
