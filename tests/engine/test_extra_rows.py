@@ -32,7 +32,7 @@ def inputs(dtype: torch.dtype = torch.float32, seed: int = 0):
 
 def run(form: str, groups_: list[ExtraGroup], dtype=torch.float32, visible=None, seed=0) -> list[torch.Tensor]:
     K, V, q, k, v = inputs(dtype, seed)
-    pg = PaddedGroups.build(groups_, 0, LAYERS, torch.device("cpu"))
+    pg = PaddedGroups.build(groups_, LAYERS, torch.device("cpu"))
     ks, vs = K[:, :, :pg.width].index_select(0, pg.slots), V[:, :, :pg.width].index_select(0, pg.slots)
     if visible is None:
         visible = torch.arange(pg.width)[None, :] < pg.limits[:, None]
@@ -58,7 +58,7 @@ def test_a_row_is_computed_alone_as_in_its_group():
         g = ExtraGroup(alone.slot, list(range(len(alone.steering))), alone.limit, alone.position, alone.steering)
         first = sum(len(x.steering) for x in groups()[:i])
         K, V, q, k, v = inputs()
-        pg = PaddedGroups.build([g], 0, LAYERS, torch.device("cpu"))
+        pg = PaddedGroups.build([g], LAYERS, torch.device("cpu"))
         ks, vs = K[:, :, :pg.width].index_select(0, pg.slots), V[:, :, :pg.width].index_select(0, pg.slots)
         visible = torch.arange(pg.width)[None, :] < pg.limits[:, None]
         sl = slice(first, first + len(alone.steering))
@@ -84,7 +84,7 @@ def test_bfloat16_inputs_are_attended_in_float32():
     # the result of bfloat16 inputs is the float32 computation on the same (upcast) values, rounded once at
     # the end: alpha never multiplies a rounded logit
     K, V, q, k, v = inputs(torch.bfloat16)
-    pg = PaddedGroups.build(groups(), 0, LAYERS, torch.device("cpu"))
+    pg = PaddedGroups.build(groups(), LAYERS, torch.device("cpu"))
     ks, vs = K[:, :, :pg.width].index_select(0, pg.slots), V[:, :, :pg.width].index_select(0, pg.slots)
     visible = torch.arange(pg.width)[None, :] < pg.limits[:, None]
     for layer in range(LAYERS):
@@ -97,5 +97,5 @@ def test_bfloat16_inputs_are_attended_in_float32():
 def test_groups_mixing_alphas_fall_back_to_the_written_out_form():
     mixed = groups()
     mixed[1].steering[1] = ExtraRow(frozenset([1]), 3.0, SPAN)
-    assert PaddedGroups.build(mixed, 0, LAYERS, torch.device("cpu")).scale is None
-    assert PaddedGroups.build(groups(), 0, LAYERS, torch.device("cpu")).scale is not None
+    assert PaddedGroups.build(mixed, LAYERS, torch.device("cpu")).scale is None
+    assert PaddedGroups.build(groups(), LAYERS, torch.device("cpu")).scale is not None

@@ -60,8 +60,7 @@ class PaddedGroups:
     """Every extra row of a forward laid out ``[groups, R]``. Built once per forward from the host's lists,
     in two transfers: no per-layer copies or filters."""
 
-    rows: torch.Tensor  # [G * R] extra-row index (relative to the first extra row) of each padded row
-    gather: torch.Tensor  # [m] the padded index of extra row i (the output is one gather)
+    rows: torch.Tensor  # [G * R] the forward's row of each padded row
     out_group: torch.Tensor  # [m] extra row i's group ...
     out_row: torch.Tensor  # [m] ... and its place in the group
     slots: torch.Tensor  # [G] source slots
@@ -70,7 +69,7 @@ class PaddedGroups:
     positions: torch.Tensor  # [G] query positions (sliding windows)
     steers: torch.Tensor  # [G * R, layers] bool: the row scales its columns in that layer
     alpha: torch.Tensor  # [G * R] float32
-    columns: torch.Tensor  # [G * R, W] bool: the row's steered columns
+    steered: tuple[torch.Tensor, torch.Tensor]  # (padded row, column) of each steered column (explicit form)
     scale: torch.Tensor | None  # [G, 1, W, 1] float32: the group's alpha on its steered columns, else 1
     # (None when some group's steering rows differ in alpha or columns: only the explicit form applies)
     per_group: int  # R
@@ -78,14 +77,14 @@ class PaddedGroups:
     memo: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)  # masks, built once per forward
 
     @classmethod
-    def build(cls, groups: list[ExtraGroup], offset: int, num_layers: int, device: torch.device) -> "PaddedGroups":
+    def build(cls, groups: list[ExtraGroup], num_layers: int, device: torch.device) -> "PaddedGroups":
         R = max(len(g.steering) for g in groups)
         W = max(g.limit for g in groups)
         rows, steers, alpha, col_rows, col_cols, scale_rows, scale_cols, scale_alpha = [], [], [], [], [], [], [], []
         padded: dict[int, int] = {}  # extra row -> its padded index
         uniform = True
         for gi, g in enumerate(groups):
-            idx = [i - offset for i in _listed(g.rows)]
+            idx = _listed(g.rows)
             rows += idx + [idx[0]] * (R - len(idx))
             padded.update((i, gi * R + j) for j, i in enumerate(idx))
             kinds: set[tuple[float, tuple[int, ...]]] = set()
@@ -107,20 +106,18 @@ class PaddedGroups:
                 scale_alpha += [a] * len(cols)
         gather = [padded[i] for i in sorted(padded)]  # in the order of the extra rows
         # The integers in one copy, the floats in another; the column matrices are made on the device.
-        (rows_t, gather_t, out_group, out_row, slots, limits, positions, steer_t, col_r, col_c, sc_r,
-         sc_c) = stage(device, rows, gather, [p // R for p in gather], [p % R for p in gather],
+        (rows_t, out_group, out_row, slots, limits, positions, steer_t, col_r, col_c, sc_r,
+         sc_c) = stage(device, rows, [p // R for p in gather], [p % R for p in gather],
                        [g.slot for g in groups], [g.limit for g in groups], [g.position for g in groups],
                        [int(x) for row in steers for x in row], col_rows, col_cols, scale_rows, scale_cols)
         alpha_t, scale_a = stage(device, alpha, scale_alpha, dtype=torch.float32)
-        columns = torch.zeros(len(rows), W, dtype=torch.bool, device=device)
-        columns[col_r, col_c] = True
         scale = None
         if uniform:
             scale = torch.ones(len(groups), W, dtype=torch.float32, device=device)
             scale[sc_r, sc_c] = scale_a
             scale = scale[:, None, :, None]
-        return cls(rows_t, gather_t, out_group, out_row, slots, W, limits, positions,
-                   steer_t.view(len(rows), num_layers).bool(), alpha_t, columns, scale, R,
+        return cls(rows_t, out_group, out_row, slots, W, limits, positions,
+                   steer_t.view(len(rows), num_layers).bool(), alpha_t, (col_r, col_c), scale, R,
                    [any(layer) for layer in zip(*steers)])
 
 
@@ -213,15 +210,16 @@ def attend_explicit(pg: PaddedGroups, layer: int, query: torch.Tensor, key: torc
     p = torch.softmax(s, dim=-1).to(query.dtype)
     o = torch.matmul(p[..., :W].reshape(G, Hkv, R * g, W), vs).view(G, Hkv, R, g, -1)
     own_v = value[:, :, 0].index_select(0, pg.rows).view(G, R, Hkv, 1, -1).permute(0, 2, 1, 3, 4)
-    o = o + p[..., W:] * own_v
-    o = o.permute(0, 2, 1, 3, 4).reshape(G * R, Hq, -1)
-    return o.index_select(0, pg.gather)[:, None].to(query.dtype)  # [m, 1, Hq, Dv], the padding dropped
+    o = (o + p[..., W:] * own_v)[pg.out_group, :, pg.out_row]  # [m, Hkv, g, Dv], the padding dropped
+    return o.view(o.shape[0], 1, Hq, -1).to(query.dtype)
 
 
 def _multipliers(pg: PaddedGroups) -> torch.Tensor:
     """[layers, G * R, W] float32: alpha where a row steers a column in a layer, else 1; built once per
     forward for every layer (a layer reads its slice, a view)."""
     if "multipliers" not in pg.memo:
-        steer = pg.steers.t()[:, :, None] & pg.columns[None]
+        columns = torch.zeros(pg.rows.numel(), pg.width, dtype=torch.bool, device=pg.rows.device)
+        columns[pg.steered] = True  # [G * R, W]: each row's steered columns
+        steer = pg.steers.t()[:, :, None] & columns[None]
         pg.memo["multipliers"] = torch.where(steer, pg.alpha[None, :, None], 1.0)
     return pg.memo["multipliers"]

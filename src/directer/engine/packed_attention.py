@@ -240,7 +240,7 @@ class PackedPlan:
     def _padded(self, device: torch.device) -> PaddedGroups:
         key = ("padded", str(device))
         if key not in self._masks:
-            self._masks[key] = PaddedGroups.build(self.groups, 0, self.cache.num_layers, device)
+            self._masks[key] = PaddedGroups.build(self.groups, self.cache.num_layers, device)
         return self._masks[key]
 
     def _padded_visible(self, pg: PaddedGroups, window: int | None, device: torch.device) -> torch.Tensor:
