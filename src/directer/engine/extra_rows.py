@@ -21,6 +21,7 @@ layer's launches do not grow with the number of groups:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from .staging import stage
 
-__all__ = ["ExtraGroup", "ExtraRow", "PaddedGroups", "attend_explicit", "attend_fused"]
+__all__ = ["ExtraGroup", "ExtraRow", "PaddedGroups", "attend_explicit", "attend_fused", "gather_slots"]
 
 
 @dataclass
@@ -121,32 +122,62 @@ class PaddedGroups:
                    [any(layer) for layer in zip(*steers)])
 
 
+def gather_slots(pg: PaddedGroups, cache: torch.Tensor) -> torch.Tensor:
+    """A layer's cache ``[slots, Hkv, capacity, D]`` read for the groups: ``[G, Hkv, W, D]``, one gather."""
+    S, H, C = _indices(pg, "slots", cache.device, cache.shape[1], 1)
+    return cache[S, H, C]
+
+
 def attend_fused(pg: PaddedGroups, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                  ks: torch.Tensor, vs: torch.Tensor, visible: torch.Tensor, scaling: float) -> torch.Tensor:
     """Extra rows ``query/key/value [m, H, 1, D]`` against their groups' gathered keys and values ``ks/vs
     [G, Hkv, W, D]`` (``visible [G, W]``: what each group's rows may see): one SDPA call, two in a layer
-    where some row steers (the second with the steered columns' keys times alpha, in place, so a row whose
-    steering touches no column it sees gets exactly the unsteered result). Returns ``[m, 1, Hq, Dv]`` in
+    where some row steers (the second with the steered columns' keys times alpha, so a row whose steering
+    touches no column it sees gets exactly the unsteered result). Returns ``[m, 1, Hq, Dv]`` in
     ``query``'s dtype."""
-    _, Hq, _, D = query.shape
-    Hkv = key.shape[1]
+    Hq, Hkv = query.shape[1], key.shape[1]
     g = Hq // Hkv
-    G, R = pg.slots.numel(), pg.per_group
-    # [m, H, 1, D] -> the padded rows [G, R, H, D] (index_select's output is contiguous: views from here)
-    own_k = key.index_select(0, pg.rows).view(G, R, Hkv, D).transpose(1, 2)  # [G, Hkv, R, D]
-    own_v = value.index_select(0, pg.rows).view(G, R, Hkv, -1).transpose(1, 2)
-    keys = _f32(torch.cat([ks, own_k], dim=2))  # [G, Hkv, W + R, D]: the slot's, then the rows' own
-    values = _f32(torch.cat([vs, own_v], dim=2))
-    # the group's rows folded into the query dimension, as grouped-query attention folds heads
-    q = _f32(query.index_select(0, pg.rows)).view(G, R, Hkv, g, D).transpose(1, 2).reshape(G, Hkv, R * g, D)
+    here = query.device
+    # Each gather lands in the layout SDPA takes (one indexing op, no views or copies around it): the rows'
+    # own keys [G, Hkv, R, D] after their slot's columns, and the group's rows folded into the query
+    # dimension [G, Hkv, R * g, D], as grouped-query attention folds heads.
+    own = _indices(pg, "own", here, Hkv, 1)
+    keys = _f32(torch.cat([ks, key[own]], dim=2))  # [G, Hkv, W + R, D]
+    values = _f32(torch.cat([vs, value[own]], dim=2))
+    q = _f32(query[_indices(pg, "own", here, Hkv, g)])
     mask = _fused_mask(pg, visible, g)
     o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scaling)  # [G, Hkv, R * g, Dv]
     if pg.any_layer[layer]:
         steered = F.scaled_dot_product_attention(q, keys * _key_scale(pg), values, attn_mask=mask, scale=scaling)
         o = torch.where(_row_steers(pg, g)[layer], steered, o)
-    o = o.view(G, Hkv, R, g, -1)[pg.out_group, :, pg.out_row]  # [m, Hkv, g, Dv], the padding dropped
-    o = o.view(o.shape[0], 1, Hq, -1)
+    o = o[_indices(pg, "out", here, Hkv, g)]  # [m, 1, Hq, Dv], the padding dropped
     return o if o.dtype == query.dtype else o.to(query.dtype)
+
+
+def _indices(pg: PaddedGroups, kind: str, device: torch.device, Hkv: int, g: int) -> tuple[torch.Tensor, ...]:
+    """Advanced-indexing tensors, built once per forward, that gather in one op:
+
+    * ``slots``: a layer's cache ``[slots, Hkv, capacity, D]`` -> the groups' columns ``[G, Hkv, W, D]``;
+    * ``own`` (g = 1: keys, values; g = Hq / Hkv: queries): a forward's rows ``[N, H, 1, D]`` -> the padded
+      rows ``[G, Hkv, R * g, D]``, head ``h * g + j`` of row ``r`` at ``[., h, r * g + j]``;
+    * ``out``: the SDPA output ``[G, Hkv, R * g, Dv]`` -> the extra rows ``[m, 1, Hq, Dv]``.
+    """
+    key = ("indices", kind, str(device), Hkv, g)
+    if key not in pg.memo:
+        G, R = pg.slots.numel(), pg.per_group
+        arange = partial(torch.arange, device=device)
+        if kind == "slots":
+            idx = (pg.slots.to(device).view(G, 1, 1), arange(Hkv).view(1, Hkv, 1), arange(pg.width).view(1, 1, -1))
+        elif kind == "own":
+            rows = pg.rows.to(device).view(G, 1, R, 1).expand(G, 1, R, g).reshape(G, 1, R * g)
+            heads = (arange(Hkv)[:, None] * g + arange(g)[None, :]).repeat(1, R).view(1, Hkv, R * g)
+            idx = (rows, heads, torch.zeros(1, 1, 1, dtype=torch.long, device=device))
+        else:
+            Hq = Hkv * g
+            idx = (pg.out_group.to(device).view(-1, 1, 1), (arange(Hq) // g).view(1, 1, Hq),
+                   pg.out_row.to(device).view(-1, 1, 1) * g + (arange(Hq) % g).view(1, 1, Hq))
+        pg.memo[key] = idx
+    return pg.memo[key]
 
 
 def _f32(t: torch.Tensor) -> torch.Tensor:
@@ -172,13 +203,14 @@ def _key_scale(pg: PaddedGroups) -> torch.Tensor:
     return pg.memo["key_scale"]
 
 
-def _row_steers(pg: PaddedGroups, g: int) -> torch.Tensor:
-    """``[layers, G, 1, R * g, 1]``: whether a padded row steers in a layer, per folded query."""
+def _row_steers(pg: PaddedGroups, g: int) -> tuple[torch.Tensor, ...]:
+    """Per layer ``[G, 1, R * g, 1]``: whether a padded row steers there, per folded query (one tensor per
+    layer, unbound once: a layer picks its own without an op)."""
     key = ("row_steers", g)
     if key not in pg.memo:
         G, R = pg.slots.numel(), pg.per_group
         steers = pg.steers.t().reshape(-1, G, 1, R, 1, 1).expand(-1, G, 1, R, g, 1)
-        pg.memo[key] = steers.reshape(-1, G, 1, R * g, 1)
+        pg.memo[key] = steers.reshape(-1, G, 1, R * g, 1).unbind(0)
     return pg.memo[key]
 
 

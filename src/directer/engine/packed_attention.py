@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .attention import PACKED_KWARG
 from .attention_bias import SlotBias, biased_attention, causal_visibility
-from .extra_rows import ExtraGroup, PaddedGroups, attend_explicit, attend_fused
+from .extra_rows import ExtraGroup, PaddedGroups, attend_explicit, attend_fused, gather_slots
 from .slot_cache import SlotCache
 
 __all__ = ["PACKED_KWARG", "PackedPlan"]
@@ -59,13 +59,11 @@ class PackedPlan:
     _masks: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
     _moved: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
 
-    def _on(self, t: torch.Tensor, device: torch.device, keep: bool = True) -> torch.Tensor:
-        """``t`` on ``device``, copied once per forward (``keep``): the plan's index tensors live on the
-        input's device, a layer's keys on that layer's (a device map spreads the layers over devices)."""
+    def _on(self, t: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``t`` on ``device``, copied once per forward: the plan's index tensors live on the input's
+        device, a layer's keys on that layer's (a device map spreads the layers over devices)."""
         if t.device == device:
             return t
-        if not keep:
-            return t.to(device)
         k = (id(t), str(device))
         if k not in self._moved:
             self._moved[k] = t.to(device)
@@ -266,9 +264,9 @@ class PackedPlan:
         here = query.device
         pg = self._padded(here)
         K, V = self.cache.keys[layer], self.cache.values[layer]
-        slots = self._on(pg.slots, K.device)
-        ks = self._on(K[:, :, :pg.width].index_select(0, slots), here, keep=False)  # [G, Hkv, W, D]
-        vs = self._on(V[:, :, :pg.width].index_select(0, slots), here, keep=False)
+        ks, vs = gather_slots(pg, K), gather_slots(pg, V)  # [G, Hkv, W, D], on the layer's cache device
+        if ks.device != here:
+            ks, vs = ks.to(here), vs.to(here)
         visible = self._padded_visible(pg, window, here)
         if softcap is None and pg.scale is not None:
             return attend_fused(pg, layer, query, key, value, ks, vs, visible, scaling)
