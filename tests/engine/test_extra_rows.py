@@ -1,11 +1,14 @@
 """Extra rows' attention (engine/extra_rows.py): the one-call SDPA form against the written-out products,
-steering that touches no visible column, float32 throughout, and the fallback for mixed groups."""
+steering that touches no visible column, float32 throughout, own keys read from the scratch row, and the
+fallback for mixed groups."""
 
 from __future__ import annotations
 
 import torch
 
-from directer.engine.extra_rows import ExtraGroup, ExtraRow, PaddedGroups, attend_explicit, attend_fused
+from directer.engine.extra_rows import (ExtraGroup, ExtraRow, PaddedGroups, attend_explicit, attend_fused, gather_slots,
+                                        own_keys)
+from directer.engine.slot_cache import SlotCache
 
 LAYERS, HQ, HKV, D, SLOTS, CAP = 3, 4, 2, 8, 4, 20
 SPAN = [2, 3, 4]
@@ -30,6 +33,12 @@ def inputs(dtype: torch.dtype = torch.float32, seed: int = 0):
     return K, V, q, k, v
 
 
+def fused(pg, layer, q, k, v, K, V, visible):
+    """attend_fused on the slots' gathered columns followed by the rows' own keys."""
+    keys, values = own_keys(pg, gather_slots(pg, K), k), own_keys(pg, gather_slots(pg, V), v)
+    return attend_fused(pg, layer, q, keys, values, visible, D ** -0.5)
+
+
 def run(form: str, groups_: list[ExtraGroup], dtype=torch.float32, visible=None, seed=0) -> list[torch.Tensor]:
     K, V, q, k, v = inputs(dtype, seed)
     pg = PaddedGroups.build(groups_, LAYERS, torch.device("cpu"))
@@ -39,7 +48,7 @@ def run(form: str, groups_: list[ExtraGroup], dtype=torch.float32, visible=None,
     out = []
     for layer in range(LAYERS):
         if form == "fused":
-            out.append(attend_fused(pg, layer, q, k, v, ks, vs, visible, D ** -0.5))
+            out.append(fused(pg, layer, q, k, v, K, V, visible))
         else:
             out.append(attend_explicit(pg, layer, q, k, v, ks, vs, visible, D ** -0.5, None))
     return out
@@ -59,11 +68,10 @@ def test_a_row_is_computed_alone_as_in_its_group():
         first = sum(len(x.steering) for x in groups()[:i])
         K, V, q, k, v = inputs()
         pg = PaddedGroups.build([g], LAYERS, torch.device("cpu"))
-        ks, vs = K[:, :, :pg.width].index_select(0, pg.slots), V[:, :, :pg.width].index_select(0, pg.slots)
         visible = torch.arange(pg.width)[None, :] < pg.limits[:, None]
         sl = slice(first, first + len(alone.steering))
         for layer in range(LAYERS):
-            o = attend_fused(pg, layer, q[sl], k[sl], v[sl], ks, vs, visible, D ** -0.5)
+            o = fused(pg, layer, q[sl], k[sl], v[sl], K, V, visible)
             torch.testing.assert_close(o, together[layer][sl], atol=1e-5, rtol=1e-5)
 
 
@@ -85,11 +93,10 @@ def test_bfloat16_inputs_are_attended_in_float32():
     # the end: alpha never multiplies a rounded logit
     K, V, q, k, v = inputs(torch.bfloat16)
     pg = PaddedGroups.build(groups(), LAYERS, torch.device("cpu"))
-    ks, vs = K[:, :, :pg.width].index_select(0, pg.slots), V[:, :, :pg.width].index_select(0, pg.slots)
     visible = torch.arange(pg.width)[None, :] < pg.limits[:, None]
     for layer in range(LAYERS):
-        low = attend_fused(pg, layer, q, k, v, ks, vs, visible, D ** -0.5)
-        high = attend_fused(pg, layer, q.float(), k.float(), v.float(), ks.float(), vs.float(), visible, D ** -0.5)
+        low = fused(pg, layer, q, k, v, K, V, visible)
+        high = fused(pg, layer, q.float(), k.float(), v.float(), K.float(), V.float(), visible)
         assert low.dtype == torch.bfloat16
         assert torch.equal(low, high.to(torch.bfloat16))
 
@@ -99,3 +106,24 @@ def test_groups_mixing_alphas_fall_back_to_the_written_out_form():
     mixed[1].steering[1] = ExtraRow(frozenset([1]), 3.0, SPAN)
     assert PaddedGroups.build(mixed, LAYERS, torch.device("cpu")).scale is None
     assert PaddedGroups.build(groups(), LAYERS, torch.device("cpu")).scale is not None
+
+
+def test_own_keys_from_the_scratch_row_equal_the_concatenated_ones():
+    # a decode forward writes its raw rows' keys to their slots and its extra rows' to the scratch row, in
+    # one write; one gather then reads what the slot's columns and the rows' own keys concatenated give,
+    # and no slot's row changes
+    K, V, q, k, v = inputs()
+    pg = PaddedGroups.build(groups(), LAYERS, torch.device("cpu"))
+    cache = SlotCache(1, SLOTS, torch.device("cpu"))
+    cache.reserve(CAP)
+    cache.write(0, torch.arange(SLOTS), 0, K, V)
+    before = cache.keys[0].clone()
+    p = pg.out_group * pg.per_group + pg.out_row  # extra row i's padded index: its scratch column
+    cache.write_rows(0, SlotCache.row_targets(torch.full((6,), cache.scratch), p, HKV), k, v)
+    assert torch.equal(cache.keys[0], before)
+    gathered = gather_slots(pg, cache.key_store[0], cache.scratch)
+    concatenated = own_keys(pg, gather_slots(pg, cache.keys[0]), k)
+    real = torch.zeros(pg.slots.numel(), 1, pg.width + pg.per_group, 1, dtype=torch.bool)
+    real[:, :, :pg.width] = True
+    real[pg.out_group, :, pg.width + pg.out_row] = True  # padding rows' own columns are never read
+    assert torch.equal(gathered * real, concatenated * real)

@@ -103,7 +103,8 @@ def test_the_budget_is_the_smaller_of_tokens_and_memory(model, monkeypatch):
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     per_column = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 4  # float32
     assert column_bytes(model) == {torch.device("cpu"): per_column}
-    monkeypatch.setattr("directer.engine.kv_budget.available_memory", lambda device: 1000 * 4 * per_column)
+    # 4 slots and the scratch row share half of 1000 x 5 columns' memory
+    monkeypatch.setattr("directer.engine.kv_budget.available_memory", lambda device: 1000 * 5 * per_column)
     assert cache_budget(model, 4, cache_memory=0.5).columns == 500
     assert cache_budget(model, 4, cache_tokens=300, cache_memory=0.5).columns == 300
     by_memory = cache_budget(model, 4, cache_tokens=800, cache_memory=0.5)

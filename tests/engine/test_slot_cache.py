@@ -21,7 +21,8 @@ def test_growth_peaks_at_one_layer_above_the_cache(monkeypatch):
         k = torch.randn(4, 2, 40, 8)
         cache.write(layer, torch.arange(4), start, k, k)
     before = [t.clone() for t in cache.keys]
-    alive = [weakref.ref(t) for t in cache.keys + cache.values]  # the cache's tensors, then every new one
+    # the cache's buffers (slots and scratch row), then every new one
+    alive = [weakref.ref(t) for t in cache.key_store + cache.value_store]
     peaks = []
     new_zeros = torch.Tensor.new_zeros
 
@@ -34,7 +35,7 @@ def test_growth_peaks_at_one_layer_above_the_cache(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "new_zeros", counted)
     cache.reserve(cache.capacity + 1)  # forces a reallocation of every layer
     monkeypatch.undo()
-    final = _bytes(cache.keys + cache.values)
+    final = _bytes(cache.key_store + cache.value_store)
     assert len(peaks) == 2 * layers
     assert max(peaks) <= 1.1 * final, (max(peaks), final)
     for layer in range(layers):  # and the data moved intact

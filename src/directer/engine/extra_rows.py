@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .staging import stage
 
-__all__ = ["ExtraGroup", "ExtraRow", "PaddedGroups", "attend_explicit", "attend_fused", "gather_slots"]
+__all__ = ["ExtraGroup", "ExtraRow", "PaddedGroups", "attend_explicit", "attend_fused", "gather_slots", "own_keys"]
 
 
 @dataclass
@@ -122,28 +122,34 @@ class PaddedGroups:
                    [any(layer) for layer in zip(*steers)])
 
 
-def gather_slots(pg: PaddedGroups, cache: torch.Tensor) -> torch.Tensor:
-    """A layer's cache ``[slots, Hkv, capacity, D]`` read for the groups: ``[G, Hkv, W, D]``, one gather."""
-    S, H, C = _indices(pg, "slots", cache.device, cache.shape[1], 1)
-    return cache[S, H, C]
+def gather_slots(pg: PaddedGroups, store: torch.Tensor, scratch: int | None = None) -> torch.Tensor:
+    """A layer's cache buffer ``[rows, Hkv, capacity, D]`` read for the groups, in one gather: each
+    group's slot columns ``[G, Hkv, W, D]``; with ``scratch`` (the buffer row where the forward wrote its
+    extra rows' own keys, padded row ``p`` at column ``p``) those follow: ``[G, Hkv, W + R, D]``."""
+    kind = "slots" if scratch is None else ("slots+own", scratch)
+    S, H, C = _indices(pg, kind, store.device, store.shape[1], 1)
+    return store[S, H, C]
 
 
-def attend_fused(pg: PaddedGroups, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                 ks: torch.Tensor, vs: torch.Tensor, visible: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Extra rows ``query/key/value [m, H, 1, D]`` against their groups' gathered keys and values ``ks/vs
-    [G, Hkv, W, D]`` (``visible [G, W]``: what each group's rows may see): one SDPA call, two in a layer
-    where some row steers (the second with the steered columns' keys times alpha, so a row whose steering
-    touches no column it sees gets exactly the unsteered result). Returns ``[m, 1, Hq, Dv]`` in
-    ``query``'s dtype."""
-    Hq, Hkv = query.shape[1], key.shape[1]
-    g = Hq // Hkv
+def own_keys(pg: PaddedGroups, slot_keys: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """``slot_keys [G, Hkv, W, D]`` followed by the padded rows' own keys from the forward's ``key [N, Hkv,
+    1, D]``: ``[G, Hkv, W + R, D]`` (what :func:`gather_slots` reads when the own keys went to scratch)."""
+    return torch.cat([slot_keys, key[_indices(pg, "own", key.device, key.shape[1], 1)]], dim=2)
+
+
+def attend_fused(pg: PaddedGroups, layer: int, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                 visible: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Extra rows ``query [N, Hq, 1, D]`` (the padded rows index it) against their groups' keys and values
+    ``[G, Hkv, W + R, D]``: the slot's columns (``visible [G, W]``: what each group's rows may see), then
+    the rows' own. One SDPA call, two in a layer where some row steers (the second with the steered
+    columns' keys times alpha, so a row whose steering touches no column it sees gets exactly the
+    unsteered result). Returns the extra rows ``[m, 1, Hq, Dv]`` in ``query``'s dtype."""
+    Hkv = keys.shape[1]
+    g = query.shape[1] // Hkv
     here = query.device
-    # Each gather lands in the layout SDPA takes (one indexing op, no views or copies around it): the rows'
-    # own keys [G, Hkv, R, D] after their slot's columns, and the group's rows folded into the query
-    # dimension [G, Hkv, R * g, D], as grouped-query attention folds heads.
-    own = _indices(pg, "own", here, Hkv, 1)
-    keys = _f32(torch.cat([ks, key[own]], dim=2))  # [G, Hkv, W + R, D]
-    values = _f32(torch.cat([vs, value[own]], dim=2))
+    keys, values = _f32(keys), _f32(values)
+    # The group's rows folded into the query dimension [G, Hkv, R * g, D] in one gather, as grouped-query
+    # attention folds heads.
     q = _f32(query[_indices(pg, "own", here, Hkv, g)])
     mask = _fused_mask(pg, visible, g)
     o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scaling)  # [G, Hkv, R * g, Dv]
@@ -154,24 +160,31 @@ def attend_fused(pg: PaddedGroups, layer: int, query: torch.Tensor, key: torch.T
     return o if o.dtype == query.dtype else o.to(query.dtype)
 
 
-def _indices(pg: PaddedGroups, kind: str, device: torch.device, Hkv: int, g: int) -> tuple[torch.Tensor, ...]:
+def _indices(pg: PaddedGroups, kind: Any, device: torch.device, Hkv: int, g: int) -> tuple[torch.Tensor, ...]:
     """Advanced-indexing tensors, built once per forward, that gather in one op:
 
-    * ``slots``: a layer's cache ``[slots, Hkv, capacity, D]`` -> the groups' columns ``[G, Hkv, W, D]``;
+    * ``slots``: a layer's cache ``[rows, Hkv, capacity, D]`` -> the groups' columns ``[G, Hkv, W, D]``;
+      ``("slots+own", scratch)``: then the padded rows' own keys from the scratch row, ``[G, Hkv, W + R, D]``;
     * ``own`` (g = 1: keys, values; g = Hq / Hkv: queries): a forward's rows ``[N, H, 1, D]`` -> the padded
       rows ``[G, Hkv, R * g, D]``, head ``h * g + j`` of row ``r`` at ``[., h, r * g + j]``;
     * ``out``: the SDPA output ``[G, Hkv, R * g, Dv]`` -> the extra rows ``[m, 1, Hq, Dv]``.
     """
     key = ("indices", kind, str(device), Hkv, g)
     if key not in pg.memo:
-        G, R = pg.slots.numel(), pg.per_group
+        G, R, W = pg.slots.numel(), pg.per_group, pg.width
         arange = partial(torch.arange, device=device)
+        heads = arange(Hkv).view(1, Hkv, 1)
+        slots = pg.slots.to(device).view(G, 1, 1)
         if kind == "slots":
-            idx = (pg.slots.to(device).view(G, 1, 1), arange(Hkv).view(1, Hkv, 1), arange(pg.width).view(1, 1, -1))
+            idx = (slots, heads, arange(W).view(1, 1, W))
+        elif kind[0] == "slots+own":
+            rows = torch.cat([slots.expand(G, 1, W), torch.full((G, 1, R), kind[1], device=device)], dim=2)
+            columns = torch.cat([arange(W).expand(G, 1, W), arange(G * R).view(G, 1, R)], dim=2)
+            idx = (rows, heads, columns)
         elif kind == "own":
             rows = pg.rows.to(device).view(G, 1, R, 1).expand(G, 1, R, g).reshape(G, 1, R * g)
-            heads = (arange(Hkv)[:, None] * g + arange(g)[None, :]).repeat(1, R).view(1, Hkv, R * g)
-            idx = (rows, heads, torch.zeros(1, 1, 1, dtype=torch.long, device=device))
+            folded = (arange(Hkv)[:, None] * g + arange(g)[None, :]).repeat(1, R).view(1, Hkv, R * g)
+            idx = (rows, folded, torch.zeros(1, 1, 1, dtype=torch.long, device=device))
         else:
             Hq = Hkv * g
             idx = (pg.out_group.to(device).view(-1, 1, 1), (arange(Hq) // g).view(1, 1, Hq),

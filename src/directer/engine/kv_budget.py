@@ -1,7 +1,7 @@
 """The key/value cache budget: how many columns a slot cache may hold, decided before the first forward.
 
 Every slot shares the cache's column axis (:mod:`directer.engine.slot_cache`), so the cache costs
-``slots x columns x bytes per column`` whatever the sequences in it, and one number bounds it: the
+``(slots + 1) x columns x bytes per column`` (one scratch row for a forward's trial rows) whatever the sequences in it, and one number bounds it: the
 columns a sequence may span, its prompt plus its response. A user gives that number
 (``cache_tokens``), or a share of the memory left on each device once the model is loaded
 (``cache_memory``), or both (the smaller wins). A request longer than the budget can never run and is
@@ -94,7 +94,7 @@ def cache_budget(model: torch.nn.Module, slots: int, cache_tokens: int | None = 
             free = available_memory(device)
             if free is None:
                 continue  # a device whose free memory is unknown (mps, meta) is not limited by it
-            columns = int(cache_memory * free) // (per_column * max(1, slots))
+            columns = int(cache_memory * free) // (per_column * (max(1, slots) + 1))  # + the scratch row
             limits.append((columns, f"--cache-memory {cache_memory:g} of {free / 2**30:.1f} GiB free on {device}, "
                                     f"{slots} slots"))
     if not limits:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .attention import PACKED_KWARG
 from .attention_bias import SlotBias, biased_attention, causal_visibility
-from .extra_rows import ExtraGroup, PaddedGroups, attend_explicit, attend_fused, gather_slots
+from .extra_rows import ExtraGroup, PaddedGroups, attend_explicit, attend_fused, gather_slots, own_keys
 from .slot_cache import SlotCache
 
 __all__ = ["PACKED_KWARG", "PackedPlan"]
@@ -198,7 +198,9 @@ class PackedPlan:
         scaling, softcap, window = self._params(module, layer, kwargs)
         here = query.device
         slots = self._on(self.raw_slots, here)
-        if n:
+        if self._own_in_scratch():  # the raw rows' keys to their slots, the extra rows' to scratch: one write
+            cache.write_rows(layer, self._write_targets(here, Hkv), key, value)
+        elif n:
             cache.write(layer, slots, self.column, key[:n], value[:n])
         width = self.column + 1
         K, V = cache.keys[layer], cache.values[layer]
@@ -235,6 +237,26 @@ class PackedPlan:
             parts.append(self._extras(module, layer, query, key, value, kwargs))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def _own_in_scratch(self) -> bool:
+        """Whether this forward's extra rows keep their own keys in the cache's scratch row (a decode
+        forward whose padded extra rows fit its columns), so that one gather reads all a group's keys."""
+        if "scratch" not in self._masks:
+            pg = self._padded(self.cache.device) if self.groups and self.prefill_column is None else None
+            self._masks["scratch"] = pg is not None and pg.slots.numel() * pg.per_group <= self.cache.capacity
+        return self._masks["scratch"]
+
+    def _write_targets(self, device: torch.device, kv_heads: int) -> tuple[torch.Tensor, ...]:
+        """Where every row's new key goes (:meth:`SlotCache.write_rows`): a raw row's to its slot at the
+        forward's column, padded extra row ``p``'s to scratch column ``p``."""
+        key = ("write_targets", str(device), kv_heads)
+        if key not in self._masks:
+            pg = self._padded(device)
+            m, n = pg.out_group.numel(), self.raw_slots.numel()
+            rows = torch.cat([self._on(self.raw_slots, device), torch.full((m,), self.cache.scratch, device=device)])
+            columns = torch.cat([torch.full((n,), self.column, device=device), pg.out_group * pg.per_group + pg.out_row])
+            self._masks[key] = SlotCache.row_targets(rows, columns, kv_heads)
+        return self._masks[key]
+
     def _padded(self, device: torch.device) -> PaddedGroups:
         key = ("padded", str(device))
         if key not in self._masks:
@@ -263,11 +285,19 @@ class PackedPlan:
         scaling, softcap, window = self._params(module, layer, kwargs)
         here = query.device
         pg = self._padded(here)
-        K, V = self.cache.keys[layer], self.cache.values[layer]
-        ks, vs = gather_slots(pg, K), gather_slots(pg, V)  # [G, Hkv, W, D], on the layer's cache device
-        if ks.device != here:
-            ks, vs = ks.to(here), vs.to(here)
+        cache = self.cache
         visible = self._padded_visible(pg, window, here)
+
+        def read(store: torch.Tensor, scratch: int | None = None) -> torch.Tensor:  # on the layer's cache device
+            t = gather_slots(pg, store, scratch)
+            return t if t.device == here else t.to(here)
+
         if softcap is None and pg.scale is not None:
-            return attend_fused(pg, layer, query, key, value, ks, vs, visible, scaling)
+            if self._own_in_scratch():  # [G, Hkv, W + R, D]: the slot's columns, then the rows' own
+                ks, vs = read(cache.key_store[layer], cache.scratch), read(cache.value_store[layer], cache.scratch)
+            else:
+                ks = own_keys(pg, read(cache.key_store[layer]), key)
+                vs = own_keys(pg, read(cache.value_store[layer]), value)
+            return attend_fused(pg, layer, query, ks, vs, visible, scaling)
+        ks, vs = read(cache.key_store[layer]), read(cache.value_store[layer])
         return attend_explicit(pg, layer, query, key, value, ks, vs, visible, scaling, softcap)

@@ -14,6 +14,11 @@ emitted tokens), so a sequence whose prompt and response fit the limit always ru
 
 Every layer is stored in full, sliding-window layers included: the window is applied by position in
 the attention (holes make "the last W columns" differ from "the last W tokens").
+
+Each layer's buffer has one row more than there are slots: the *scratch row*, which belongs to no
+sequence. A decode forward writes its extra rows' (trials', probes') new keys and values there, column
+``p`` for padded extra row ``p``, in the same write as the raw rows' keys, so the extra rows gather their
+slot's columns and their own keys in one read. No slot's row is ever touched by it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ class SlotCache:
         self.device = device
         self.limit = limit  # most columns the buffers may hold (None: grow as needed)
         self.compactions = 0
+        # Per layer the buffers with their scratch row [slots + 1, ...], and the slots' rows (views of them).
+        self.key_store: list[torch.Tensor | None] = [None] * num_layers
+        self.value_store: list[torch.Tensor | None] = [None] * num_layers
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.capacity = 0
@@ -68,11 +76,12 @@ class SlotCache:
 
         # Layer by layer, in place: each old layer is freed as its copy replaces it, so growth holds one
         # layer twice at most (not the whole cache).
-        for layers in (self.keys, self.values):
-            for i, t in enumerate(layers):
-                layers[i] = None
-                layers[i] = moved(t)
+        for stores, views in ((self.key_store, self.keys), (self.value_store, self.values)):
+            for i, t in enumerate(stores):
+                stores[i] = views[i] = None
+                stores[i] = moved(t)
                 del t
+                views[i] = None if stores[i] is None else stores[i][:self.slots]
         valid = torch.zeros(self.slots, capacity, dtype=torch.bool, device=self.device)
         pos = torch.zeros(self.slots, capacity, dtype=torch.long, device=self.device)
         marked = torch.zeros(self.slots, capacity, dtype=torch.bool, device=self.device)
@@ -116,14 +125,40 @@ class SlotCache:
 
     def write(self, layer: int, slots: torch.Tensor, column: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Store ``keys``/``values`` ``[n, kv_heads, q, head_dim]`` of ``slots`` from physical ``column`` on."""
-        if self.keys[layer] is None:
-            shape = (self.slots, keys.shape[1], max(self.capacity, 1), keys.shape[-1])
-            self.keys[layer] = keys.new_zeros(shape)
-            self.values[layer] = values.new_zeros(shape[:3] + (values.shape[-1],))
+        self._allocate(layer, keys, values)
         n = keys.shape[2]
         slots = slots.to(keys.device)  # the layer's device (a device map spreads the layers)
         self.keys[layer][slots, :, column:column + n] = keys
         self.values[layer][slots, :, column:column + n] = values
+
+    def write_rows(self, layer: int, targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor], keys: torch.Tensor,
+                   values: torch.Tensor) -> None:
+        """Store one new key/value per forward row (``keys``/``values`` ``[N, kv_heads, 1, head_dim]``), row
+        ``i`` at buffer row ``rows[i]`` (a slot, or :attr:`scratch`) and physical column ``columns[i]``:
+        one write each. ``targets`` is :meth:`row_targets`'s."""
+        self._allocate(layer, keys, values)
+        self.key_store[layer][targets] = keys
+        self.value_store[layer][targets] = values
+
+    @staticmethod
+    def row_targets(rows: torch.Tensor, columns: torch.Tensor, kv_heads: int) -> tuple[torch.Tensor, ...]:
+        """The index of :meth:`write_rows` for buffer ``rows``/``columns`` ``[N]``: shaped ``[N, kv_heads,
+        1]`` as the keys are, so the write takes them without a view."""
+        heads = torch.arange(kv_heads, device=rows.device)[None, :, None]
+        return rows[:, None, None], heads, columns[:, None, None]
+
+    @property
+    def scratch(self) -> int:
+        """The buffer row that belongs to no slot (a forward's extra rows' own keys)."""
+        return self.slots
+
+    def _allocate(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        if self.keys[layer] is None:  # the first write: the layer's device and dtype are the model's
+            shape = (self.slots + 1, keys.shape[1], max(self.capacity, 1), keys.shape[-1])
+            self.key_store[layer] = keys.new_zeros(shape)
+            self.value_store[layer] = values.new_zeros(shape[:3] + (values.shape[-1],))
+            self.keys[layer] = self.key_store[layer][:self.slots]
+            self.values[layer] = self.value_store[layer][:self.slots]
 
     def mark(self, slot: int, columns: torch.Tensor) -> None:
         """Mark physical ``columns`` of ``slot`` as an attention bias's targets (cleared by :meth:`place`)."""
