@@ -3,6 +3,7 @@ bare allocations: a GPU's launches) and synchronisations, counted (not timed) fo
 
     python scripts/host_cost.py                                     # 16 held-out prompts, 32 tokens, batch 16
     python scripts/host_cost.py --method directer --method pasta --sample 4 --max-new-tokens 8
+    python scripts/host_cost.py --forward-cost cuda                 # speculation chosen as on a GPU
 
 The prompts are a seeded IFEval sample (seed 1 by default, disjoint in spirit from the seed-0 samples of
 the speed tables), decoded greedily in one batch of ``--batch-size``, every prompt exactly
@@ -19,6 +20,7 @@ from dataclasses import replace
 import torch
 
 from directer import Directer
+from directer.engine.cost_model import DEFAULTS
 from directer.evaluation.host_cost import count_host_cost
 from directer.evaluation.runs import prepare_items
 from directer.evaluation.tasks.ifeval import load_ifeval
@@ -62,11 +64,15 @@ def main() -> None:
     ap.add_argument("--speculate", default="auto", choices=["never", "auto", "always"],
                     help="fold a sequence's trials into its raw row's forward (always: every step; auto, the "
                          "default: where this device's forward costs say it pays)")
+    ap.add_argument("--forward-cost", default="device", choices=["device", *DEFAULTS],
+                    help="the cost table row behind --speculate auto (default: this device's; cuda: the choices a "
+                         "GPU run makes, whose host cost these counts stand for)")
     args = ap.parse_args()
     methods = ["none"] + [m for m in (args.methods or ["directer"]) if m != "none"]
 
     d = Directer.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens)
     d.runner.matmul = args.matmul
+    d.runner.forward_cost = None if args.forward_cost == "device" else DEFAULTS[args.forward_cost]
     prompts = load_ifeval(sample=args.sample, seed=args.seed)
     prepared = {m: prepare_items(d, prompts, replace(d.config, method=m))[0] for m in methods}
     d.generate_prepared(prepared["none"][:2], config=replace(d.config, method="none", max_new_tokens=2))  # warm-up
@@ -75,7 +81,7 @@ def main() -> None:
     rows += [(m, *method_cost(d, prepared[m], m, args.batch_size, args.speculate)) for m in methods]
     print(f"model {d.model_name}, {args.dtype}, device {d.model.device}; {len(prompts)} IFEval prompts "
           f"(seed {args.seed}), batch {args.batch_size}, exactly {args.max_new_tokens} new tokens, matmul {args.matmul}, "
-          f"speculate {args.speculate}\n")
+          f"speculate {args.speculate} (forward costs: {args.forward_cost})\n")
     base = {name: cost.per(tokens) for name, cost, tokens in rows}
     print("| | aten ops / token | vs generate | vs none | kernels / token | vs generate | vs none | syncs / token "
           "| host-to-device copies / token |")

@@ -70,6 +70,9 @@ class Runner:
         # free after loading (None: 0.9 on a CUDA device, no limit elsewhere).
         self.cache_tokens: int | None = None
         self.cache_memory: float | None = None
+        # A decode forward's (fixed, per-row) seconds behind speculate="auto" (engine/cost_model.py); None:
+        # the device type's row of its table.
+        self.forward_cost: tuple[float, float] | None = None
         self._budgets: dict[int, CacheBudget] = {}
 
     # -- settings ---------------------------------------------------------------------------------
@@ -139,7 +142,8 @@ class Runner:
         """A continuous engine on this model with ``slots`` cache rows."""
         trials = {"all": "all", "sequential": "first"}.get(trial_batching or "", "auto")
         return Engine(self.model, EngineOptions(slots=slots, pad_token_id=self.pad_id(), trials=trials,
-                                                admit_min=admit_min, matmul=self.matmul, budget=self.budget(slots)))
+                                                admit_min=admit_min, matmul=self.matmul, budget=self.budget(slots),
+                                                cost=self.forward_cost))
 
     def budget(self, slots: int) -> CacheBudget:
         """The columns a cache of ``slots`` rows may hold, decided once per slot count (free memory is

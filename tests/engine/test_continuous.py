@@ -159,6 +159,26 @@ def test_a_cancelled_request_frees_its_slot_and_changes_nothing_else(model):
     assert [output(seqs[i]).token_ids for i in (0, 2)] == [expected[i].token_ids for i in (0, 2)]
 
 
+def test_own_keys_from_scratch_or_concatenated_decode_the_same(model, monkeypatch):
+    # a decode forward's extra rows read their own keys from the cache's scratch row when their padded
+    # count fits its columns, else concatenate them: the same keys in the same layout, bit for bit
+    from directer.engine.packed_attention import PackedPlan
+    used = []
+    scratch = PackedPlan._own_in_scratch
+
+    def recorded(self):
+        used.append(scratch(self))
+        return used[-1]
+
+    monkeypatch.setattr(PackedPlan, "_own_in_scratch", recorded)
+    a = run_engine(model, prompts(), speculate="always")
+    assert any(used)
+    monkeypatch.setattr(PackedPlan, "_own_in_scratch", lambda self: False)
+    b = run_engine(model, prompts(), speculate="always")
+    assert tokens(a) == tokens(b) and traces(a) == traces(b)
+    assert [o.raw_logprobs for o in a] == [o.raw_logprobs for o in b]
+
+
 def test_trials_never_touch_the_persistent_cache(model):
     # After some steered steps, a sequence's slot holds exactly plain decoding's keys and values of
     # the tokens it was fed (trial and probe rows keep none of theirs).

@@ -197,18 +197,18 @@ class PackedPlan:
         n = self.raw_slots.numel()
         scaling, softcap, window = self._params(module, layer, kwargs)
         here = query.device
-        slots = self._on(self.raw_slots, here)
-        if self._own_in_scratch():  # the raw rows' keys to their slots, the extra rows' to scratch: one write
+        # One indexed write: the raw rows' new keys to their slots at the forward's column, and (when they
+        # fit) the extra rows' own keys to the scratch row
+        if self._own_in_scratch() or not self.groups:
             cache.write_rows(layer, self._write_targets(here, Hkv), key, value)
         elif n:
-            cache.write(layer, slots, self.column, key[:n], value[:n])
+            cache.write_rows(layer, self._write_targets(here, Hkv), key[:n], value[:n])
         width = self.column + 1
         K, V = cache.keys[layer], cache.values[layer]
         parts: list[torch.Tensor] = []  # the raw rows' outputs, then the extra rows' (no buffer to fill)
         if n:  # raw rows: every slot's query against its own slot (idle slots compute nothing useful)
-            q = query.new_zeros(cache.slots, Hq, D)
-            q[slots] = query[:n, :, 0]
-            q = q.view(cache.slots, Hkv, g, D)
+            q_index, out_index = self._raw_indices(here, Hkv, g)
+            q = query[q_index]  # [slots, Hkv, g, D]: grouped-query heads folded, an idle slot a copy of row 0
             mask = self._raw_mask(window, width, here)
             k, v = K[:, :, :width], V[:, :, :width]
             biased = self.bias.biased(layer, self.slot_list) if self.bias is not None else []
@@ -222,7 +222,6 @@ class PackedPlan:
                 s = torch.tanh(s / softcap) * softcap
                 s = s.masked_fill(~mask, float("-inf"))
                 o = torch.matmul(torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype), v)
-            o = o.reshape(cache.slots, Hq, -1)
             if explicit:  # SpotLight's share, soft-capped logits: the biased slots again, explicitly
                 idx = torch.tensor(explicit, device=here)
                 targets, spot, factor = self._targets(layer, explicit, 0, width, here)
@@ -231,8 +230,8 @@ class PackedPlan:
                                         else self._raw_mask(window, width, here).index_select(0, idx),
                                         scaling, softcap, window, targets, spot, factor,
                                         spotlight=any(self.bias.spotlight(b) for b in explicit))
-                o = o.index_copy(0, idx, rows[:, 0].to(o.dtype))
-            parts.append(o[slots][:, None])
+                o = o.index_copy(0, idx, rows[:, 0].reshape(len(explicit), Hkv, g, -1).to(o.dtype))
+            parts.append(o[out_index])  # [n, 1, Hq, Dv]
         if self.groups:  # the extra rows index the whole forward's rows (no slices of it per layer)
             parts.append(self._extras(module, layer, query, key, value, kwargs))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -246,15 +245,34 @@ class PackedPlan:
         return self._masks["scratch"]
 
     def _write_targets(self, device: torch.device, kv_heads: int) -> tuple[torch.Tensor, ...]:
-        """Where every row's new key goes (:meth:`SlotCache.write_rows`): a raw row's to its slot at the
-        forward's column, padded extra row ``p``'s to scratch column ``p``."""
+        """Where the rows' new keys go (:meth:`SlotCache.write_rows`): a raw row's to its slot at the
+        forward's column, then, when they go to scratch, padded extra row ``p``'s to its column ``p``."""
         key = ("write_targets", str(device), kv_heads)
         if key not in self._masks:
-            pg = self._padded(device)
-            m, n = pg.out_group.numel(), self.raw_slots.numel()
-            rows = torch.cat([self._on(self.raw_slots, device), torch.full((m,), self.cache.scratch, device=device)])
-            columns = torch.cat([torch.full((n,), self.column, device=device), pg.out_group * pg.per_group + pg.out_row])
+            rows = self._on(self.raw_slots, device)
+            columns = torch.full((rows.numel(),), self.column, device=device)
+            if self._own_in_scratch():
+                pg = self._padded(device)
+                rows = torch.cat([rows, torch.full((pg.out_group.numel(),), self.cache.scratch, device=device)])
+                columns = torch.cat([columns, pg.out_group * pg.per_group + pg.out_row])
             self._masks[key] = SlotCache.row_targets(rows, columns, kv_heads)
+        return self._masks[key]
+
+    def _raw_indices(self, device: torch.device, kv_heads: int, g: int) -> tuple[tuple[torch.Tensor, ...], ...]:
+        """The raw rows' two gathers, built once per forward: the forward's queries ``[N, Hq, 1, D]`` to one
+        per slot ``[slots, Hkv, g, D]`` (an idle slot takes row 0's: it sees column 0 alone and its output
+        is dropped), and the attention's output ``[slots, Hkv, g, Dv]`` back to the raw rows ``[n, 1, Hq,
+        Dv]``."""
+        key = ("raw_indices", str(device), kv_heads, g)
+        if key not in self._masks:
+            slots = self._on(self.raw_slots, device)
+            n, Hq = slots.numel(), kv_heads * g
+            row = torch.zeros(self.cache.slots, dtype=torch.long, device=device)
+            row[slots] = torch.arange(n, device=device)
+            heads = torch.arange(Hq, device=device)
+            q_index = (row[:, None, None], heads.view(1, kv_heads, g), torch.zeros(1, 1, 1, dtype=torch.long, device=device))
+            out_index = (slots[:, None, None], (heads // g)[None, None, :], (heads % g)[None, None, :])
+            self._masks[key] = (q_index, out_index)
         return self._masks[key]
 
     def _padded(self, device: torch.device) -> PaddedGroups:
