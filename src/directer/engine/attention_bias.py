@@ -86,11 +86,15 @@ class SlotBias:
         self._slots: dict[int, tuple[frozenset[int], bool, bool]] = {}  # slot -> (layers, SpotLight, every head)
 
     def set(self, slot: int, bias: AttentionBias, layers: frozenset[int]) -> None:
-        heads = torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool)
-        for layer in layers:
-            chosen = range(self.num_heads) if bias.heads is None else bias.heads.get(layer, ())
-            heads[layer, list(chosen)] = True
-        self.heads[slot] = heads.to(self.heads.device)
+        def chosen(layer: int) -> set[int]:
+            if layer not in layers:
+                return set()
+            return set(range(self.num_heads)) if bias.heads is None else set(bias.heads.get(layer, ()))
+
+        # built on the host, one copy to the device
+        rows = [chosen(layer) for layer in range(self.num_layers)]
+        self.heads[slot] = torch.tensor([[h in row for h in range(self.num_heads)] for row in rows],
+                                        dtype=torch.bool, device=self.heads.device)
         self.factor[slot] = float(bias.factor)
         self.spot[slot] = bias.kind == "spotlight"
         biased = frozenset(layer for layer in layers if bias.heads is None or bias.heads.get(layer))

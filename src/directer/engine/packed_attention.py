@@ -69,6 +69,14 @@ class PackedPlan:
             self._moved[k] = t.to(device)
         return self._moved[k]
 
+    def _index(self, rows: list[int], device: torch.device) -> torch.Tensor:
+        """``rows`` as an index tensor on ``device``, copied once per forward (the biased slots of a layer
+        are mostly those of the next: no host-to-device copy per layer)."""
+        key = ("index", tuple(rows), str(device))
+        if key not in self._masks:
+            self._masks[key] = torch.tensor(rows, device=device)
+        return self._masks[key]
+
     def _raw_mask(self, window: int | None, width: int, device: torch.device) -> torch.Tensor:
         """[slots, 1, 1, width] visibility of every slot's raw query (free slots see column 0: no NaN)."""
         if window not in self._masks:
@@ -152,7 +160,7 @@ class PackedPlan:
             if not chosen:
                 continue
             slots = [self.slot_list[b] for b in chosen]
-            idx = torch.tensor(chosen, device=here)
+            idx = self._index(chosen, here)
             m = mask.index_select(0, idx) if mask.shape[0] == B else mask
             q = query.index_select(0, idx)
             if not whole:
@@ -174,7 +182,7 @@ class PackedPlan:
         key = ("targets", layer, tuple(slots), first, width)
         if key not in self._masks:
             b = self.bias
-            idx = torch.tensor(slots, device=b.heads.device)
+            idx = self._index(slots, b.heads.device)
             heads = b.heads.index_select(0, idx)[:, layer]  # [n, Hq]
             marked = self.cache.marked.index_select(0, idx.to(self.cache.device))[:, first:first + width]
             targets = heads[:, :, None, None] & marked.to(heads.device)[:, None, None, :]
@@ -223,7 +231,7 @@ class PackedPlan:
                 s = s.masked_fill(~mask, float("-inf"))
                 o = torch.matmul(torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype), v)
             if explicit:  # SpotLight's share, soft-capped logits: the biased slots again, explicitly
-                idx = torch.tensor(explicit, device=here)
+                idx = self._index(explicit, here)
                 targets, spot, factor = self._targets(layer, explicit, 0, width, here)
                 rows = biased_attention(q.index_select(0, idx).reshape(len(explicit), Hq, 1, D), k.index_select(0, idx),
                                         v.index_select(0, idx), mask.index_select(0, idx) if mask.dtype == torch.bool
