@@ -66,7 +66,6 @@ _CONSTRUCTORS = {"zeros", "ones", "full", "empty", "arange", "tensor", "as_tenso
 # must be added here knowingly.
 _HOST_SIDE = {
     "engine/reference.py": 1,  # a cache view's steered columns, moved to each layer's keys' device
-    "engine/attention_bias.py": 1,  # a slot's head mask, staged then copied into the device state
     "engine/prefill.py": 5,  # left-padded prompt ids / mask / positions, moved by the caller; bias targets
     "engine/row_matmul.py": 1,  # the calibration inputs of pays_off, on the CPU it times
     "engine/staging.py": 1,  # a forward's index arrays, packed on the host and copied to the device at once

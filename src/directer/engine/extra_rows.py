@@ -21,7 +21,7 @@ layer's launches do not grow with the number of groups:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import torch
@@ -70,7 +70,8 @@ class PaddedGroups:
     positions: torch.Tensor  # [G] query positions (sliding windows)
     steers: torch.Tensor  # [G * R, layers] bool: the row scales its columns in that layer
     alpha: torch.Tensor  # [G * R] float32
-    steered: tuple[torch.Tensor, torch.Tensor]  # (padded row, column) of each steered column (explicit form)
+    steered: tuple[list[int], list[int]]  # (padded row, column) of each steered column, host data (the
+    # written-out form stages them when it runs: most forwards never need them)
     scale: torch.Tensor | None  # [G, 1, W, 1] float32: the group's alpha on its steered columns, else 1
     # (None when some group's steering rows differ in alpha or columns: only the explicit form applies)
     per_group: int  # R
@@ -81,8 +82,11 @@ class PaddedGroups:
     def build(cls, groups: list[ExtraGroup], num_layers: int, device: torch.device) -> "PaddedGroups":
         R = max(len(g.steering) for g in groups)
         W = max(g.limit for g in groups)
+        words = -(-num_layers // _WORD)
         rows, steers, alpha, col_rows, col_cols, scale_rows, scale_cols, scale_alpha = [], [], [], [], [], [], [], []
         padded: dict[int, int] = {}  # extra row -> its padded index
+        seen: dict[tuple[int, int], tuple[int, ...]] = {}  # (id of a column list, limit) -> its visible columns
+        union = 0  # the layers some row steers, as bits
         uniform = True
         for gi, g in enumerate(groups):
             idx = _listed(g.rows)
@@ -90,15 +94,21 @@ class PaddedGroups:
             padded.update((i, gi * R + j) for j, i in enumerate(idx))
             kinds: set[tuple[float, tuple[int, ...]]] = set()
             for j, r in enumerate(g.steering + [g.steering[0]] * (R - len(g.steering))):
-                active = r.alpha != 1.0 and len(r.columns) > 0
-                steers.append([active and layer in r.layers for layer in range(num_layers)])
                 alpha.append(float(r.alpha))
-                if active:
-                    cols = [c for c in _listed(r.columns) if 0 <= c < g.limit]
-                    col_rows += [gi * R + j] * len(cols)
-                    col_cols += cols
-                    if r.layers:
-                        kinds.add((float(r.alpha), tuple(cols)))
+                if r.alpha == 1.0 or len(r.columns) == 0:
+                    steers += [0] * words
+                    continue
+                bits = _layer_bits(r.layers)
+                union |= bits
+                steers += _words(bits, words)
+                key = (id(r.columns), g.limit)  # a sequence's rows share its column list
+                if key not in seen:
+                    seen[key] = tuple(c for c in _listed(r.columns) if 0 <= c < g.limit)
+                cols = seen[key]
+                col_rows += [gi * R + j] * len(cols)
+                col_cols += cols
+                if r.layers:
+                    kinds.add((float(r.alpha), cols))
             uniform &= len(kinds) <= 1
             if len(kinds) == 1:
                 (a, cols), = kinds
@@ -106,20 +116,35 @@ class PaddedGroups:
                 scale_cols += cols
                 scale_alpha += [a] * len(cols)
         gather = [padded[i] for i in sorted(padded)]  # in the order of the extra rows
-        # The integers in one copy, the floats in another; the column matrices are made on the device.
-        (rows_t, out_group, out_row, slots, limits, positions, steer_t, col_r, col_c, sc_r,
+        # The integers in one copy, the floats in another; the column and layer matrices are made on the
+        # device (the layers travel as bits: a row's word per 63 layers, not a flag per layer).
+        (rows_t, out_group, out_row, slots, limits, positions, steer_t, sc_r,
          sc_c) = stage(device, rows, [p // R for p in gather], [p % R for p in gather],
                        [g.slot for g in groups], [g.limit for g in groups], [g.position for g in groups],
-                       [int(x) for row in steers for x in row], col_rows, col_cols, scale_rows, scale_cols)
+                       steers, scale_rows, scale_cols)
         alpha_t, scale_a = stage(device, alpha, scale_alpha, dtype=torch.float32)
         scale = None
         if uniform:
             scale = torch.ones(len(groups), W, dtype=torch.float32, device=device)
             scale[sc_r, sc_c] = scale_a
             scale = scale[:, None, :, None]
-        return cls(rows_t, out_group, out_row, slots, W, limits, positions,
-                   steer_t.view(len(rows), num_layers).bool(), alpha_t, (col_r, col_c), scale, R,
-                   [any(layer) for layer in zip(*steers)])
+        layer = torch.arange(num_layers, device=device)
+        steer_bits = steer_t.view(len(rows), words)[:, layer // _WORD] >> (layer % _WORD)
+        return cls(rows_t, out_group, out_row, slots, W, limits, positions, (steer_bits & 1).bool(), alpha_t,
+                   (col_rows, col_cols), scale, R, [bool(union >> i & 1) for i in range(num_layers)])
+
+
+_WORD = 63  # layers per int64 word of a row's steered-layer bits
+
+
+@lru_cache(maxsize=4096)
+def _layer_bits(layers: frozenset[int]) -> int:
+    """A layer set as bits (a trial's set recurs every step of its sequence: computed once)."""
+    return sum(1 << layer for layer in layers)
+
+
+def _words(bits: int, words: int) -> list[int]:
+    return [(bits >> (_WORD * w)) & ((1 << _WORD) - 1) for w in range(words)]
 
 
 def gather_slots(pg: PaddedGroups, store: torch.Tensor, scratch: int | None = None) -> torch.Tensor:
@@ -264,7 +289,7 @@ def _multipliers(pg: PaddedGroups) -> torch.Tensor:
     forward for every layer (a layer reads its slice, a view)."""
     if "multipliers" not in pg.memo:
         columns = torch.zeros(pg.rows.numel(), pg.width, dtype=torch.bool, device=pg.rows.device)
-        columns[pg.steered] = True  # [G * R, W]: each row's steered columns
+        columns[tuple(stage(pg.rows.device, *pg.steered))] = True  # [G * R, W]: each row's steered columns
         steer = pg.steers.t()[:, :, None] & columns[None]
         pg.memo["multipliers"] = torch.where(steer, pg.alpha[None, :, None], 1.0)
     return pg.memo["multipliers"]

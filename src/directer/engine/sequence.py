@@ -78,6 +78,7 @@ class Sequence:
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
+    _columns: tuple[tuple[int, int], list[int]] | None = field(default=None, repr=False)  # (start, origin), columns
     finish_reason: str = "length"
     cancelled: bool = False
     admitted_at: float = 0.0
@@ -108,8 +109,12 @@ class Sequence:
         return self.settings.method.needs_ranking and self.ranking is None and not self.probes_issued
 
     def columns(self, origin: int) -> list[int]:
-        """Physical columns of the steered prompt positions (host data: a plan stages them once)."""
-        return [self.start + p - origin for p in self.positions]
+        """Physical columns of the steered prompt positions (host data: a plan stages them once). One list
+        while the prompt stays where it is, so every row of the sequence shares it (do not mutate it)."""
+        key = (self.start, origin)
+        if self._columns is None or self._columns[0] != key:
+            self._columns = (key, [self.start + p - origin for p in self.positions])
+        return self._columns[1]
 
     def relocate(self, moved: list[int], origin: int) -> None:
         """Follow a compaction of the slot (``moved``: each old physical column's new one): the prompt
