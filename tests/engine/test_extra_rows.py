@@ -127,3 +127,15 @@ def test_own_keys_from_the_scratch_row_equal_the_concatenated_ones():
     real[:, :, :pg.width] = True
     real[pg.out_group, :, pg.width + pg.out_row] = True  # padding rows' own columns are never read
     assert torch.equal(gathered * real, concatenated * real)
+
+
+def test_steered_layers_survive_the_trip_as_bits_past_63_layers():
+    # a row's layers travel as int64 words of 63 bits: an 80-layer model's sets arrive whole
+    layers = 130
+    sets = [frozenset({0, 62, 63, 64, 79}), frozenset(range(0, 130, 7)), frozenset({129}), frozenset()]
+    g = ExtraGroup(0, [0, 1, 2, 3], 10, 9, [ExtraRow(s, 100.0, SPAN) for s in sets])
+    plain = ExtraGroup(1, [4], 10, 9, [ExtraRow(frozenset({5}), 1.0, SPAN)])  # alpha 1 steers nothing
+    pg = PaddedGroups.build([g, plain], layers, torch.device("cpu"))
+    got = [frozenset(torch.nonzero(row).flatten().tolist()) for row in pg.steers]
+    assert got[:4] == sets and got[4] == frozenset()
+    assert pg.any_layer == [any(i in s for s in sets) for i in range(layers)]
