@@ -28,14 +28,15 @@ from directer.evaluation.tasks.ifeval import load_ifeval
 GENERATE = "model.generate"
 
 
-def generate_cost(d: Directer, prepared, n: int):
+def generate_cost(d: Directer, prepared, n: int, temperature: float = 0.0):
     pad = d.runner.pad_id()
     width = max(len(p.input_ids) for p in prepared)
     ids = torch.tensor([[pad] * (width - len(p.input_ids)) + list(p.input_ids) for p in prepared])
     mask = torch.tensor([[0] * (width - len(p.input_ids)) + [1] * len(p.input_ids) for p in prepared])
     ids, mask = ids.to(d.model.device), mask.to(d.model.device)
     with count_host_cost() as cost:
-        out = d.model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=n, min_new_tokens=n,
+        sampling = dict(do_sample=True, temperature=temperature, top_p=0.9, top_k=0) if temperature else {"do_sample": False}
+        out = d.model.generate(ids, attention_mask=mask, **sampling, max_new_tokens=n, min_new_tokens=n,
                                pad_token_id=pad, eos_token_id=None)
     return cost, out[:, width:].numel()
 
@@ -64,6 +65,9 @@ def main() -> None:
     ap.add_argument("--speculate", default="auto", choices=["never", "auto", "always"],
                     help="fold a sequence's trials into its raw row's forward (always: every step; auto, the "
                          "default: where this device's forward costs say it pays)")
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="sample at this temperature (seed 0, top-p 0.9) instead of decoding greedily; "
+                         "model.generate samples likewise")
     ap.add_argument("--forward-cost", default="device", choices=["device", *DEFAULTS],
                     help="the cost table row behind --speculate auto (default: this device's; cuda: the choices a "
                          "GPU run makes, whose host cost these counts stand for)")
@@ -73,15 +77,18 @@ def main() -> None:
     d = Directer.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens)
     d.runner.matmul = args.matmul
     d.runner.forward_cost = None if args.forward_cost == "device" else DEFAULTS[args.forward_cost]
+    if args.temperature:
+        d.config = replace(d.config, temperature=args.temperature, top_p=0.9, seed=0)
     prompts = load_ifeval(sample=args.sample, seed=args.seed)
     prepared = {m: prepare_items(d, prompts, replace(d.config, method=m))[0] for m in methods}
     d.generate_prepared(prepared["none"][:2], config=replace(d.config, method="none", max_new_tokens=2))  # warm-up
 
-    rows = [(GENERATE, *generate_cost(d, prepared["none"], args.max_new_tokens))]
+    rows = [(GENERATE, *generate_cost(d, prepared["none"], args.max_new_tokens, args.temperature))]
     rows += [(m, *method_cost(d, prepared[m], m, args.batch_size, args.speculate)) for m in methods]
     print(f"model {d.model_name}, {args.dtype}, device {d.model.device}; {len(prompts)} IFEval prompts "
           f"(seed {args.seed}), batch {args.batch_size}, exactly {args.max_new_tokens} new tokens, matmul {args.matmul}, "
-          f"speculate {args.speculate} (forward costs: {args.forward_cost})\n")
+          f"speculate {args.speculate} (forward costs: {args.forward_cost}), "
+          f"{f'temperature {args.temperature:g}, top-p 0.9' if args.temperature else 'greedy'}\n")
     base = {name: cost.per(tokens) for name, cost, tokens in rows}
     print("| | aten ops / token | vs generate | vs none | kernels / token | vs generate | vs none | syncs / token "
           "| host-to-device copies / token |")
