@@ -206,11 +206,13 @@ class PackedPlan:
         scaling, softcap, window = self._params(module, layer, kwargs)
         here = query.device
         # One indexed write: the raw rows' new keys to their slots at the forward's column, and (when they
-        # fit) the extra rows' own keys to the scratch row
-        if self._own_in_scratch() or not self.groups:
-            cache.write_rows(layer, self._write_targets(here, Hkv), key, value)
-        elif n:
-            cache.write_rows(layer, self._write_targets(here, Hkv), key[:n], value[:n])
+        # fit) the extra rows' own keys to the scratch row; the targets cover the forward's first rows
+        targets = self._write_targets(here, Hkv)
+        written = targets[0].shape[0]
+        if written == key.shape[0]:  # every row (a slice, even a whole one, is an op)
+            cache.write_rows(layer, targets, key, value)
+        elif written:
+            cache.write_rows(layer, targets, key[:written], value[:written])
         width = self.column + 1
         K, V = cache.keys[layer], cache.values[layer]
         parts: list[torch.Tensor] = []  # the raw rows' outputs, then the extra rows' (no buffer to fill)
@@ -247,10 +249,10 @@ class PackedPlan:
     def _own_in_scratch(self) -> bool:
         """Whether this forward's extra rows keep their own keys in the cache's scratch row (a decode
         forward whose padded extra rows fit its columns), so that one gather reads all a group's keys."""
-        if "scratch" not in self._masks:
-            pg = self._padded(self.cache.device) if self.groups and self.prefill_column is None else None
-            self._masks["scratch"] = pg is not None and pg.slots.numel() * pg.per_group <= self.cache.capacity
-        return self._masks["scratch"]
+        if not self.groups or self.prefill_column is not None:
+            return False
+        padded = len(self.groups) * max(len(g.steering) for g in self.groups)  # PaddedGroups' G * R
+        return padded <= self.cache.capacity
 
     def _write_targets(self, device: torch.device, kv_heads: int) -> tuple[torch.Tensor, ...]:
         """Where the rows' new keys go (:meth:`SlotCache.write_rows`): a raw row's to its slot at the
