@@ -13,7 +13,7 @@ Stages (each catches its own failure and records it):
   the share of responses identical for ``none`` and for ``directer``, and a NaN/inf scan of the logits.
 - ``host_cost``: aten ops and device reads per generated token (``directer.evaluation.host_cost``), and on
   CUDA the synchronisations ``torch.cuda.set_sync_debug_mode`` reports; ``directer`` with and without
-  ``speculate="auto"``.
+  ``speculate="auto"``, and sampled (temperature 0.7, top-p 0.9).
 - ``speed``: random weights at real shapes (the bundled model's, and a Llama-3.1-8B shape on CUDA),
   bfloat16, EOS ignored: ``model.generate``, our ``none`` and ``directer`` (gate always open: ``beta=0``,
   with speculation never, auto and always; never open: ``beta=2``) per token and first token, batch 1 and
@@ -113,10 +113,14 @@ def stage_host_cost(args) -> dict:
 
     d = _directer(args, "bfloat16" if args.device != "cpu" else "float32")
     out = {}
-    for name, method, speculate in (("none", "none", "never"), ("directer", "directer", "never"),
-                                    ("directer_speculate_auto", "directer", "auto")):
+    for name, method, speculate, temperature in (
+            ("none", "none", "never", 0.0), ("directer", "directer", "never", 0.0),
+            ("directer_speculate_auto", "directer", "auto", 0.0),
+            ("directer_sampled", "directer", "never", 0.7)):  # top-p 0.9: the draws join the one read
         prepared = _prepared(d, method, args.prompts)
         config = replace(d.config, method=method, ignore_eos=True, speculate=speculate)
+        if temperature:
+            config = replace(config, temperature=temperature, top_p=0.9, seed=0)
         with count_host_cost() as cost, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if args.device.startswith("cuda"):

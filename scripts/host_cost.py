@@ -71,11 +71,15 @@ def main() -> None:
     ap.add_argument("--forward-cost", default="device", choices=["device", *DEFAULTS],
                     help="the cost table row behind --speculate auto (default: this device's; cuda: the choices a "
                          "GPU run makes, whose host cost these counts stand for)")
+    ap.add_argument("--nucleus", default="sort", choices=["sort", "candidates", "auto"],
+                    help="how top-p warps sampled rows (default sort: one batched sort, what a GPU runs; "
+                         "candidates: row by row, a CPU's choice, one device read per row)")
     args = ap.parse_args()
     methods = ["none"] + [m for m in (args.methods or ["directer"]) if m != "none"]
 
     d = Directer.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens)
     d.runner.matmul = args.matmul
+    d.runner.nucleus = args.nucleus
     d.runner.forward_cost = None if args.forward_cost == "device" else DEFAULTS[args.forward_cost]
     if args.temperature:
         d.config = replace(d.config, temperature=args.temperature, top_p=0.9, seed=0)
@@ -88,7 +92,7 @@ def main() -> None:
     print(f"model {d.model_name}, {args.dtype}, device {d.model.device}; {len(prompts)} IFEval prompts "
           f"(seed {args.seed}), batch {args.batch_size}, exactly {args.max_new_tokens} new tokens, matmul {args.matmul}, "
           f"speculate {args.speculate} (forward costs: {args.forward_cost}), "
-          f"{f'temperature {args.temperature:g}, top-p 0.9' if args.temperature else 'greedy'}\n")
+          f"{f'temperature {args.temperature:g}, top-p 0.9 ({args.nucleus})' if args.temperature else 'greedy'}\n")
     base = {name: cost.per(tokens) for name, cost, tokens in rows}
     print("| | aten ops / token | vs generate | vs none | kernels / token | vs generate | vs none | syncs / token "
           "| host-to-device copies / token |")

@@ -3,6 +3,7 @@
     python scripts/method_speed.py                                  # the README's 14 configurations
     python scripts/method_speed.py --method none --method directer --method spotlight:filter=1 \\
         --sample 16 --batch-size 16 --max-new-tokens 128 --repeats 2 --json speed.json
+    python scripts/method_speed.py --method none --method directer --temperature 0.7   # sampled (top-p 0.9)
 
 Every method decodes the same seeded sample of IFEval prompts (with the spans ``directer eval`` steers)
 in the same process, batch by batch, and the order of the methods rotates from one repeat to the next,
@@ -44,9 +45,13 @@ GENERATE = "model.generate"  # transformers' own greedy decoding of the same bat
 
 
 def measure_generate(d: Directer, prepared, batch_size: int, ignore_eos: bool) -> dict:
-    """``model.generate(do_sample=False)`` on the same left-padded batches (first token: a 1-token call)."""
+    """``model.generate`` on the same left-padded batches (first token: a 1-token call), sampling as the
+    run's config does."""
     pad = d.runner.pad_id()
     n = d.config.max_new_tokens
+    c = d.config
+    how = (dict(do_sample=True, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k or 0, min_p=c.min_p or None)
+           if c.temperature else dict(do_sample=False))
     tokens, seconds, first = 0, 0.0, []
     for start in range(0, len(prepared), batch_size):
         chunk = prepared[start:start + batch_size]
@@ -56,10 +61,10 @@ def measure_generate(d: Directer, prepared, batch_size: int, ignore_eos: bool) -
         ids, mask = ids.to(d.model.device), mask.to(d.model.device)
         eos = None if ignore_eos else sorted(d.eos_token_ids())
         t0 = time.perf_counter()
-        d.model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=1, pad_token_id=pad, eos_token_id=eos)
+        d.model.generate(ids, attention_mask=mask, **how, max_new_tokens=1, pad_token_id=pad, eos_token_id=eos)
         first.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        out = d.model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
+        out = d.model.generate(ids, attention_mask=mask, **how, max_new_tokens=n,
                                min_new_tokens=n if ignore_eos else 0, pad_token_id=pad, eos_token_id=eos)
         seconds += time.perf_counter() - t0
         new = out[:, width:]
@@ -111,6 +116,8 @@ def main() -> None:
                          "because fewer rows are left in its batches)")
     ap.add_argument("--generate", action="store_true",
                     help=f"also time {GENERATE} (do_sample=False) on the same batches, as a row of the table")
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="sample at this temperature (top-p 0.9, seed 0) instead of decoding greedily")
     ap.add_argument("--json", default=None, help="also write the raw measurements here")
     args = ap.parse_args()
     methods = args.methods or TABLE_METHODS
@@ -123,6 +130,8 @@ def main() -> None:
 
     d = Directer.from_pretrained(args.model, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens,
                                  speculate=args.speculate, trial_batching=args.trial_batching)
+    if args.temperature:
+        d.config = replace(d.config, temperature=args.temperature, top_p=0.9, seed=0)
     prompts = load_ifeval(sample=args.sample, seed=args.seed)
     prepared = {}
     for m in methods:  # also validates every spec before anything is timed
@@ -148,7 +157,8 @@ def main() -> None:
     print(f"\nmodel {d.model_name}, {args.dtype}, device {d.model.device}, torch threads {torch.get_num_threads()}; "
           f"{len(prompts)} IFEval prompts (seed {args.seed}), batch {args.batch_size}, "
           f"{'up to ' if args.stop_at_eos else 'exactly '}{args.max_new_tokens} new tokens, {args.repeats} repeats, "
-          f"speculate {args.speculate}\n")
+          f"speculate {args.speculate}, "
+          f"{f'temperature {args.temperature:g}, top-p 0.9' if args.temperature else 'greedy'}\n")
     mem = any(r["peak_bytes"] for r in rows)
     print("| method | ms/token | vs none | first token | vs none |" + (" peak memory |" if mem else ""))
     print("|---|---|---|---|---|" + ("---|" if mem else ""))

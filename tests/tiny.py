@@ -129,7 +129,7 @@ def assert_same_ranking(a, b, tie: float = 1e-6) -> None:
 def run_engine(model, ps, method="directer", alpha=100.0, beta=0.5, gate=True, slots=None, trials="auto",
                positions=None, new=NEW, speculate="never", eos=frozenset(), limits=None, admit_min=None,
                on_token=None, matmul="auto", probes="prefill", sampling=None, sample_index=None, filt=False,
-               cost=None, engines=None):
+               cost=None, engines=None, nucleus="auto"):
     """Decode prompts ``ps`` on the continuous engine (``slots`` at once; default: all at once)."""
     from directer.engine.continuous import Engine, EngineOptions
     from directer.methods.sampling import SamplingParams
@@ -145,7 +145,7 @@ def run_engine(model, ps, method="directer", alpha=100.0, beta=0.5, gate=True, s
     from directer.runner import slots_per_request
 
     engine = Engine(model, EngineOptions(slots=slots or len(ps) * slots_per_request(meth), trials=trials, admit_min=admit_min,
-                                         matmul=matmul, probes=probes, cost=cost))
+                                         matmul=matmul, probes=probes, cost=cost, nucleus=nucleus))
     if engines is not None:  # the caller wants to look at the engine afterwards (its forwards, its cost model)
         engines.append(engine)
     return engine.run(reqs, settings, on_token)

@@ -73,6 +73,8 @@ class Runner:
         # A decode forward's (fixed, per-row) seconds behind speculate="auto" (engine/cost_model.py); None:
         # the device type's row of its table.
         self.forward_cost: tuple[float, float] | None = None
+        # How top-p warps sampled rows (EngineOptions.nucleus; the tokens do not depend on it).
+        self.nucleus = "auto"
         self._budgets: dict[int, CacheBudget] = {}
 
     # -- settings ---------------------------------------------------------------------------------
@@ -143,7 +145,7 @@ class Runner:
         trials = {"all": "all", "sequential": "first"}.get(trial_batching or "", "auto")
         return Engine(self.model, EngineOptions(slots=slots, pad_token_id=self.pad_id(), trials=trials,
                                                 admit_min=admit_min, matmul=self.matmul, budget=self.budget(slots),
-                                                cost=self.forward_cost))
+                                                cost=self.forward_cost, nucleus=self.nucleus))
 
     def budget(self, slots: int) -> CacheBudget:
         """The columns a cache of ``slots`` rows may hold, decided once per slot count (free memory is

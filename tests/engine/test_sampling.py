@@ -11,7 +11,7 @@ import torch
 
 from directer.engine.continuous import Engine, EngineOptions
 from directer.engine.requests import DecodeRequest
-from directer.engine.sampling import Sampler, inverse_cdf
+from directer.engine.sampling import Draw, Sampler, draw_rows, inverse_cdf
 from directer.engine.sequence import SequenceSettings
 from directer.methods import make_method
 from directer.methods.base import plausible, RawStep
@@ -35,6 +35,40 @@ def llama():
 def test_inverse_cdf_never_draws_a_token_of_probability_zero():
     probs = torch.tensor([0.0, 0.25, 0.0, 0.75, 0.0])
     assert [inverse_cdf(probs, u) for u in (0.0, 0.1, 0.2499, 0.25, 0.9, 0.999999)] == [1, 1, 1, 3, 3, 3]
+    assert inverse_cdf(probs, 1.0) == 3  # u * total at the total: the last token that can be drawn
+
+
+@pytest.mark.parametrize("sort", [False, True])
+def test_a_forwards_draws_made_together_equal_each_row_drawn_alone(sort):
+    """draw_rows (each setting's rows warped as one batch, one inverse CDF, nothing read) gives every row the
+    token and the warped distribution it gets alone, bit for bit, at the bundled model's vocabulary size:
+    greedy rows between sampled ones, two settings interleaved, top-p by a batched sort or by candidates."""
+    scale = torch.tensor([1.0, 6.0, 8.0, 3.0, 12.0, 6.0])[:, None]
+    z = torch.randn(6, 49152, generator=torch.Generator().manual_seed(0)) * scale
+    a = Sampler(SamplingParams(temperature=0.7, top_p=0.9, seed=1), "a")
+    b = Sampler(SamplingParams(temperature=1.2, top_k=50, top_p=0.8, min_p=0.02, seed=1), "b")
+    draws = [Draw(a, 0.3), None, Draw(b, 0.99), Draw(a, 0.0), None, Draw(b, 0.5)]
+    drawn, warped, index = draw_rows(z, draws, sort)
+    assert index.tolist() == [0, 3, 2, 5]  # grouped by setting
+    for j, i in enumerate(index.tolist()):
+        alone = draws[i].sampler.distribution(z[i])
+        assert torch.equal(warped[j], alone)
+        assert int(drawn[j]) == inverse_cdf(alone, draws[i].uniform)
+    drawn, _, index = draw_rows(z[:2], [Draw(a, 0.1), Draw(a, 0.7)], sort)
+    assert index is None  # every row, one setting: no gathers
+    assert drawn.tolist() == [inverse_cdf(a.distribution(z[0]), 0.1), inverse_cdf(a.distribution(z[1]), 0.7)]
+    assert draw_rows(z, [None] * 6, sort) is None
+
+
+@pytest.mark.parametrize("method", ["none", "directer", "pasta:filter=1"])
+def test_top_p_by_sort_and_by_candidates_decode_the_same(llama, method):
+    """EngineOptions.nucleus only changes how top-p is computed: the same tokens and traces."""
+    sampling = SamplingParams(temperature=1.0, top_p=0.8, min_p=0.01, seed=5)
+    sort, candidates = (run_engine(llama, prompts(4), method=method, sampling=sampling, speculate="auto", nucleus=n)
+                        for n in ("sort", "candidates"))
+    assert tokens(sort) == tokens(candidates)
+    assert [o.trace for o in sort] == [o.trace for o in candidates]
+    assert [o.raw_logprobs for o in sort] == [o.raw_logprobs for o in candidates]
 
 
 def test_the_warped_distribution_is_generates(llama):

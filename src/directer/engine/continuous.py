@@ -40,14 +40,14 @@ from .devices import input_device
 from .engine_options import EngineOptions, fits
 from .kv_budget import CacheBudget
 from .requests import DecodeOutput, DecodeRequest  # noqa: F401  (DecodeOutput: run's outputs)
-from .extra_rows import ExtraGroup, ExtraRow
 from .packed_attention import PACKED_KWARG, PackedPlan
-from .prefill import bias_targets, first_step_trials, left_padded, prefill_group, ranking_probes, trial_row
+from .decode_rows import decode_rows
+from .prefill import bias_targets, first_step_trials, left_padded, prefill_group
 from .ranking import AttentionRecorder
 from .row_matmul import install, transposed, wanted
 from .sampling import Sampler
-from .readback import RawRead, TrialRead, TrialSource, read_back
-from .sequence import Sequence, SequenceSettings, output, skipped_trace, trial_tokens
+from .readback import StepRead, TrialRead, TrialSource, read_back
+from .sequence import Sequence, SequenceSettings, draw_of, output, skipped_trace, trial_tokens
 from .slot_cache import SlotCache
 from .staging import stage
 
@@ -76,6 +76,8 @@ class Engine:
         self.running: list[Sequence] = []
         self.recorder = AttentionRecorder(attention_modules(model))
         self.cost = CostModel(self.device.type, costs=self.opts.cost)
+        # top-p by a batched sort of every row (one launch on a GPU) or by candidates, row by row (a CPU)
+        self.sort = self.opts.nucleus == "sort" or (self.opts.nucleus == "auto" and self.device.type != "cpu")
         self.forwards = 0
         self._count = 0
         self.windows: dict[int, int | None] = {}
@@ -212,9 +214,12 @@ class Engine:
         if record:
             pre, post = self.recorder.stacked()
         trial_rows = first_step_trials(batch, first_row, logits, lead)
+        draws = [draw_of(s, 0) if first_row[id(s)] == i else None for i, (s, _) in enumerate(prompt_rows)]
         read = read_back(logits[:, 0], torch.stack([t[2] for t in trial_rows]) if trial_rows else None,
-                         [TrialSource(row=t[3]) for t in trial_rows])
-        known = trial_tokens([t[:2] for t in trial_rows], read.trials, lambda j: trial_rows[j][2])
+                         [TrialSource(row=t[3]) for t in trial_rows], raw_draws=draws,
+                         trial_draws=[draw_of(s, k + 1) for s, k, _, _ in trial_rows], sort=self.sort,
+                         top=max(s.settings.top_logprobs for s in batch))
+        known = trial_tokens([t[:2] for t in trial_rows], read.trials)
         for s in batch:
             i = first_row[id(s)]
             n = len(s.input_ids)
@@ -225,8 +230,7 @@ class Engine:
                 s.stats.trial_rows += lead
             elif s.needs_probes:
                 s.raw_states = (pre[i], post[i])
-            step = (logits[i, 0], read.probs[i], read.raw[i], read.lse[i])
-            self._on_raw(s, step, s.input_ids[-1], n - 1, s.start + n - 1, known.get(id(s)))
+            self._on_raw(s, read, i, logits[i, 0], (s.input_ids[-1], n - 1, s.start + n - 1), known.get(id(s)))
 
     def _bias_slot(self, seq: Sequence, slot: int) -> None:
         """Give ``slot`` the sequence's attention bias: its kind, factor and heads, its target columns."""
@@ -239,16 +243,19 @@ class Engine:
         probes = seq.needs_probes and self.opts.probes == "prefill"
         return probes, len(seq.leading) if probes else 0
 
-    def _on_raw(self, seq: Sequence, step: tuple[torch.Tensor, torch.Tensor, RawRead, torch.Tensor],
-                step_input: int, step_pos: int, column: int,
+    def _on_raw(self, seq: Sequence, step: StepRead, j: int, logits: torch.Tensor, at: tuple[int, int, int],
                 known: dict[int, tuple[int, TrialRead | None]] | None = None) -> None:
-        """The raw pass of a step (logits, float32 probabilities, what was read back, log-normaliser): the
-        gate, then the step's token or its trials (``known``: trial k's token, and its read-back)."""
-        logits, probs, read, lse = step
-        choice, support = seq.sampler.draw(logits, len(seq.tokens), 0) if seq.sampler else (None, None)
-        raw = RawStep(len(seq.tokens), logits, probs, read.top2, choice, support, argmax=read.token,
+        """The raw pass of a step (raw row ``j`` of ``step``, its ``logits``; its input, position and
+        column): the gate, then the step's token or its trials (``known``: trial k's token, its read-back)."""
+        read = step.raw[j]
+        raw = RawStep(len(seq.tokens), logits, step.probs[j], read.top2, read.choice,
+                      None if read.choice is None else step.support[j], argmax=read.token,
                       known={read.token: (read.top2[0], read.logprob)})
-        seq.open_step(raw, step_input, step_pos, column, lse)
+        if read.choice is not None:  # the draw's operands came with the same read
+            raw.known[read.choice] = (read.choice_prob, read.choice_logprob)
+            raw.supported = {read.choice: read.choice_supported}
+        choice = read.choice
+        seq.open_step(raw, *at, step.lse[j], read.top)
         method = seq.settings.method
         if not method.steers or method.skip(raw) or (choice is not None and not method.accept(raw, choice)):
             # Under sampling a raw draw the method would not accept as a steered token is emitted as
@@ -278,57 +285,13 @@ class Engine:
         if raw and not self.cache.fits(1):
             self._make_room()
         origin = self.cache.origin
-        # One row per slot of every advancing sequence: the raw rows first (their logits open the step),
-        # then the biased rows of filtered streams (their logits are the step's trial).
-        slot_rows = [(s, s.slot) for s in raw] + [(s, s.steered_slot) for s in raw if s.steered_slot is not None]
-        inputs, positions = [s.step_input for s, _ in slot_rows], [s.step_pos for s, _ in slot_rows]
-        slot_list = [slot for _, slot in slot_rows]
         if raw:  # the column this forward opens (opened below, once its index tensors are staged)
             self.cache.reserve(1)
             column = self.cache.width
         else:
             column = self.cache.width - 1
-        groups: list[ExtraGroup] = []
-        logit_rows: list[tuple[Sequence, int | None, int]] = []  # (sequence, trial k or None for raw, row)
-        probe_rows: list[tuple[Sequence, int]] = []  # (sequence, first probe row)
-        logit_rows += [(s, None, i) for i, s in enumerate(raw)]
-        logit_rows += [(s, 0, i) for i, (s, _) in enumerate(slot_rows) if s.streamed and (s.steered_slot is None or i >= len(raw))]
-        extra: list[tuple[Sequence, int, int, int, list[ExtraRow], list[int | None]]] = []
-
-        for s in raw:  # speculation: a ranked sequence's trials in its raw row's forward
-            if s.schedule and not s.streamed and self._speculate(s, len(s.schedule), len(raw)):
-                rows = [trial_row(s, t, origin) for t in s.schedule]
-                extra.append((s, s.step_input, s.step_pos, column, rows, list(range(len(rows)))))
-        for s in self.running:
-            if self._probes_now(s):  # probe l steers layer l alone, on the last prompt token
-                n = len(s.input_ids)
-                rows = ranking_probes(s, self.num_layers, origin)
-                extra.append((s, s.input_ids[-1], n - 1, s.start + n - 1 - origin, rows, [None] * len(rows)))
-                s.probes_issued = True
-        for s in self.running:
-            if s.state != "trials":
-                continue
-            todo = s.to_do()
-            if not todo:
-                continue
-            if self.opts.trials == "first":
-                todo = todo[:1]
-            s.issued.update(todo)
-            rows = [trial_row(s, s.trials()[k], origin) for k in todo]
-            extra.append((s, s.step_input, s.step_pos, s.step_column - origin, rows, todo))
-
-        ids, pos = list(inputs), list(positions)
-        for s, token, p, limit, rows, ks in extra:
-            first = len(ids)
-            ids += [token] * len(rows)
-            pos += [p] * len(rows)
-            idx = list(range(first, len(ids)))
-            groups.append(ExtraGroup(s.slot, idx, limit, p, rows))
-            if ks[0] is None:
-                probe_rows.append((s, first))
-            else:
-                logit_rows += [(s, k, first + j) for j, k in enumerate(ks)]
-                s.stats.trial_rows += len(rows)
+        rows = decode_rows(raw, self.running, column, origin, self.num_layers, self.opts.trials, self._speculate)
+        ids, pos, groups, logit_rows, probe_rows = rows.ids, rows.pos, rows.groups, rows.logit_rows, rows.probe_rows
         if not ids:
             return
         # Every index the forward needs, in one host-to-device copy (with, when every trial's source is a
@@ -336,11 +299,11 @@ class Engine:
         raw_index = {id(s): j for j, s in enumerate(raw)}
         src_rows = [raw_index.get(id(s)) for s, _, _ in logit_rows[len(raw):]]
         src_rows = src_rows if src_rows and None not in src_rows else []
-        slot_t, pos_t, ids_t, pos_all, need, src_t = stage(self.device, slot_list, positions, ids, pos,
+        slot_t, pos_t, ids_t, pos_all, need, src_t = stage(self.device, rows.slot_list, rows.positions, ids, pos,
                                                            [r for _, _, r in logit_rows], src_rows)
         if raw:
             self.cache.open_column(slot_t, pos_t)
-        plan = PackedPlan(self.cache, slot_t, pos_t, column, groups, slot_list=slot_list, bias=self.bias)
+        plan = PackedPlan(self.cache, slot_t, pos_t, column, groups, slot_list=rows.slot_list, bias=self.bias)
         t0 = time.perf_counter()
         with (self.recorder.recording() if probe_rows else nullcontext(), transposed(self.transpose),
               pinned_backends(self.device)):
@@ -363,17 +326,19 @@ class Engine:
         if logits is not None:
             trials = logit_rows[n_raw:]  # every row after the raw ones is a trial
             sources = [TrialSource(row=raw_index[id(s)]) if id(s) in raw_index
-                       else TrialSource(probs=s.raw.probs, logits=s.raw.logits, lse=s.raw_lse) for s, _, _ in trials]
-            read = read_back(logits[:n_raw], logits[n_raw:] if trials else None, sources, src_t if src_rows else None)
-            found = trial_tokens([(s, k) for s, k, _ in trials], read.trials, lambda j: logits[n_raw + j])
+                       else TrialSource(probs=s.raw.probs, logits=s.raw.logits, lse=s.raw_lse, support=s.raw.support)
+                       for s, _, _ in trials]
+            read = read_back(logits[:n_raw], logits[n_raw:] if trials else None, sources, src_t if src_rows else None,
+                             [draw_of(s, 0) for s in raw], [draw_of(s, k + 1) for s, k, _ in trials], self.sort,
+                             max([s.settings.top_logprobs for s in raw], default=0))
+            found = trial_tokens([(s, k) for s, k, _ in trials], read.trials)
             # launch to read-back: the read waits for the device, so a GPU's work is in the time too
             self.cost.observe(len(ids), time.perf_counter() - t0)
         for s in self.running:
             if s.state == "trials" and id(s) in found:
                 s.learn(found[id(s)])
         for j, s in enumerate(raw):  # speculative trial tokens open the step with it
-            step = (logits[j], read.probs[j], read.raw[j], read.lse[j])
-            self._on_raw(s, step, s.step_input, s.step_pos, column + origin, found.get(id(s)))
+            self._on_raw(s, read, j, logits[j], (s.step_input, s.step_pos, column + origin), found.get(id(s)))
         for s in list(self.running):
             if s.state == "trials" and s not in raw:
                 self._decide(s)
@@ -387,13 +352,6 @@ class Engine:
         moved = self.cache.make_room([slot for s in self.running for slot in s.slots])
         for s in self.running if moved else ():
             s.relocate(moved[s.slot], origin)
-
-    @staticmethod
-    def _probes_now(seq: Sequence) -> bool:
-        """Probes ride along with the all-layer trial when the first step's gate opens (its later trials
-        need the ranking, and on these prompts the all-layer trial is mostly rejected), else with the
-        second raw row: a first token the gate lets through costs the prefill alone."""
-        return seq.needs_probes and (bool(seq.tokens) or seq.state in ("trials", "ranking"))
 
     def _rank(self, seq: Sequence, pre_s: torch.Tensor, post_s: torch.Tensor, seconds: float) -> None:
         pre, post = seq.raw_states

@@ -9,9 +9,10 @@ import torch
 from .attention import base_implementation
 from .kv_budget import CacheBudget
 
-__all__ = ["PROBE_PLACES", "TRIAL_POLICIES", "EngineOptions", "fits"]
+__all__ = ["NUCLEUS", "PROBE_PLACES", "TRIAL_POLICIES", "EngineOptions", "fits"]
 
 TRIAL_POLICIES = ("auto", "all", "first")
+NUCLEUS = ("auto", "sort", "candidates")
 PROBE_PLACES = ("prefill", "decode")
 
 
@@ -44,9 +45,16 @@ class EngineOptions:
     # A decode forward's (fixed, per-row) seconds for speculate="auto" (engine/cost_model.py); None: the
     # device type's row of cost_model.DEFAULTS.
     cost: tuple[float, float] | None = None
+    # How top-p warps a forward's sampled rows (engine/sampling.py): "sort" sorts every row in one batched
+    # call (a GPU's few launches); "candidates" takes each row's best 512 tokens when they hold its
+    # nucleus (a tenth of the CPU work, one device read per row); "auto": candidates on a CPU, else sort.
+    # The tokens are the same either way.
+    nucleus: str = "auto"
 
     def __post_init__(self) -> None:
         if self.trials not in TRIAL_POLICIES:
             raise ValueError(f"unknown trial policy {self.trials!r}: choose one of {', '.join(TRIAL_POLICIES)}")
         if self.probes not in PROBE_PLACES:
             raise ValueError(f"unknown probe placement {self.probes!r}: choose one of {', '.join(PROBE_PLACES)}")
+        if self.nucleus not in NUCLEUS:
+            raise ValueError(f"unknown top-p warping {self.nucleus!r}: choose one of {', '.join(NUCLEUS)}")

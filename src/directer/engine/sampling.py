@@ -9,20 +9,25 @@ which other requests share a forward, when it was admitted or how many draws cam
 seed gives the same tokens whatever the batch composition or the scheduling. Draw 0 of a step is
 the raw pass's token; draw ``k + 1`` is trial ``k``'s token (README, Fidelity: sampling).
 
-Temperature 0 means greedy: the argmax, no randomness, no warpers.
+A forward's draws are made together on the device (:func:`draw_rows`): the uniforms are known on the
+host before the forward, the rows of one setting are warped as one batch and inverted in one
+``searchsorted``, and the tokens reach the host in the forward's one read-back
+(:mod:`directer.engine.readback`). Temperature 0 means greedy: the argmax, no randomness, no warpers.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..methods.sampling import SamplingParams, stream_key
+from .staging import stage
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Sampler", "inverse_cdf"]
+__all__ = ["Draw", "Sampler", "draw_rows", "inverse_cdf", "inverse_cdf_rows"]
 
 
 class Sampler:
@@ -31,6 +36,8 @@ class Sampler:
     def __init__(self, params: SamplingParams, stream: str):
         self.params = params
         self.stream = stream
+        # requests whose draws can be warped as one batch: the same transforms (the seed only moves u)
+        self.setting = (params.temperature, params.top_k, params.top_p, params.min_p)
         self.warpers = None
         if not params.greedy:
             from transformers import LogitsProcessorList
@@ -67,23 +74,24 @@ class Sampler:
 
     def distribution(self, logits: torch.Tensor) -> torch.Tensor:
         """The float32 distribution draws come from: the warped softmax of one row of logits [V]."""
+        return self.warp(logits[None])[0]
+
+    def warp(self, logits: torch.Tensor, sort: bool = False) -> torch.Tensor:
+        """The warped softmax of rows ``[n, V]`` of logits, row by row what :meth:`distribution` gives.
+        ``sort``: top-p sorts every row (one batched sort: a GPU's choice); else each row goes through
+        the candidates' shortcut (:func:`_nucleus`: far cheaper on a CPU, reading the device per row)."""
         import torch
 
-        none = torch.empty((1, 0), dtype=torch.long, device=logits.device)
-        z = self.warpers(none, logits.float()[None])
+        none = torch.empty((logits.shape[0], 0), dtype=torch.long, device=logits.device)
+        z = self.warpers(none, logits.float())
         if self.top_p is not None:
-            z = _nucleus(self.top_p, none, z, self.params.top_k)
+            if sort:
+                z = self.top_p(none, z)
+            else:
+                z = torch.cat([_nucleus(self.top_p, none[:1], row[None], self.params.top_k) for row in z])
         if self.min_p is not None:
             z = self.min_p(none, z)
-        return torch.softmax(z, dim=-1)[0]
-
-    def draw(self, logits: torch.Tensor, step: int, k: int) -> tuple[int, torch.Tensor | None]:
-        """Draw ``k`` of step ``step`` (0: the raw token, k + 1: trial k's token) and the distribution it
-        came from (None under greedy)."""
-        if self.greedy:
-            return int(logits.argmax()), None
-        probs = self.distribution(logits)
-        return inverse_cdf(probs, self.uniform(step, k)), probs
+        return torch.softmax(z, dim=-1)
 
     def uniform(self, step: int, k: int) -> float:
         # String seeds go through SHA-512 in CPython: stable across processes and platforms.
@@ -130,14 +138,60 @@ def _nucleus(warper, none: torch.Tensor, z: torch.Tensor, top_k: int) -> torch.T
     return out
 
 
-def inverse_cdf(probs: torch.Tensor, u: float) -> int:
-    """The token whose cumulative-probability interval holds ``u`` (a token of probability 0 never)."""
+@dataclass(frozen=True)
+class Draw:
+    """One row's draw: whose (the request's sampler) and its uniform (``Sampler.uniform(step, k)``)."""
+
+    sampler: Sampler
+    uniform: float
+
+
+def draw_rows(logits: torch.Tensor, draws: list[Draw | None], sort: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    """The draws of rows ``[n, V]`` of logits (``draws[i]`` None: row i is greedy), made together: the
+    tokens ``[m]``, their warped distributions ``[m, V]`` (rows in the returned order) and the rows they
+    belong to (``[m]`` on the device; None when they are all n rows in order). None when no row samples.
+
+    The uniforms and row indices reach the device in one copy; each setting's rows are warped as a batch,
+    and every row is inverted at once. Nothing is read back here."""
     import torch
 
-    cdf = probs.double().cumsum(0)
-    x = torch.tensor(u, dtype=torch.float64, device=cdf.device) * cdf[-1]
-    index = int(torch.searchsorted(cdf, x[None], right=True)[0])
-    if index >= probs.shape[0]:  # u * total rounded up to the total: the last token that can be drawn
-        index = int(probs.nonzero()[-1])
-    return index
+    groups: dict[tuple, list[int]] = {}
+    for i, d in enumerate(draws):
+        if d is not None:
+            groups.setdefault(d.sampler.setting, []).append(i)
+    if not groups:
+        return None
+    order = [i for rows in groups.values() for i in rows]
+    whole = order == list(range(logits.shape[0]))  # every row samples, in order: no gathers
+    # row indices below 2**53 are exact in float64, so they travel with the uniforms
+    u, index = stage(logits.device, [draws[i].uniform for i in order], [] if whole else order, dtype=torch.float64)
+    index = None if whole else index.long()
+    z = logits if index is None else logits.index_select(0, index)
+    parts, at = [], 0
+    for rows in groups.values():
+        parts.append(draws[rows[0]].sampler.warp(z[at:at + len(rows)], sort))
+        at += len(rows)
+    probs = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return inverse_cdf_rows(probs, u), probs, index
 
+
+def inverse_cdf_rows(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row of ``probs`` [m, V], the token whose cumulative-probability interval holds ``u`` [m]
+    (float64; a token of probability 0 never), on the device without a read."""
+    import torch
+
+    cdf = probs.double().cumsum(-1)
+    x = u[:, None] * cdf[:, -1:]
+    index = torch.searchsorted(cdf, x, right=True)[:, 0]
+    # u * total rounded up to the total: the last token that can be drawn (argmax takes the first maximum)
+    V = probs.shape[-1]
+    last = (V - 1) - (probs > 0).flip(-1).to(torch.uint8).argmax(-1)
+    return torch.where(index >= V, last, index)
+
+
+def inverse_cdf(probs: torch.Tensor, u: float) -> int:
+    """The token whose cumulative-probability interval holds ``u`` in one distribution ``probs`` [V]."""
+    import torch
+
+    return int(inverse_cdf_rows(probs[None], torch.tensor([u], dtype=torch.float64, device=probs.device))[0])

@@ -25,9 +25,9 @@ from ..results import Ranking, Stats, TokenTrace
 from .readback import TrialRead
 from .requests import DecodeOutput
 from ..methods.sampling import SamplingParams
-from .sampling import Sampler
+from .sampling import Draw, Sampler
 
-__all__ = ["Sequence", "SequenceSettings", "output", "skipped_trace", "trial_tokens"]
+__all__ = ["Sequence", "SequenceSettings", "draw_of", "output", "skipped_trace", "trial_tokens"]
 
 
 @dataclass
@@ -64,6 +64,7 @@ class Sequence:
     # the current step: its raw pass, input, position and column; the trials computed so far
     raw: RawStep | None = None
     raw_lse: torch.Tensor | None = None  # logsumexp of the step's raw logits (float32)
+    step_top: list[tuple[int, float]] | None = None  # the step's most likely raw tokens (top_logprobs)
     step_input: int = 0
     step_pos: int = 0
     step_column: int = 0
@@ -137,18 +138,21 @@ class Sequence:
         """Trials of the current step still to compute, in schedule order."""
         return [k for k in range(self.next_k, len(self.trials())) if k not in self.trial_tokens and k not in self.issued]
 
-    def open_step(self, raw: RawStep, step_input: int, step_pos: int, step_column: int, lse: torch.Tensor) -> None:
+    def open_step(self, raw: RawStep, step_input: int, step_pos: int, step_column: int, lse: torch.Tensor,
+                  top: list[tuple[int, float]] | None = None) -> None:
         self.raw, self.step_input, self.step_pos, self.step_column = raw, step_input, step_pos, step_column
-        self.raw_lse = lse
+        self.raw_lse, self.step_top = lse, top
         self.trial_tokens, self.issued, self.next_k = {}, set(), 0
 
     def learn(self, known: dict[int, tuple[int, TrialRead | None]] | None) -> None:
-        """Record trial tokens of the open step (trial k -> token), and the raw probabilities read back
-        for them (the plausibility test then needs no device read)."""
+        """Record trial tokens of the open step (trial k -> token), and what was read back for them (the
+        raw probabilities and, under sampling, the support flag: the plausibility test needs no read)."""
         for k, (token, read) in (known or {}).items():
             self.trial_tokens[k] = token
             if read is not None:
                 self.raw.known[token] = (read.prob, read.logprob)
+                if read.supported is not None:
+                    self.raw.supported = {**(self.raw.supported or {}), token: read.supported}
 
     def decide(self) -> tuple[int, TokenTrace] | None:
         """The step's token once it is known: the first accepted trial in schedule order, the raw token
@@ -188,9 +192,8 @@ class Sequence:
         # back with the forward when the engine knew the token then.
         known = self.raw.known.get(token) if self.raw.known else None
         self.logprobs.append(known[1] if known else float(self.raw.logits[token].float() - self.raw_lse))
-        if self.settings.top_logprobs:
-            values, ids = (self.raw.logits.float() - self.raw_lse).topk(self.settings.top_logprobs)
-            self.top_logprobs.append(list(zip(ids.tolist(), values.tolist())))
+        if self.settings.top_logprobs:  # read back with the forward that opened the step
+            self.top_logprobs.append(self.step_top[:self.settings.top_logprobs])
         self.tokens.append(token)
         self.add_trace(trace)
         self.stats.record(trace)
@@ -220,15 +223,19 @@ def output(seq: Sequence) -> DecodeOutput:
                         seq.logprobs if raw else None, seq.top_logprobs if raw and seq.settings.top_logprobs else None)
 
 
-def trial_tokens(rows: list[tuple[Sequence, int]], reads: list[TrialRead],
-                 logits: Callable[[int], torch.Tensor]) -> dict[int, dict[int, tuple[int, TrialRead | None]]]:
-    """id(sequence) -> trial k -> its token and read-back: the argmax read back, or for a sampled
-    sequence draw k + 1 of its step from ``logits(j)``, trial row j's logits (its draws are read one at a
-    time; a greedy row's logits are never touched on the host)."""
+def trial_tokens(rows: list[tuple[Sequence, int]], reads: list[TrialRead]
+                 ) -> dict[int, dict[int, tuple[int, TrialRead | None]]]:
+    """id(sequence) -> trial k -> its token (the argmax, or under sampling draw k + 1 of its step) and
+    what was read back with it."""
     found: dict[int, dict[int, tuple[int, TrialRead | None]]] = {}
-    for j, ((s, k), t) in enumerate(zip(rows, reads)):
-        if s.sampler is not None:
-            found.setdefault(id(s), {})[k] = (s.sampler.draw(logits(j), len(s.tokens), k + 1)[0], None)
-        else:
-            found.setdefault(id(s), {})[k] = (t.token, t)
+    for (s, k), t in zip(rows, reads):
+        found.setdefault(id(s), {})[k] = (t.token, t)
     return found
+
+
+def draw_of(seq: Sequence, k: int) -> Draw | None:
+    """The draw behind row ``k`` of the sequence's current step (0: its raw row, k + 1: trial k's row);
+    None under greedy decoding."""
+    if seq.sampler is None:
+        return None
+    return Draw(seq.sampler, seq.sampler.uniform(len(seq.tokens), k))

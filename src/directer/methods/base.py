@@ -49,10 +49,12 @@ class RawStep:
     choice: int | None = None
     support: torch.Tensor | None = None
     # What the engine already read back from the device in its one transfer per forward: the argmax,
-    # and for tokens the step's trials proposed, their raw probability and log-probability. A policy
-    # asks through :attr:`token` and :meth:`prob`, which read the device only for what is not here.
+    # and for the step's draw and the tokens its trials proposed, their raw probability and
+    # log-probability and (under sampling) whether ``support`` keeps them. A policy asks through
+    # :attr:`token`, :meth:`prob` and :meth:`in_support`, which read the device only for what is not here.
     argmax: int | None = None
     known: dict[int, tuple[float, float]] | None = None  # token -> (probability, log-probability)
+    supported: dict[int, bool] | None = None  # token -> whether support[token] > 0
 
     @property
     def token(self) -> int:
@@ -67,12 +69,20 @@ class RawStep:
             return self.known[token][0]
         return float(self.probs[token])
 
+    def in_support(self, token: int) -> bool:
+        """Whether the user's sampling settings let the raw pass draw ``token`` (True under greedy)."""
+        if self.support is None:
+            return True
+        if self.supported is not None and token in self.supported:
+            return self.supported[token]
+        return float(self.support[token]) > 0
+
 
 def plausible(raw: RawStep, token: int, beta: float) -> bool:
     """Eq. 2: the raw model gives ``token`` at least beta times its top probability (float32), on the
     model's own distribution. Under sampling the token must also be one the user's sampling settings
     allow the raw model to draw (top-k, top-p, min-p keep it)."""
-    if raw.support is not None and not float(raw.support[token]) > 0:
+    if not raw.in_support(token):
         return False
     return raw.prob(token) >= beta * float(raw.top2[0])
 
