@@ -50,7 +50,7 @@ def measure_generate(d: Directer, prepared, batch_size: int, ignore_eos: bool) -
     pad = d.runner.pad_id()
     n = d.config.max_new_tokens
     c = d.config
-    how = (dict(do_sample=True, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k or 0, min_p=c.min_p or None)
+    how = (dict(do_sample=True, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, min_p=c.min_p or None)
            if c.temperature else dict(do_sample=False))
     tokens, seconds, first = 0, 0.0, []
     for start in range(0, len(prepared), batch_size):

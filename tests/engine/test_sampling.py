@@ -48,16 +48,18 @@ def test_a_forwards_draws_made_together_equal_each_row_drawn_alone(sort):
     a = Sampler(SamplingParams(temperature=0.7, top_p=0.9, seed=1), "a")
     b = Sampler(SamplingParams(temperature=1.2, top_k=50, top_p=0.8, min_p=0.02, seed=1), "b")
     draws = [Draw(a, 0.3), None, Draw(b, 0.99), Draw(a, 0.0), None, Draw(b, 0.5)]
-    drawn, warped, index = draw_rows(z, draws, sort)
+    argmax = z.argmax(-1)
+    drawn, warped, index = draw_rows(z, draws, sort, argmax)
     assert index.tolist() == [0, 3, 2, 5]  # grouped by setting
     for j, i in enumerate(index.tolist()):
         alone = draws[i].sampler.distribution(z[i])
         assert torch.equal(warped[j], alone)
-        assert int(drawn[j]) == inverse_cdf(alone, draws[i].uniform)
-    drawn, _, index = draw_rows(z[:2], [Draw(a, 0.1), Draw(a, 0.7)], sort)
+        assert int(drawn[i]) == inverse_cdf(alone, draws[i].uniform)
+    assert [int(drawn[i]) for i in (1, 4)] == [int(argmax[1]), int(argmax[4])]  # greedy rows: their argmax
+    drawn, _, index = draw_rows(z[:2], [Draw(a, 0.1), Draw(a, 0.7)], sort, argmax[:2])
     assert index is None  # every row, one setting: no gathers
     assert drawn.tolist() == [inverse_cdf(a.distribution(z[0]), 0.1), inverse_cdf(a.distribution(z[1]), 0.7)]
-    assert draw_rows(z, [None] * 6, sort) is None
+    assert draw_rows(z, [None] * 6, sort, argmax) is None
 
 
 @pytest.mark.parametrize("method", ["none", "directer", "pasta:filter=1"])

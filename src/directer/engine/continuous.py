@@ -254,10 +254,9 @@ class Engine:
         if read.choice is not None:  # the draw's operands came with the same read
             raw.known[read.choice] = (read.choice_prob, read.choice_logprob)
             raw.supported = {read.choice: read.choice_supported}
-        choice = read.choice
         seq.open_step(raw, *at, step.lse[j], read.top)
         method = seq.settings.method
-        if not method.steers or method.skip(raw) or (choice is not None and not method.accept(raw, choice)):
+        if not method.steers or method.skip(raw) or (read.choice is not None and not method.accept(raw, read.choice)):
             # Under sampling a raw draw the method would not accept as a steered token is emitted as
             # drawn: steering only re-decides draws inside its acceptance set (README, Fidelity).
             self._emit(seq, raw.token, skipped_trace(method.steers))

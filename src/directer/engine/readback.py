@@ -89,15 +89,11 @@ def read_back(raw_logits: torch.Tensor, trial_logits: torch.Tensor | None, sourc
     token = z.argmax(dim=-1)
     lp = z.gather(1, token[:, None])[:, 0] - lse
     raw_cols = [token, top2[:, 0], top2[:, 1], lp]
-    drawn = draw_rows(z, raw_draws, sort) if raw_draws else None
+    drawn = draw_rows(z, raw_draws, sort, token) if raw_draws else None
     support = None
     if drawn is not None:
-        chosen, warped, index = drawn
-        if index is None:
-            choice, support = chosen, warped
-        else:
-            choice = token.index_copy(0, index, chosen)
-            support = torch.zeros_like(probs).index_copy_(0, index, warped)
+        choice, warped, index = drawn
+        support = warped if index is None else torch.zeros_like(probs).index_copy_(0, index, warped)
         c = choice[:, None]
         raw_cols += [choice, probs.gather(1, c)[:, 0], z.gather(1, c)[:, 0] - lse, support.gather(1, c)[:, 0] > 0]
     parts = [torch.stack([c.double() for c in raw_cols], dim=1)]
@@ -109,10 +105,9 @@ def read_back(raw_logits: torch.Tensor, trial_logits: torch.Tensor | None, sourc
     t_drawn = None
     if n_trial:
         t_token = trial_logits.argmax(dim=-1)
-        t_drawn = draw_rows(trial_logits, trial_draws, sort) if trial_draws else None
+        t_drawn = draw_rows(trial_logits, trial_draws, sort, t_token) if trial_draws else None
         if t_drawn is not None:
-            chosen, _, index = t_drawn
-            t_token = chosen if index is None else t_token.index_copy(0, index, chosen)
+            t_token = t_drawn[0]
         # the supports only when a trial was drawn (a greedy forward gathers what it did before)
         now = (probs, z, lse) + ((probs if support is None else support,) if t_drawn is not None else ())
         src = _sources(sources, now, rows)
@@ -124,9 +119,9 @@ def read_back(raw_logits: torch.Tensor, trial_logits: torch.Tensor | None, sourc
         parts.append(torch.stack([c.double() for c in trial_cols], dim=1))
     values = torch.cat(parts).tolist()  # the forward's one device read
     n_raw = z.shape[0]
-    w = len(raw_cols)
-    raw = [_raw_read(v[:w], raw_draws[i] if drawn is not None else None, v[w:w + top], v[w + top:]) if top else
-           _raw_read(v, raw_draws[i] if drawn is not None else None) for i, v in enumerate(values[:n_raw])]
+    w = len(raw_cols)  # then the top tokens' ids and log-probabilities, ``top`` each
+    raw = [_raw_read(v, raw_draws[i] if drawn is not None else None, v[w:w + top], v[w + top:w + 2 * top])
+           for i, v in enumerate(values[:n_raw])]
     trials = [_trial_read(v, trial_draws[j] if t_drawn is not None else None) for j, v in enumerate(values[n_raw:])]
     return StepRead(probs, lse, raw, trials, support)
 

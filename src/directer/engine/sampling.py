@@ -146,11 +146,12 @@ class Draw:
     uniform: float
 
 
-def draw_rows(logits: torch.Tensor, draws: list[Draw | None], sort: bool
+def draw_rows(logits: torch.Tensor, draws: list[Draw | None], sort: bool, argmax: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
-    """The draws of rows ``[n, V]`` of logits (``draws[i]`` None: row i is greedy), made together: the
-    tokens ``[m]``, their warped distributions ``[m, V]`` (rows in the returned order) and the rows they
-    belong to (``[m]`` on the device; None when they are all n rows in order). None when no row samples.
+    """The draws of rows ``[n, V]`` of logits (``draws[i]`` None: row i is greedy, its token its
+    ``argmax`` entry), made together: every row's token ``[n]``, the sampled rows' warped distributions
+    ``[m, V]`` and the rows those are (``[m]`` on the device; None when they are all n rows in order).
+    None when no row samples.
 
     The uniforms and row indices reach the device in one copy; each setting's rows are warped as a batch,
     and every row is inverted at once. Nothing is read back here."""
@@ -173,7 +174,8 @@ def draw_rows(logits: torch.Tensor, draws: list[Draw | None], sort: bool
         parts.append(draws[rows[0]].sampler.warp(z[at:at + len(rows)], sort))
         at += len(rows)
     probs = parts[0] if len(parts) == 1 else torch.cat(parts)
-    return inverse_cdf_rows(probs, u), probs, index
+    drawn = inverse_cdf_rows(probs, u)
+    return (drawn if index is None else argmax.index_copy(0, index, drawn)), probs, index
 
 
 def inverse_cdf_rows(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

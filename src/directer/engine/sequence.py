@@ -152,7 +152,9 @@ class Sequence:
             if read is not None:
                 self.raw.known[token] = (read.prob, read.logprob)
                 if read.supported is not None:
-                    self.raw.supported = {**(self.raw.supported or {}), token: read.supported}
+                    if self.raw.supported is None:
+                        self.raw.supported = {}
+                    self.raw.supported[token] = read.supported
 
     def decide(self) -> tuple[int, TokenTrace] | None:
         """The step's token once it is known: the first accepted trial in schedule order, the raw token
