@@ -19,6 +19,9 @@ Stages (each catches its own failure and records it):
   with speculation never, auto and always; never open: ``beta=2``) per token and first token, batch 1 and
   32, and a least-squares fit of what a decode forward costs (fixed and per row), the numbers
   ``engine/cost_model.py``'s table wants for this device.
+- ``long_request``: the same random-weight shapes, 15 short prompts decoding alone, then beside one long
+  prompt (3,000 tokens) with the rows in bands (the default) and in one call over every slot
+  (``EngineOptions(bands=False)``): time per decode step and its ratio to the short prompts alone.
 """
 
 from __future__ import annotations
@@ -156,22 +159,36 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def stage_speed(args) -> dict:
+def _dtype(args) -> torch.dtype:
+    return torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+
+
+def _random_models(args):
+    """``(shape, config, model)``: random-weight Llama models at the bundled model's shape and, on CUDA, a
+    Llama-3.1-8B shape (the smoke shape under ``--smoke``), one at a time: the caller drops each model
+    before the next is made."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
+    shapes = ["smoke"] if args.smoke else ["smollm2-135m"] + (["llama-3.1-8b"] if args.device.startswith("cuda") else [])
+    for shape in shapes:
+        torch.manual_seed(0)
+        config = LlamaConfig(max_position_embeddings=4096, **SHAPES[shape])
+        with torch.device(args.device):
+            model = AutoModelForCausalLM.from_config(config, dtype=_dtype(args), attn_implementation="sdpa").eval()
+        yield shape, config, model
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def stage_speed(args) -> dict:
     from directer.engine.continuous import Engine, EngineOptions
     from directer.engine.requests import DecodeRequest
     from directer.engine.sequence import SequenceSettings
     from directer.methods import make_method
 
-    shapes = ["smoke"] if args.smoke else ["smollm2-135m"] + (["llama-3.1-8b"] if args.device.startswith("cuda") else [])
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     out = {}
-    for shape in shapes:
-        torch.manual_seed(0)
-        config = LlamaConfig(max_position_embeddings=4096, **SHAPES[shape])
-        with torch.device(args.device):
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa").eval()
+    for shape, config, model in _random_models(args):
         vocab, n = config.vocab_size, args.tokens
         for batch in (1, 32):
             g = torch.Generator().manual_seed(batch)
@@ -210,13 +227,43 @@ def stage_speed(args) -> dict:
             row["forward_cost"] = fit and {"fixed_ms": round(1000 * fit[0], 3), "per_row_ms": round(1000 * fit[1], 4)}
             out[f"{shape}/b{batch}"] = row
         del model
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    return {"shapes": out, "dtype": str(dtype), "ok": True}
+    return {"shapes": out, "dtype": str(_dtype(args)), "ok": True}
+
+
+def stage_long_request(args) -> dict:
+    from directer.engine.continuous import Engine, EngineOptions
+    from directer.engine.requests import DecodeRequest
+    from directer.engine.sequence import SequenceSettings
+    from directer.methods import make_method
+
+    long_tokens = 300 if args.smoke else 3000  # past the 256 columns below which rows are never split
+    out = {}
+    for shape, config, model in _random_models(args):
+        g = torch.Generator().manual_seed(7)
+        short = [torch.randint(3, config.vocab_size, (64,), generator=g).tolist() for _ in range(15)]
+        long = torch.randint(3, config.vocab_size, (long_tokens,), generator=g).tolist()
+        settings = SequenceSettings(make_method("none"), max_new_tokens=1)
+
+        def decode(prompts: list[list[int]], bands: bool, k: int) -> None:
+            engine = Engine(model, EngineOptions(slots=len(prompts), pad_token_id=0, bands=bands))
+            engine.run([DecodeRequest(p, list(range(8, 24)), max_new_tokens=k) for p in prompts], settings)
+
+        runs = {"alone": (short, True), "long_bands": (short + [long], True), "long_one_call": (short + [long], False)}
+        row = {}
+        for name, (prompts, bands) in runs.items():
+            decode(prompts, bands, 2)  # warm-up
+            first = _timed(lambda: decode(prompts, bands, 1))
+            total = _timed(lambda: decode(prompts, bands, args.tokens))
+            row[name] = {"ms_per_step": round(1000 * (total - first) / max(1, args.tokens - 1), 3)}
+        for name in row:
+            row[name]["vs_alone"] = round(row[name]["ms_per_step"] / row["alone"]["ms_per_step"], 3)
+        out[shape] = row
+        del model
+    return {"shapes": out, "dtype": str(_dtype(args)), "long_tokens": long_tokens, "ok": True}
 
 
 STAGES = {"env": stage_env, "correctness": stage_correctness, "bf16_agreement": stage_bf16_agreement,
-          "host_cost": stage_host_cost, "speed": stage_speed}
+          "host_cost": stage_host_cost, "speed": stage_speed, "long_request": stage_long_request}
 
 
 def main() -> None:

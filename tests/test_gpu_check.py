@@ -20,10 +20,11 @@ def test_the_gpu_check_dry_runs_on_the_cpu(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = {r["stage"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert list(records) == ["env", "correctness", "bf16_agreement", "host_cost", "speed"]
+    assert list(records) == ["env", "correctness", "bf16_agreement", "host_cost", "speed", "long_request"]
     assert all(r["ok"] for r in records.values()), [r for r in records.values() if not r["ok"]]
     assert records["host_cost"]["directer"]["syncs"] > 0
     assert set(records["speed"]["shapes"]) == {"smoke/b1", "smoke/b32"}
+    assert set(records["long_request"]["shapes"]["smoke"]) == {"alone", "long_bands", "long_one_call"}
 
 
 def test_the_gpu_check_refuses_cuda_where_there_is_none(tmp_path):

@@ -75,6 +75,8 @@ class Runner:
         self.forward_cost: tuple[float, float] | None = None
         # How top-p warps sampled rows (EngineOptions.nucleus; the tokens do not depend on it).
         self.nucleus = "auto"
+        # Raw rows of very different lengths in two attention calls (EngineOptions.bands; same tokens).
+        self.bands = True
         self._budgets: dict[int, CacheBudget] = {}
 
     # -- settings ---------------------------------------------------------------------------------
@@ -145,7 +147,7 @@ class Runner:
         trials = {"all": "all", "sequential": "first"}.get(trial_batching or "", "auto")
         return Engine(self.model, EngineOptions(slots=slots, pad_token_id=self.pad_id(), trials=trials,
                                                 admit_min=admit_min, matmul=self.matmul, budget=self.budget(slots),
-                                                cost=self.forward_cost, nucleus=self.nucleus))
+                                                cost=self.forward_cost, nucleus=self.nucleus, bands=self.bands))
 
     def budget(self, slots: int) -> CacheBudget:
         """The columns a cache of ``slots`` rows may hold, decided once per slot count (free memory is

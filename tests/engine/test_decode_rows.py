@@ -1,6 +1,7 @@
 """What a decode forward carries (engine/decode_rows.py), on the sequences of a tiny model's engine in
 the middle of decoding: slot rows first, then one group of extra rows per source sequence (a speculating sequence's
-whole schedule at the forward's column, an opened step's missing trials at its own column), and the
+whole schedule beside its raw row, an opened step's missing trials, each seeing its slot's columns
+before the step's position), and the
 rows whose logits are read in that order."""
 
 from __future__ import annotations
@@ -47,8 +48,7 @@ def test_slot_rows_come_first_then_one_group_per_source(llama, speculate):
     opened = [s for s in running if s.state == "trials" and s.to_do()]
     assert raw and opened  # both kinds are there to check
     missing = {id(s): s.to_do() for s in opened}
-    column = 40
-    rows = decode_rows(raw, running, column, 0, 4, "auto", lambda s, r, n: speculate)
+    rows = decode_rows(raw, running, 4, "auto", lambda s, r, n: speculate)
 
     n = len(raw)
     assert rows.slot_list == [s.slot for s in raw]
@@ -60,7 +60,7 @@ def test_slot_rows_come_first_then_one_group_per_source(llama, speculate):
     for g, s in zip(rows.groups, sources):
         ks = list(range(len(s.schedule))) if s in raw else missing[id(s)]
         assert g.rows == list(range(at, at + len(ks)))
-        assert g.limit == (column if s in raw else s.step_column)  # the step's raw token is not theirs
+        assert g.limit == g.position == s.step_pos  # a column is a position: the step's raw token is not theirs
         assert rows.ids[at:at + len(ks)] == [s.step_input] * len(ks)
         assert [(t, k, r) for t, k, r in rows.logit_rows if t is s and k is not None] == \
             [(s, k, at + j) for j, k in enumerate(ks)]
@@ -73,7 +73,7 @@ def test_trials_first_issues_the_strongest_missing_trial_alone(llama):
     engine = mid_decode(llama)
     opened = [s for s in engine.running if s.state == "trials" and s.to_do()]
     first = {id(s): s.to_do()[0] for s in opened}
-    rows = decode_rows([], engine.running, 40, 0, 4, "first", lambda s, r, n: True)
+    rows = decode_rows([], engine.running, 4, "first", lambda s, r, n: True)
     assert [len(g.rows) for g in rows.groups] == [1] * len(opened)
     assert [k for _, k, _ in rows.logit_rows] == [first[id(s)] for s in opened]
     assert rows.slot_list == [] and len(rows.ids) == len(opened)

@@ -116,7 +116,8 @@ def test_own_keys_from_the_scratch_row_equal_the_concatenated_ones():
     pg = PaddedGroups.build(groups(), LAYERS, torch.device("cpu"))
     cache = SlotCache(1, SLOTS, torch.device("cpu"))
     cache.reserve(CAP)
-    cache.write(0, torch.arange(SLOTS), 0, K, V)
+    cache.write_rows(0, SlotCache.prompt_targets(torch.arange(SLOTS), torch.zeros(SLOTS, dtype=torch.long), CAP, HKV),
+                     K, V)
     before = cache.keys[0].clone()
     p = pg.out_group * pg.per_group + pg.out_row  # extra row i's padded index: its scratch column
     cache.write_rows(0, SlotCache.row_targets(torch.full((6,), cache.scratch), p, HKV), k, v)

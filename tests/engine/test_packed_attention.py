@@ -26,19 +26,18 @@ def test_copy_free_trials_equal_scaling_a_copy(window):
         cache = SlotCache(4, 3, torch.device("cpu"))
         slots = torch.tensor([2, 0])
         lengths = [len(long), len(short)]
-        start = cache.place(slots, lengths)
+        cache.place(slots.tolist(), lengths)
         ids = torch.tensor([long, [0] * 4 + short])
         mask = (ids != 0).long()
         mask[0] = 1
         with torch.no_grad():
             model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
-                                use_cache=False, **{PACKED_KWARG: PackedPlan(cache, slots, prefill_column=start)})
+                                use_cache=False, **{PACKED_KWARG: PackedPlan(cache, slots, prefill_pads=[0, 4])})
             for prompt, slot in ((long, 2), (short, 0)):
-                first = cache.width - len(prompt)  # physical column of the prompt's first token
-                cols = torch.tensor(span)[torch.tensor(span) < len(prompt) - 1] + first
+                cols = torch.tensor(span)[torch.tensor(span) < len(prompt) - 1]  # a column is a position
                 rows = [ExtraRow(layers, alpha, cols) for layers, alpha in trials]
-                group = ExtraGroup(slot, torch.arange(len(rows)), cache.width - 1, len(prompt) - 1, rows)
-                plan = PackedPlan(cache, torch.empty(0, dtype=torch.long), None, cache.width - 1, [group])
+                group = ExtraGroup(slot, torch.arange(len(rows)), len(prompt) - 1, len(prompt) - 1, rows)
+                plan = PackedPlan(cache, torch.empty(0, dtype=torch.long), None, 0, [group])
                 hidden = model.get_decoder()(input_ids=torch.tensor([[prompt[-1]]] * len(rows)),
                                              position_ids=torch.tensor([[len(prompt) - 1]] * len(rows)),
                                              use_cache=False, **{PACKED_KWARG: plan}).last_hidden_state[:, 0]
@@ -49,20 +48,6 @@ def test_copy_free_trials_equal_scaling_a_copy(window):
                     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0, msg=f"{arch} {layers}")
         steered = copy_scaled_logits(model, long, span, trials[0][0], 100.0)
         assert not torch.allclose(steered, copy_scaled_logits(model, long, span, trials[0][0], 1.0)), arch
-
-
-def test_slot_cache_trims_unused_leading_columns():
-    cache = SlotCache(1, 2, torch.device("cpu"))
-    start = cache.place(torch.tensor([0, 1]), [100, 10])
-    assert start == 0 and cache.width == 100
-    k = torch.randn(2, 1, 100, 4)
-    cache.write(0, torch.tensor([0, 1]), start, k, k)
-    cache.free(0)
-    origin = cache.origin
-    cache.trim([1])  # only slot 1's last 10 columns are in use
-    assert cache.width == 10 and cache.origin == origin + 90  # logical columns do not move
-    torch.testing.assert_close(cache.keys[0][1, :, :10], k[1, :, 90:])
-    assert bool(cache.valid[1, :10].all())
 
 
 def test_a_forward_costs_the_same_aten_ops_whatever_its_number_of_trial_groups():
@@ -76,7 +61,7 @@ def test_a_forward_costs_the_same_aten_ops_whatever_its_number_of_trial_groups()
     cache = SlotCache(4, 4, torch.device("cpu"))
     slots = torch.arange(4)
     width = max(len(p) for p in prompts)
-    start = cache.place(slots, [len(p) for p in prompts])
+    cache.place(slots.tolist(), [len(p) for p in prompts])
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
     mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
     trials = [(frozenset({0, 2}), 100.0), (frozenset({1}), 100.0), (frozenset(range(4)), 1.0)]
@@ -85,12 +70,11 @@ def test_a_forward_costs_the_same_aten_ops_whatever_its_number_of_trial_groups()
         groups, ids_, pos = [], [], []
         for slot in range(sources):
             p = prompts[slot]
-            first = cache.width - len(p)
-            rows = [ExtraRow(layers, alpha, [first + 1, first + 2]) for layers, alpha in trials]
-            groups.append(ExtraGroup(slot, list(range(len(ids_), len(ids_) + len(rows))), cache.width - 1, len(p) - 1, rows))
+            rows = [ExtraRow(layers, alpha, [1, 2]) for layers, alpha in trials]
+            groups.append(ExtraGroup(slot, list(range(len(ids_), len(ids_) + len(rows))), len(p) - 1, len(p) - 1, rows))
             ids_ += [p[-1]] * len(rows)
             pos += [len(p) - 1] * len(rows)
-        plan = PackedPlan(cache, torch.empty(0, dtype=torch.long), None, cache.width - 1, groups)
+        plan = PackedPlan(cache, torch.empty(0, dtype=torch.long), None, 0, groups)
         with count_host_cost() as cost:
             model.get_decoder()(input_ids=torch.tensor(ids_)[:, None], position_ids=torch.tensor(pos)[:, None],
                                 attention_mask=torch.ones(len(ids_), 1, 1, 1, dtype=torch.bool),
@@ -99,7 +83,7 @@ def test_a_forward_costs_the_same_aten_ops_whatever_its_number_of_trial_groups()
 
     with torch.no_grad():
         model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
-                            use_cache=False, **{PACKED_KWARG: PackedPlan(cache, slots, prefill_column=start)})
+                            use_cache=False, **{PACKED_KWARG: PackedPlan(cache, slots, prefill_pads=[width - len(p) for p in prompts])})
         one, four = counted(1), counted(4)
     assert one == four, (one, four)
     assert one[1] == 0, one  # and no synchronisation inside the forward

@@ -31,7 +31,6 @@ def test_without_extra_positions_it_is_a_plain_left_padded_batch():
 
 def test_ranking_probes_steer_one_layer_each_at_the_instruction_columns():
     s = _seq([5, 6, 7, 8], [1, 2])
-    s.start = 10
-    rows = ranking_probes(s, 3, origin=4)
+    rows = ranking_probes(s, 3)
     assert [r.layers for r in rows] == [frozenset({0}), frozenset({1}), frozenset({2})]
-    assert all(r.alpha == 7.0 and list(r.columns) == [7, 8] for r in rows)
+    assert all(r.alpha == 7.0 and list(r.columns) == [1, 2] for r in rows)  # a column is a position

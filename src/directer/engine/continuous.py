@@ -181,11 +181,10 @@ class Engine:
         lengths = [len(s.input_ids) for s, _ in prompt_rows]
         ids, mask, positions, width = left_padded([s.input_ids for s, _ in prompt_rows], extra, self.opts.pad_token_id)
         slot_t = torch.tensor(slots, device=self.device)
-        start = self.cache.place(slot_t, lengths)
+        self.cache.place(slots, lengths)
         now = time.perf_counter()
         first_row: dict[int, int] = {}  # id(sequence) -> its first (raw) prompt row
         for i, ((s, biased), slot) in enumerate(zip(prompt_rows, slots)):
-            s.start = start + (width - lengths[i]) + self.cache.origin
             if id(s) not in first_row:
                 first_row[id(s)] = i
                 s.slot, s.state, s.admitted_at = slot, "prefill", now
@@ -196,9 +195,8 @@ class Engine:
                 self._bias_slot(s, slot)
         prefill_biased = [i for i, (s, biased) in enumerate(prompt_rows) if biased and s.settings.method.bias_prefill]
         plan = PackedPlan(self.cache, slot_t, slot_list=slots, bias=self.bias, prefill_biased=prefill_biased,
-                          prefill_column=start, prefill_extra=extra,
-                          groups=[prefill_group(s, b, extra, start + width - 1, self.num_layers, self.cache.origin)
-                                  for b, s in enumerate(batch)] if extra else [])
+                          prefill_pads=[width - n for n in lengths], prefill_extra=extra,
+                          groups=[prefill_group(s, b, extra, self.num_layers) for b, s in enumerate(batch)] if extra else [])
         record = any(s.needs_probes for s in batch)
         t0 = time.perf_counter()
         with self.recorder.recording(1 + extra) if record else nullcontext(), transposed(self.transpose):
@@ -230,23 +228,23 @@ class Engine:
                 s.stats.trial_rows += lead
             elif s.needs_probes:
                 s.raw_states = (pre[i], post[i])
-            self._on_raw(s, read, i, logits[i, 0], (s.input_ids[-1], n - 1, s.start + n - 1), known.get(id(s)))
+            self._on_raw(s, read, i, logits[i, 0], (s.input_ids[-1], n - 1), known.get(id(s)))
 
     def _bias_slot(self, seq: Sequence, slot: int) -> None:
         """Give ``slot`` the sequence's attention bias: its kind, factor and heads, its target columns."""
         trial = seq.schedule[0]
         self.bias.set(slot, trial.bias, trial.layers)
-        self.cache.mark(slot, bias_targets(seq, trial.bias, self.cache.origin))
+        self.cache.mark(slot, bias_targets(seq, trial.bias))
 
     def _prefill_kind(self, seq: Sequence) -> tuple[bool, int]:
         """Prompts that share a prefill forward: with probes in it (and how many leading trials), or not."""
         probes = seq.needs_probes and self.opts.probes == "prefill"
         return probes, len(seq.leading) if probes else 0
 
-    def _on_raw(self, seq: Sequence, step: StepRead, j: int, logits: torch.Tensor, at: tuple[int, int, int],
+    def _on_raw(self, seq: Sequence, step: StepRead, j: int, logits: torch.Tensor, at: tuple[int, int],
                 known: dict[int, tuple[int, TrialRead | None]] | None = None) -> None:
-        """The raw pass of a step (raw row ``j`` of ``step``, its ``logits``; its input, position and
-        column): the gate, then the step's token or its trials (``known``: trial k's token, its read-back)."""
+        """The raw pass of a step (raw row ``j`` of ``step``, its ``logits``; its input and position):
+        the gate, then the step's token or its trials (``known``: trial k's token, its read-back)."""
         read = step.raw[j]
         raw = RawStep(len(seq.tokens), logits, step.probs[j], read.top2, read.choice,
                       None if read.choice is None else step.support[j], argmax=read.token,
@@ -281,15 +279,7 @@ class Engine:
 
     def _decode(self) -> None:
         raw = [s for s in self.running if s.state == "raw"]
-        if raw and not self.cache.fits(1):
-            self._make_room()
-        origin = self.cache.origin
-        if raw:  # the column this forward opens (opened below, once its index tensors are staged)
-            self.cache.reserve(1)
-            column = self.cache.width
-        else:
-            column = self.cache.width - 1
-        rows = decode_rows(raw, self.running, column, origin, self.num_layers, self.opts.trials, self._speculate)
+        rows = decode_rows(raw, self.running, self.num_layers, self.opts.trials, self._speculate)
         ids, pos, groups, logit_rows, probe_rows = rows.ids, rows.pos, rows.groups, rows.logit_rows, rows.probe_rows
         if not ids:
             return
@@ -300,9 +290,12 @@ class Engine:
         src_rows = src_rows if src_rows and None not in src_rows else []
         slot_t, pos_t, ids_t, pos_all, need, src_t = stage(self.device, rows.slot_list, rows.positions, ids, pos,
                                                            [r for _, _, r in logit_rows], src_rows)
+        width = max(rows.positions) + 1 if raw else 0  # the raw rows' columns: each its slot's up to its position
         if raw:
-            self.cache.open_column(slot_t, pos_t)
-        plan = PackedPlan(self.cache, slot_t, pos_t, column, groups, slot_list=rows.slot_list, bias=self.bias)
+            self.cache.reserve(width)
+            self.cache.open_columns(slot_t, pos_t)
+        plan = PackedPlan(self.cache, slot_t, pos_t, width, groups, slot_list=rows.slot_list, bias=self.bias,
+                          position_list=rows.positions, split=self.opts.bands)
         t0 = time.perf_counter()
         with (self.recorder.recording() if probe_rows else nullcontext(), transposed(self.transpose),
               pinned_backends(self.device)):
@@ -337,20 +330,10 @@ class Engine:
             if s.state == "trials" and id(s) in found:
                 s.learn(found[id(s)])
         for j, s in enumerate(raw):  # speculative trial tokens open the step with it
-            self._on_raw(s, read, j, logits[j], (s.step_input, s.step_pos, column + origin), found.get(id(s)))
+            self._on_raw(s, read, j, logits[j], (s.step_input, s.step_pos), found.get(id(s)))
         for s in list(self.running):
             if s.state == "trials" and s not in raw:
                 self._decide(s)
-        if self.forwards % 32 == 0:
-            self.cache.trim([slot for s in self.running for slot in s.slots])
-
-    def _make_room(self) -> None:
-        """At the budget: trim, then squeeze the trial holes out of every slot (SlotCache.make_room); the
-        sequences follow their columns (a filtered stream's two slots hold the same ones: one map serves)."""
-        origin = self.cache.origin
-        moved = self.cache.make_room([slot for s in self.running for slot in s.slots])
-        for s in self.running if moved else ():
-            s.relocate(moved[s.slot], origin)
 
     def _rank(self, seq: Sequence, pre_s: torch.Tensor, post_s: torch.Tensor, seconds: float) -> None:
         pre, post = seq.raw_states

@@ -31,27 +31,28 @@ class DecodeRows:
     probe_rows: list[tuple[Sequence, int]] = field(default_factory=list)  # (sequence, its first probe row)
 
 
-def decode_rows(raw: list[Sequence], running: list[Sequence], column: int, origin: int, num_layers: int,
-                trials: str, speculate: Callable[[Sequence, int, int], bool]) -> DecodeRows:
-    """The rows of a decode forward whose raw rows are ``raw`` (``column``: the physical column they
-    write; ``trials``: EngineOptions.trials; ``speculate(seq, rows, sequences)``: whether a sequence's
-    trials ride in its raw row's forward). Marks what it issues (probes, trials) on the sequences."""
+def decode_rows(raw: list[Sequence], running: list[Sequence], num_layers: int, trials: str,
+                speculate: Callable[[Sequence, int, int], bool]) -> DecodeRows:
+    """The rows of a decode forward whose raw rows are ``raw`` (each writes the column of its position;
+    an extra row sees its slot's columns before its step's position, and its own key). ``trials``:
+    EngineOptions.trials; ``speculate(seq, rows, sequences)``: whether a sequence's trials ride in its
+    raw row's forward. Marks what it issues (probes, trials) on the sequences."""
     slot_rows = [(s, s.slot) for s in raw] + [(s, s.steered_slot) for s in raw if s.steered_slot is not None]
     positions = [s.step_pos for s, _ in slot_rows]
     out = DecodeRows([slot for _, slot in slot_rows], positions, [s.step_input for s, _ in slot_rows], list(positions))
     out.logit_rows += [(s, None, i) for i, s in enumerate(raw)]
     out.logit_rows += [(s, 0, i) for i, (s, _) in enumerate(slot_rows)
                        if s.streamed and (s.steered_slot is None or i >= len(raw))]
-    extra: list[tuple[Sequence, int, int, int, list[ExtraRow], list[int | None]]] = []
+    extra: list[tuple[Sequence, int, int, list[ExtraRow], list[int | None]]] = []  # (seq, input, position, rows, ks)
     for s in raw:  # speculation: a ranked sequence's trials in its raw row's forward
         if s.schedule and not s.streamed and speculate(s, len(s.schedule), len(raw)):
-            rows = [trial_row(s, t, origin) for t in s.schedule]
-            extra.append((s, s.step_input, s.step_pos, column, rows, list(range(len(rows)))))
+            rows = [trial_row(s, t) for t in s.schedule]
+            extra.append((s, s.step_input, s.step_pos, rows, list(range(len(rows)))))
     for s in running:
         if probes_now(s):  # probe l steers layer l alone, on the last prompt token
             n = len(s.input_ids)
-            rows = ranking_probes(s, num_layers, origin)
-            extra.append((s, s.input_ids[-1], n - 1, s.start + n - 1 - origin, rows, [None] * len(rows)))
+            rows = ranking_probes(s, num_layers)
+            extra.append((s, s.input_ids[-1], n - 1, rows, [None] * len(rows)))
             s.probes_issued = True
     for s in running:
         todo = s.to_do() if s.state == "trials" else []
@@ -60,14 +61,14 @@ def decode_rows(raw: list[Sequence], running: list[Sequence], column: int, origi
         if trials == "first":
             todo = todo[:1]
         s.issued.update(todo)
-        rows = [trial_row(s, s.trials()[k], origin) for k in todo]
-        extra.append((s, s.step_input, s.step_pos, s.step_column - origin, rows, todo))
+        rows = [trial_row(s, s.trials()[k]) for k in todo]
+        extra.append((s, s.step_input, s.step_pos, rows, todo))
 
-    for s, token, p, limit, rows, ks in extra:
+    for s, token, p, rows, ks in extra:
         first = len(out.ids)
         out.ids += [token] * len(rows)
         out.pos += [p] * len(rows)
-        out.groups.append(ExtraGroup(s.slot, list(range(first, len(out.ids))), limit, p, rows))
+        out.groups.append(ExtraGroup(s.slot, list(range(first, len(out.ids))), p, p, rows))
         if ks[0] is None:
             out.probe_rows.append((s, first))
         else:

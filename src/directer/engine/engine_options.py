@@ -50,6 +50,10 @@ class EngineOptions:
     # nucleus (a tenth of the CPU work, one device read per row); "auto": candidates on a CPU, else sort.
     # The tokens are the same either way.
     nucleus: str = "auto"
+    # Raw rows whose lengths differ enough attend in two calls (engine/bands.py: the short rows over
+    # every slot at their width, the long ones over their own slots), so a long request does not make
+    # every slot read its columns. False: one call over every slot at the longest row's width.
+    bands: bool = True
 
     def __post_init__(self) -> None:
         if self.trials not in TRIAL_POLICIES:

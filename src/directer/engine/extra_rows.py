@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from .staging import stage
 
-__all__ = ["ExtraGroup", "ExtraRow", "PaddedGroups", "attend_explicit", "attend_fused", "gather_slots", "own_keys"]
+__all__ = ["ExtraGroup", "ExtraRow", "PaddedGroups", "attend_explicit", "attend_fused", "gather_slots", "own_keys",
+           "padded_bands"]
 
 
 @dataclass
@@ -76,10 +77,11 @@ class PaddedGroups:
     # (None when some group's steering rows differ in alpha or columns: only the explicit form applies)
     per_group: int  # R
     any_layer: list[bool]  # per layer, whether any row scales columns there (known on the host)
+    offset: int = 0  # padded row p's own key is at scratch column offset + p (a second band's follow the first's)
     memo: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)  # masks, built once per forward
 
     @classmethod
-    def build(cls, groups: list[ExtraGroup], num_layers: int, device: torch.device) -> "PaddedGroups":
+    def build(cls, groups: list[ExtraGroup], num_layers: int, device: torch.device, offset: int = 0) -> "PaddedGroups":
         R = max(len(g.steering) for g in groups)
         W = max(g.limit for g in groups)
         words = -(-num_layers // _WORD)
@@ -131,7 +133,7 @@ class PaddedGroups:
         layer = torch.arange(num_layers, device=device)
         steer_bits = steer_t.view(len(rows), words)[:, layer // _WORD] >> (layer % _WORD)
         return cls(rows_t, out_group, out_row, slots, W, limits, positions, (steer_bits & 1).bool(), alpha_t,
-                   (col_rows, col_cols), scale, R, [bool(union >> i & 1) for i in range(num_layers)])
+                   (col_rows, col_cols), scale, R, [bool(union >> i & 1) for i in range(num_layers)], offset)
 
 
 _WORD = 63  # layers per int64 word of a row's steered-layer bits
@@ -147,10 +149,28 @@ def _words(bits: int, words: int) -> list[int]:
     return [(bits >> (_WORD * w)) & ((1 << _WORD) - 1) for w in range(words)]
 
 
+def padded_bands(groups: list[ExtraGroup], bands: list[list[int]], num_layers: int,
+                 device: torch.device) -> tuple[list[PaddedGroups], list[int] | None]:
+    """The padded groups of each band of ``groups`` (lists of group indices; a band's own keys at
+    scratch columns after the previous band's), and, when the bands' extra rows, one band after the
+    other, are not in the forward's row order, the order that restores it (None when they are)."""
+    padded, offset, rows = [], 0, []
+    for band in bands:
+        chosen = [groups[i] for i in band]
+        pg = PaddedGroups.build(chosen, num_layers, device, offset)
+        padded.append(pg)
+        offset += pg.slots.numel() * pg.per_group
+        rows += sorted(r for g in chosen for r in _listed(g.rows))
+    if rows == sorted(rows):
+        return padded, None
+    place = {r: i for i, r in enumerate(rows)}
+    return padded, [place[r] for r in sorted(rows)]
+
+
 def gather_slots(pg: PaddedGroups, store: torch.Tensor, scratch: int | None = None) -> torch.Tensor:
     """A layer's cache buffer ``[rows, Hkv, capacity, D]`` read for the groups, in one gather: each
     group's slot columns ``[G, Hkv, W, D]``; with ``scratch`` (the buffer row where the forward wrote its
-    extra rows' own keys, padded row ``p`` at column ``p``) those follow: ``[G, Hkv, W + R, D]``."""
+    extra rows' own keys, padded row ``p`` at column ``offset + p``) those follow: ``[G, Hkv, W + R, D]``."""
     kind = "slots" if scratch is None else ("slots+own", scratch)
     S, H, C = _indices(pg, kind, store.device, store.shape[1], 1)
     return store[S, H, C]
@@ -204,7 +224,7 @@ def _indices(pg: PaddedGroups, kind: Any, device: torch.device, Hkv: int, g: int
             idx = (slots, heads, arange(W).view(1, 1, W))
         elif kind[0] == "slots+own":
             rows = torch.cat([slots.expand(G, 1, W), torch.full((G, 1, R), kind[1], device=device)], dim=2)
-            columns = torch.cat([arange(W).expand(G, 1, W), arange(G * R).view(G, 1, R)], dim=2)
+            columns = torch.cat([arange(W).expand(G, 1, W), arange(pg.offset, pg.offset + G * R).view(G, 1, R)], dim=2)
             idx = (rows, heads, columns)
         elif kind == "own":
             rows = pg.rows.to(device).view(G, 1, R, 1).expand(G, 1, R, g).reshape(G, 1, R * g)

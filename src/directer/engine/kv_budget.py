@@ -1,12 +1,12 @@
 """The key/value cache budget: how many columns a slot cache may hold, decided before the first forward.
 
-Every slot shares the cache's column axis (:mod:`directer.engine.slot_cache`), so the cache costs
-``(slots + 1) x columns x bytes per column`` (one scratch row for a forward's trial rows) whatever the
-sequences in it, and one number bounds it: the columns a sequence may span, its prompt plus its
-response. A user gives that number (``cache_tokens``), or a share of the memory left on each device once
-the model is loaded (``cache_memory``), or both (the smaller wins). A request longer than the budget can never run and is
-refused before decoding; a shorter one always fits, because the engine squeezes the holes out of the
-slots (:meth:`SlotCache.compact`) before a column would pass the budget.
+Every slot has the cache's width in columns, a token's column its position
+(:mod:`directer.engine.slot_cache`), so the cache costs ``(slots + 1) x columns x bytes per column`` at
+most (one scratch row for a forward's trial rows), and one number bounds it: the columns a sequence may
+span, its prompt plus its response. A user gives that number (``cache_tokens``), or a share of the
+memory left on each device once the model is loaded (``cache_memory``), or both (the smaller wins). A
+request longer than the budget can never run and is refused before decoding; a shorter one always fits
+(its slot holds its tokens and nothing else).
 
 Without either setting the cache grows as the sequences need (a layer at a time, never two copies of
 the whole cache), which is what a CPU run or a short offline batch wants.

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 
 from .attention import PACKED_KWARG
 from .attention_bias import SlotBias, biased_attention, causal_visibility
-from .extra_rows import ExtraGroup, PaddedGroups, attend_explicit, attend_fused, gather_slots, own_keys
+from .bands import RawBand, attend_bands, band_masks, group_bands, raw_bands
+from .extra_rows import (ExtraGroup, PaddedGroups, attend_explicit, attend_fused, gather_slots, own_keys,
+                         padded_bands)
 from .slot_cache import SlotCache
 
 __all__ = ["PACKED_KWARG", "PackedPlan"]
@@ -35,27 +37,31 @@ __all__ = ["PACKED_KWARG", "PackedPlan"]
 class PackedPlan:
     """One forward of the continuous engine.
 
-    Decode: rows ``0..n_raw-1`` are raw rows of ``raw_slots`` (their keys and values are written at
-    physical ``column``); the rest are the extra rows of ``groups``. Prefill (``prefill_column`` set):
-    every row is a new prompt of ``raw_slots``, left-padded, written from ``prefill_column`` on; its
-    last ``prefill_extra`` positions are extra rows (group row ``b * prefill_extra + i`` is position
-    ``i`` of them after prompt ``b``), the strongest form of folding probes into the first forward.
-    ``slot_list`` is ``raw_slots`` on the host; ``bias`` the slots' attention biases, applied to every
-    row of a biased slot; a prefill encodes the prompts of ``prefill_biased`` (batch indices) under
-    their bias, the other biased prompts plainly but for their last query (their first step).
+    Decode: rows ``0..n_raw-1`` are raw rows of ``raw_slots`` at ``raw_positions`` (each writes its
+    key and value at the column of its position, and reads its slot's columns up to it: ``width`` is
+    the widest); the rest are the extra rows of ``groups``. Prefill (``prefill_pads`` set, one per
+    prompt): every row is a new prompt of ``raw_slots``, left-padded by its pads, written to its slot
+    from column 0; its last ``prefill_extra`` positions are extra rows (group row ``b * prefill_extra +
+    i`` is position ``i`` of them after prompt ``b``), the strongest form of folding probes into the
+    first forward. ``slot_list`` and ``position_list`` are ``raw_slots`` and ``raw_positions`` on the
+    host; ``bias`` the slots' attention biases, applied to every row of a biased slot; a prefill encodes
+    the prompts of ``prefill_biased`` (batch indices) under their bias, the other biased prompts plainly
+    but for their last query (their first step).
     """
 
     cache: SlotCache
     raw_slots: torch.Tensor
     raw_positions: torch.Tensor | None = None
-    column: int = 0
+    width: int = 0
     groups: list[ExtraGroup] = field(default_factory=list)
-    prefill_column: int | None = None
+    prefill_pads: list[int] | None = None
     prefill_extra: int = 0  # extra query positions after each prompt (rows of ``groups``, prompt-major)
     windows: dict[int, int | None] = field(default_factory=dict)  # layer -> sliding window, as the model passed it
     slot_list: list[int] = field(default_factory=list)
+    position_list: list[int] = field(default_factory=list)
     bias: SlotBias | None = None
     prefill_biased: list[int] = field(default_factory=list)
+    split: bool = True  # raw rows of very different lengths in two attention calls (engine/bands.py)
     _masks: dict[Any, torch.Tensor] = field(default_factory=dict, repr=False)
     _moved: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -82,10 +88,10 @@ class PackedPlan:
         if window not in self._masks:
             c = self.cache
             visible = c.valid[:, :width].clone()
-            if window:
+            if window:  # a column is its position
                 q = torch.zeros(c.slots, dtype=torch.long, device=c.device)
                 q[self.raw_slots] = self.raw_positions
-                visible &= c.pos[:, :width] > (q[:, None] - window)
+                visible &= torch.arange(width, device=c.device)[None, :] > (q[:, None] - window)
             visible[:, 0] |= ~visible.any(dim=1)  # an idle slot sees column 0 (no boolean indexing: no device read)
             self._masks[window] = visible[:, None, None, :]
         return self._on(self._masks[window], device)
@@ -110,7 +116,7 @@ class PackedPlan:
                attention_mask: torch.Tensor | None, inner: Callable[..., tuple[torch.Tensor, Any]],
                **kwargs: Any) -> tuple[torch.Tensor, None]:
         layer = module.layer_idx
-        if self.prefill_column is not None:
+        if self.prefill_pads is not None:
             return self._prefill(module, layer, query, key, value, attention_mask, inner, kwargs), None
         return self._decode(module, layer, query, key, value, kwargs), None
 
@@ -123,13 +129,13 @@ class PackedPlan:
         e = self.prefill_extra
         if not e:
             out = inner(module, query, key, value, attention_mask, **kwargs)[0]
-            self.cache.write(layer, self._on(self.raw_slots, key.device), self.prefill_column, key, value)
+            self.cache.write_rows(layer, self._prompt_targets(key.device, key.shape[1], key.shape[2]), key, value)
             return self._bias_prompts(module, layer, out, query, key, value, attention_mask, kwargs)
         B, Hq, T, D = query.shape
         w = T - e
         mask = None if attention_mask is None else attention_mask[..., :w, :w]
         out = inner(module, query[:, :, :w], key[:, :, :w], value[:, :, :w], mask, **kwargs)[0]  # [B, w, Hq, Dv]
-        self.cache.write(layer, self._on(self.raw_slots, key.device), self.prefill_column, key[:, :, :w], value[:, :, :w])
+        self.cache.write_rows(layer, self._prompt_targets(key.device, key.shape[1], w), key[:, :, :w], value[:, :, :w])
         out = self._bias_prompts(module, layer, out, query[:, :, :w], key[:, :, :w], value[:, :, :w], mask, kwargs)
 
         def rows(t: torch.Tensor) -> torch.Tensor:  # [B, H, e, D] -> [B * e, H, 1, D], prompt-major
@@ -165,7 +171,7 @@ class PackedPlan:
             q = query.index_select(0, idx)
             if not whole:
                 q, m = q[:, :, w - 1:], m[..., w - 1:, :]
-            targets, spot, factor = self._targets(layer, slots, self.prefill_column, w, here)
+            targets, spot, factor = self._targets(layer, slots, w, here, prompts=chosen)
             rows_out = biased_attention(q, key.index_select(0, idx), value.index_select(0, idx), m, scaling, softcap,
                                         window, targets, spot, factor,
                                         spotlight=any(self.bias.spotlight(s) for s in slots)).to(out.dtype)
@@ -175,16 +181,21 @@ class PackedPlan:
                 out[idx, w - 1:] = rows_out
         return out
 
-    def _targets(self, layer: int, slots: list[int], first: int, width: int,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``slots``' biased keys ``[n, Hq, 1, width]`` (physical columns ``first..``) in ``layer``, their
-        kinds and factors, on ``device``."""
-        key = ("targets", layer, tuple(slots), first, width)
+    def _targets(self, layer: int, slots: list[int], width: int, device: torch.device,
+                 prompts: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``slots``' biased keys ``[n, Hq, 1, width]`` in ``layer`` (columns ``0..width-1``; for a prefill's
+        ``prompts`` their left-padded batch positions), their kinds and factors, on ``device``."""
+        key = ("targets", layer, tuple(slots), width, None if prompts is None else tuple(prompts))
         if key not in self._masks:
             b = self.bias
             idx = self._index(slots, b.heads.device)
             heads = b.heads.index_select(0, idx)[:, layer]  # [n, Hq]
-            marked = self.cache.marked.index_select(0, idx.to(self.cache.device))[:, first:first + width]
+            marked = self.cache.marked.index_select(0, idx.to(self.cache.device))
+            if prompts is None:
+                marked = marked[:, :width]
+            else:  # batch position j of prompt b is column (j - pad) mod width (the pads' columns are unmarked)
+                columns = self._prompt_targets(self.cache.device, 1, width)[2][:, 0]  # [B, width]
+                marked = marked.gather(1, columns.index_select(0, self._index(prompts, self.cache.device)))
             targets = heads[:, :, None, None] & marked.to(heads.device)[:, None, None, :]
             self._masks[key] = (targets, b.spot.index_select(0, idx), b.factor.index_select(0, idx))
         return tuple(self._on(t, device) for t in self._masks[key])
@@ -205,7 +216,7 @@ class PackedPlan:
         n = self.raw_slots.numel()
         scaling, softcap, window = self._params(module, layer, kwargs)
         here = query.device
-        # One indexed write: the raw rows' new keys to their slots at the forward's column, and (when they
+        # One indexed write: the raw rows' new keys to their slots at their positions' columns, and (when they
         # fit) the extra rows' own keys to the scratch row; the targets cover the forward's first rows
         targets = self._write_targets(here, Hkv)
         written = targets[0].shape[0]
@@ -213,59 +224,92 @@ class PackedPlan:
             cache.write_rows(layer, targets, key, value)
         elif written:
             cache.write_rows(layer, targets, key[:written], value[:written])
-        width = self.column + 1
+        width = self.width
         K, V = cache.keys[layer], cache.values[layer]
         parts: list[torch.Tensor] = []  # the raw rows' outputs, then the extra rows' (no buffer to fill)
         if n:  # raw rows: every slot's query against its own slot (idle slots compute nothing useful)
             q_index, out_index = self._raw_indices(here, Hkv, g)
             q = query[q_index]  # [slots, Hkv, g, D]: grouped-query heads folded, an idle slot a copy of row 0
-            mask = self._raw_mask(window, width, here)
-            k, v = K[:, :, :width], V[:, :, :width]
             biased = self.bias.biased(layer, self.slot_list) if self.bias is not None else []
-            explicit = [b for b in biased if softcap is not None or self.bias.spotlight(b)]
-            if softcap is None:
-                if len(explicit) < len(biased):  # constant biases ride on the mask as additive terms
-                    mask = self._additive_mask(layer, biased, mask, width, Hkv, here)
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
+            if softcap is None and not biased:
+                o = attend_bands(q, K, V, self._bands(window, here), scaling)
             else:
-                s = torch.matmul(q, k.transpose(-1, -2)) * scaling
-                s = torch.tanh(s / softcap) * softcap
-                s = s.masked_fill(~mask, float("-inf"))
-                o = torch.matmul(torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype), v)
-            if explicit:  # SpotLight's share, soft-capped logits: the biased slots again, explicitly
-                idx = self._index(explicit, here)
-                targets, spot, factor = self._targets(layer, explicit, 0, width, here)
-                rows = biased_attention(q.index_select(0, idx).reshape(len(explicit), Hq, 1, D), k.index_select(0, idx),
-                                        v.index_select(0, idx), mask.index_select(0, idx) if mask.dtype == torch.bool
-                                        else self._raw_mask(window, width, here).index_select(0, idx),
-                                        scaling, softcap, window, targets, spot, factor,
-                                        spotlight=any(self.bias.spotlight(b) for b in explicit))
-                o = o.index_copy(0, idx, rows[:, 0].reshape(len(explicit), Hkv, g, -1).to(o.dtype))
+                o = self._raw_biased(layer, q, K, V, biased, scaling, softcap, window, here)
             parts.append(o[out_index])  # [n, 1, Hq, Dv]
         if self.groups:  # the extra rows index the whole forward's rows (no slices of it per layer)
             parts.append(self._extras(module, layer, query, key, value, kwargs))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def _bands(self, window: int | None, device: torch.device) -> list[RawBand]:
+        """This forward's raw bands (:func:`~directer.engine.bands.raw_bands`) with their masks, built once."""
+        key = ("bands", window, str(device))
+        if key not in self._masks:
+            bands = raw_bands(self.cache.slots, self.slot_list, self.position_list, window, self.split)
+            self._masks[key] = band_masks(bands, self._raw_mask(window, self.width, device), device)
+        return self._masks[key]
+
+    def _raw_biased(self, layer: int, q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, biased: list[int],
+                    scaling: float, softcap: float | None, window: int | None, here: torch.device) -> torch.Tensor:
+        """The raw rows of a layer with biased slots or soft-capped logits: one call over every slot at the
+        widest row's columns, biases on the mask, then SpotLight's and soft-capped biased slots again,
+        explicitly. Returns ``[slots, Hkv, g, Dv]``."""
+        width, Hkv, g, D = self.width, q.shape[1], q.shape[2], q.shape[3]
+        Hq = Hkv * g
+        mask = self._raw_mask(window, width, here)
+        k, v = K[:, :, :width], V[:, :, :width]
+        explicit = [b for b in biased if softcap is not None or self.bias.spotlight(b)]
+        if softcap is None:
+            if len(explicit) < len(biased):  # constant biases ride on the mask as additive terms
+                mask = self._additive_mask(layer, biased, mask, width, Hkv, here)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
+        else:
+            s = torch.matmul(q, k.transpose(-1, -2)) * scaling
+            s = torch.tanh(s / softcap) * softcap
+            s = s.masked_fill(~mask, float("-inf"))
+            o = torch.matmul(torch.softmax(s, dim=-1, dtype=torch.float32).to(q.dtype), v)
+        if explicit:  # SpotLight's share, soft-capped logits: the biased slots again, explicitly
+            idx = self._index(explicit, here)
+            targets, spot, factor = self._targets(layer, explicit, width, here)
+            rows = biased_attention(q.index_select(0, idx).reshape(len(explicit), Hq, 1, D), k.index_select(0, idx),
+                                    v.index_select(0, idx), mask.index_select(0, idx) if mask.dtype == torch.bool
+                                    else self._raw_mask(window, width, here).index_select(0, idx),
+                                    scaling, softcap, window, targets, spot, factor,
+                                    spotlight=any(self.bias.spotlight(b) for b in explicit))
+            o = o.index_copy(0, idx, rows[:, 0].reshape(len(explicit), Hkv, g, -1).to(o.dtype))
+        return o
+
     def _own_in_scratch(self) -> bool:
         """Whether this forward's extra rows keep their own keys in the cache's scratch row (a decode
         forward whose padded extra rows fit its columns), so that one gather reads all a group's keys."""
-        if not self.groups or self.prefill_column is not None:
+        if not self.groups or self.prefill_pads is not None:
             return False
-        padded = len(self.groups) * max(len(g.steering) for g in self.groups)  # PaddedGroups' G * R
-        return padded <= self.cache.capacity
+        padded = sum(len(band) * max(len(self.groups[i].steering) for i in band) for band in self._group_bands())
+        return padded <= self.cache.capacity  # the bands' G * R
 
     def _write_targets(self, device: torch.device, kv_heads: int) -> tuple[torch.Tensor, ...]:
         """Where the rows' new keys go (:meth:`SlotCache.write_rows`): a raw row's to its slot at the
-        forward's column, then, when they go to scratch, padded extra row ``p``'s to its column ``p``."""
+        column of its position, then, when they go to scratch, each padded extra row's to its scratch column
+        (a band's ``offset + p``)."""
         key = ("write_targets", str(device), kv_heads)
         if key not in self._masks:
             rows = self._on(self.raw_slots, device)
-            columns = torch.full((rows.numel(),), self.column, device=device)
+            columns = self._on(self.raw_positions, device) if rows.numel() else rows
             if self._own_in_scratch():
-                pg = self._padded(device)
-                rows = torch.cat([rows, torch.full((pg.out_group.numel(),), self.cache.scratch, device=device)])
-                columns = torch.cat([columns, pg.out_group * pg.per_group + pg.out_row])
+                bands, order = self._extra_bands(device)
+                own = [pg.out_group * pg.per_group + pg.out_row + pg.offset for pg in bands]
+                own = own[0] if len(own) == 1 else torch.cat(own)
+                own = own if order is None else own.index_select(0, order)  # in the forward's row order
+                rows = torch.cat([rows, torch.full((own.numel(),), self.cache.scratch, device=device)])
+                columns = torch.cat([columns, own])
             self._masks[key] = SlotCache.row_targets(rows, columns, kv_heads)
+        return self._masks[key]
+
+    def _prompt_targets(self, device: torch.device, kv_heads: int, width: int) -> tuple[torch.Tensor, ...]:
+        """Where a prefill's left-padded prompts ``[B, kv_heads, width, D]`` go (:meth:`SlotCache.prompt_targets`)."""
+        key = ("prompt_targets", str(device), kv_heads, width)
+        if key not in self._masks:
+            pads = self._index(self.prefill_pads, device)
+            self._masks[key] = SlotCache.prompt_targets(self._on(self.raw_slots, device), pads, width, kv_heads)
         return self._masks[key]
 
     def _raw_indices(self, device: torch.device, kv_heads: int, g: int) -> tuple[tuple[torch.Tensor, ...], ...]:
@@ -285,34 +329,50 @@ class PackedPlan:
             self._masks[key] = (q_index, out_index)
         return self._masks[key]
 
-    def _padded(self, device: torch.device) -> PaddedGroups:
-        key = ("padded", str(device))
+    def _group_bands(self) -> list[list[int]]:
+        """The groups in one band, or two by their limits (:func:`~directer.engine.bands.group_bands`)."""
+        if "group_bands" not in self._masks:
+            self._masks["group_bands"] = group_bands([g.limit for g in self.groups], self.split)
+        return self._masks["group_bands"]
+
+    def _extra_bands(self, device: torch.device) -> tuple[list[PaddedGroups], torch.Tensor | None]:
+        """Each band's padded groups (a second band's scratch columns after the first's), and, when the
+        bands' extra rows are not in the forward's order one after the other, the order that restores it."""
+        key = ("extra_bands", str(device))
         if key not in self._masks:
-            self._masks[key] = PaddedGroups.build(self.groups, self.cache.num_layers, device)
+            bands, order = padded_bands(self.groups, self._group_bands(), self.cache.num_layers, device)
+            self._masks[key] = (bands, None if order is None else self._index(order, device))
         return self._masks[key]
 
     def _padded_visible(self, pg: PaddedGroups, window: int | None, device: torch.device) -> torch.Tensor:
         """[G, W] what each group's rows see of their slot: its valid columns below the group's limit
         (within the window)."""
-        key = ("padded_visible", window, str(device))
+        key = ("padded_visible", window, id(pg))
         if key not in self._masks:
             c = self.cache
             slots = pg.slots.to(c.device)
             visible = c.valid[:, :pg.width].index_select(0, slots)
             visible = visible & (torch.arange(pg.width, device=c.device)[None, :] < pg.limits.to(c.device)[:, None])
-            if window:
-                visible &= c.pos[:, :pg.width].index_select(0, slots) > (pg.positions.to(c.device)[:, None] - window)
+            if window:  # a column is its position
+                visible &= torch.arange(pg.width, device=c.device)[None, :] > (pg.positions.to(c.device)[:, None] - window)
             self._masks[key] = visible.to(device)
         return self._masks[key]
 
     def _extras(self, module: torch.nn.Module, layer: int, query: torch.Tensor, key: torch.Tensor,
                 value: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
-        """The extra rows of ``query/key/value`` (the groups' rows), every group in one call
+        """The extra rows of ``query/key/value`` (the groups' rows), every group of a band in one call
         (:mod:`directer.engine.extra_rows`): each group's slot keys gathered once per layer. Returns
-        ``[m, 1, Hq, Dv]``."""
+        ``[m, 1, Hq, Dv]`` in the forward's row order."""
         scaling, softcap, window = self._params(module, layer, kwargs)
         here = query.device
-        pg = self._padded(here)
+        bands, order = self._extra_bands(here)
+        out = [self._extra_band(pg, layer, query, key, value, scaling, softcap, window) for pg in bands]
+        out = out[0] if len(out) == 1 else torch.cat(out)
+        return out if order is None else out.index_select(0, order)
+
+    def _extra_band(self, pg: PaddedGroups, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    scaling: float, softcap: float | None, window: int | None) -> torch.Tensor:
+        here = query.device
         cache = self.cache
         visible = self._padded_visible(pg, window, here)
 

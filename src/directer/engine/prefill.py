@@ -34,23 +34,24 @@ def left_padded(prompts: list[list[int]], extra: int, pad_token_id: int) -> tupl
     return ids, mask, positions, width
 
 
-def ranking_probes(seq: Sequence, num_layers: int, origin: int) -> list[ExtraRow]:
+def ranking_probes(seq: Sequence, num_layers: int) -> list[ExtraRow]:
     """The ranking probes of a prompt: probe l steers layer l alone, on its last token."""
-    cols = seq.columns(origin)
+    cols = seq.positions  # a token's column is its position (one list: every row of the sequence shares it)
     alpha = seq.settings.method.alpha  # a policy that ranks layers scales keys: its alpha
     return [ExtraRow(frozenset([layer]), alpha, cols) for layer in range(num_layers)]
 
 
-def trial_row(seq: Sequence, trial: Trial, origin: int) -> ExtraRow:
+def trial_row(seq: Sequence, trial: Trial) -> ExtraRow:
     """A trial of ``seq`` as an extra row: its layers and alpha, the sequence's steered columns."""
-    return ExtraRow(trial.layers, trial.alpha, seq.columns(origin))
+    return ExtraRow(trial.layers, trial.alpha, seq.positions)
 
 
-def prefill_group(seq: Sequence, b: int, extra: int, limit: int, num_layers: int, origin: int) -> ExtraGroup:
+def prefill_group(seq: Sequence, b: int, extra: int, num_layers: int) -> ExtraGroup:
     """Prompt ``b``'s extra query positions: probe l steers layer l alone, then the leading trials;
-    they see the prompt's columns before its last token (``limit``), and their own key."""
-    rows = ranking_probes(seq, num_layers, origin) + [trial_row(seq, t, origin) for t in seq.leading]
-    return ExtraGroup(seq.slot, list(range(b * extra, (b + 1) * extra)), limit, len(seq.input_ids) - 1, rows)
+    they see the prompt's columns before its last token, and their own key."""
+    rows = ranking_probes(seq, num_layers) + [trial_row(seq, t) for t in seq.leading]
+    last = len(seq.input_ids) - 1
+    return ExtraGroup(seq.slot, list(range(b * extra, (b + 1) * extra)), last, last, rows)
 
 
 def first_step_trials(batch: list[Sequence], first_row: dict[int, int], logits: torch.Tensor,
@@ -68,12 +69,12 @@ def first_step_trials(batch: list[Sequence], first_row: dict[int, int], logits: 
     return rows
 
 
-def bias_targets(seq: Sequence, bias: AttentionBias, origin: int) -> torch.Tensor:
-    """Physical columns an attention bias targets in a prompt: its steered positions ("span"), or every
+def bias_targets(seq: Sequence, bias: AttentionBias) -> torch.Tensor:
+    """Columns an attention bias targets in a prompt: its steered positions ("span"), or every
     other prompt position ("outside", PASTA's)."""
     steered = set(seq.positions)
     if bias.target == "span":
         targets = sorted(steered)
     else:
         targets = [p for p in range(len(seq.input_ids)) if p not in steered]
-    return torch.tensor([seq.start + p - origin for p in targets], dtype=torch.long)
+    return torch.tensor(targets, dtype=torch.long)

@@ -7,8 +7,9 @@ its next forward carries trial rows instead, read against its slot as it was bef
 token) -> ... -> ``done``. By default the ranking probes and the all-layer trial run in the prefill
 itself; with ``probes="decode"`` they ride along in the first forward after it when the first step's
 gate opened, else in the forward of the second raw row, and a sequence whose tokens end before that
-spends one more forward in ``ranking``. All
-columns here are *logical* cache columns (see :class:`~directer.engine.slot_cache.SlotCache`).
+spends one more forward in ``ranking``. A token's cache column is its position in its slot
+(:class:`~directer.engine.slot_cache.SlotCache`), so the steered prompt positions are the columns the
+trials scale.
 """
 
 from __future__ import annotations
@@ -56,18 +57,16 @@ class Sequence:
     state: str = "waiting"
     slot: int | None = None  # the slot whose logits are the raw distribution (a stream's without the filter)
     steered_slot: int | None = None  # a filtered stream's steered slot (both advance with the emitted token)
-    start: int = 0  # logical column of prompt token 0
     schedule: list[Trial] | None = None
     leading: list[Trial] = field(default_factory=list)  # trials known before the ranking
     raw_states: tuple[torch.Tensor, torch.Tensor] | None = None  # ranking: raw attention in/out at the last prompt token
     probes_issued: bool = False
-    # the current step: its raw pass, input, position and column; the trials computed so far
+    # the current step: its raw pass, input and position (its column); the trials computed so far
     raw: RawStep | None = None
     raw_lse: torch.Tensor | None = None  # logsumexp of the step's raw logits (float32)
     step_top: list[tuple[int, float]] | None = None  # the step's most likely raw tokens (top_logprobs)
     step_input: int = 0
     step_pos: int = 0
-    step_column: int = 0
     trial_tokens: dict[int, int] = field(default_factory=dict)
     issued: set[int] = field(default_factory=set)
     next_k: int = 0
@@ -79,7 +78,6 @@ class Sequence:
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
-    _columns: tuple[tuple[int, int], list[int]] | None = field(default=None, repr=False)  # (start, origin), columns
     finish_reason: str = "length"
     cancelled: bool = False
     admitted_at: float = 0.0
@@ -109,20 +107,6 @@ class Sequence:
     def needs_probes(self) -> bool:
         return self.settings.method.needs_ranking and self.ranking is None and not self.probes_issued
 
-    def columns(self, origin: int) -> list[int]:
-        """Physical columns of the steered prompt positions (host data: a plan stages them once). One list
-        while the prompt stays where it is, so every row of the sequence shares it (do not mutate it)."""
-        key = (self.start, origin)
-        if self._columns is None or self._columns[0] != key:
-            self._columns = (key, [self.start + p - origin for p in self.positions])
-        return self._columns[1]
-
-    def relocate(self, moved: list[int], origin: int) -> None:
-        """Follow a compaction of the slot (``moved``: each old physical column's new one): the prompt
-        and the current step's input are written columns, so both have a new place."""
-        self.start = moved[self.start - origin] + origin
-        self.step_column = moved[self.step_column - origin] + origin
-
     def evicted(self, windows: dict[int, int | None]) -> list[int]:
         """Sliding layers whose window no longer holds every steered position (as a sliding cache would)."""
         if not self.positions:
@@ -138,9 +122,9 @@ class Sequence:
         """Trials of the current step still to compute, in schedule order."""
         return [k for k in range(self.next_k, len(self.trials())) if k not in self.trial_tokens and k not in self.issued]
 
-    def open_step(self, raw: RawStep, step_input: int, step_pos: int, step_column: int, lse: torch.Tensor,
+    def open_step(self, raw: RawStep, step_input: int, step_pos: int, lse: torch.Tensor,
                   top: list[tuple[int, float]] | None = None) -> None:
-        self.raw, self.step_input, self.step_pos, self.step_column = raw, step_input, step_pos, step_column
+        self.raw, self.step_input, self.step_pos = raw, step_input, step_pos
         self.raw_lse, self.step_top = lse, top
         self.trial_tokens, self.issued, self.next_k = {}, set(), 0
 
