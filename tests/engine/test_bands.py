@@ -5,6 +5,7 @@ windows included)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from directer.engine.continuous import Engine, EngineOptions
 from directer.engine.bands import GATHER_COST, MIN_COLUMNS, Band, group_bands, raw_bands
@@ -52,8 +53,6 @@ def test_extra_groups_split_by_their_limits_when_that_copies_less():
 
 
 def test_padded_bands_restore_the_forward_order_and_keep_their_own_scratch_columns():
-    import torch
-
     def group(slot, first, n, limit):
         return ExtraGroup(slot, list(range(first, first + n)), limit, limit, [ExtraRow(frozenset({0}), 100.0, [1])] * n)
 
@@ -102,3 +101,31 @@ def test_bands_decode_what_one_call_does(arch, monkeypatch):
     assert [o.trace for o in split] == [o.trace for o in whole]
     for a, b in zip(split, whole):
         assert a.raw_logprobs == pytest.approx(b.raw_logprobs, abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["pasta", "instaboost:filter"])
+def test_biased_slots_read_in_bands_too(method, monkeypatch):
+    # the attention-bias baselines' constant biases ride on an additive mask, cut per band like a plain one
+    monkeypatch.setattr("directer.engine.bands.MIN_COLUMNS", 8)
+    import directer.engine.packed_attention as packed
+
+    made, cut = [], packed.band_masks
+
+    def spy(bands, full, device):
+        made.append((len(bands), full.dtype))
+        return cut(bands, full, device)
+
+    monkeypatch.setattr(packed, "band_masks", spy)
+    model = tiny_model("llama")
+    ps = [random_prompt(50, 90), random_prompt(51, 9), random_prompt(52, 11)]
+    name = method.split(":")[0]
+    settings = SequenceSettings(make_method(name, plausibility_filter=method.endswith(":filter")), max_new_tokens=8)
+
+    def run(bands: bool):
+        engine = Engine(model, EngineOptions(slots=6, bands=bands))
+        return engine.run([DecodeRequest(p, SPAN) for p in ps], settings)
+
+    split, whole = run(True), run(False)
+    assert (2, torch.float32) in made  # a biased layer's additive mask was cut into two bands
+    assert tokens(split) == tokens(whole)
+    assert [o.trace for o in split] == [o.trace for o in whole]

@@ -115,8 +115,8 @@ RawBand = tuple[Band, torch.Tensor, "torch.Tensor | None"]  # a band, its mask, 
 
 
 def band_masks(bands: list[Band], full: torch.Tensor, device: torch.device) -> list[RawBand]:
-    """Each band with its mask (cut from ``full``, every slot's ``[slots, 1, 1, width]``) and, for a
-    gathered band, its slots on ``device``."""
+    """Each band with its mask (cut from ``full``, every slot's ``[slots, 1 or Hkv, 1 or g, width]``:
+    visibility, or additive terms) and, for a gathered band, its slots on ``device``."""
     made: list[RawBand] = []
     for band in bands:
         if band == Band(0, full.shape[-1], 0, full.shape[0]):
@@ -127,7 +127,10 @@ def band_masks(bands: list[Band], full: torch.Tensor, device: torch.device) -> l
         mask = rows[..., band.first:band.last].clone()
         # a row that sees none of these columns (an idle slot, a long row's discarded short-band result)
         # sees the first: no NaN
-        mask[..., 0] |= ~mask.any(dim=-1)
+        if mask.dtype == torch.bool:
+            mask[..., 0] |= ~mask.any(dim=-1)
+        else:
+            mask[..., 0] = torch.where(torch.isneginf(mask).all(dim=-1), 0.0, mask[..., 0])
         made.append((band, mask.to(device), index))
     return made
 

@@ -240,19 +240,22 @@ class PackedPlan:
             parts.append(self._extras(module, layer, query, key, value, kwargs))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _bands(self, window: int | None, device: torch.device) -> list[RawBand]:
-        """This forward's raw bands (:func:`~directer.engine.bands.raw_bands`) with their masks, built once."""
-        key = ("bands", window, str(device))
+    def _bands(self, window: int | None, device: torch.device, mask: torch.Tensor | None = None) -> list[RawBand]:
+        """This forward's raw bands (:func:`~directer.engine.bands.raw_bands`) with their masks cut from
+        ``mask`` (the raw rows' visibility, or its additive form for biased slots), built once per mask."""
+        key = ("bands", window, str(device), None if mask is None else id(mask))
         if key not in self._masks:
             bands = raw_bands(self.cache.slots, self.slot_list, self.position_list, window, self.split)
-            self._masks[key] = band_masks(bands, self._raw_mask(window, self.width, device), device)
+            full = self._raw_mask(window, self.width, device) if mask is None else mask
+            self._masks[key] = band_masks(bands, full, device)
         return self._masks[key]
 
     def _raw_biased(self, layer: int, q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, biased: list[int],
                     scaling: float, softcap: float | None, window: int | None, here: torch.device) -> torch.Tensor:
-        """The raw rows of a layer with biased slots or soft-capped logits: one call over every slot at the
-        widest row's columns, biases on the mask, then SpotLight's and soft-capped biased slots again,
-        explicitly. Returns ``[slots, Hkv, g, Dv]``."""
+        """The raw rows of a layer with biased slots or soft-capped logits: constant biases on the mask (read
+        in bands, as plain rows are), soft-capped logits written out over every slot at the widest row's
+        columns, then SpotLight's and soft-capped biased slots again, explicitly. Returns ``[slots, Hkv, g,
+        Dv]``."""
         width, Hkv, g, D = self.width, q.shape[1], q.shape[2], q.shape[3]
         Hq = Hkv * g
         mask = self._raw_mask(window, width, here)
@@ -261,7 +264,7 @@ class PackedPlan:
         if softcap is None:
             if len(explicit) < len(biased):  # constant biases ride on the mask as additive terms
                 mask = self._additive_mask(layer, biased, mask, width, Hkv, here)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
+            o = attend_bands(q, K, V, self._bands(window, here, mask), scaling)
         else:
             s = torch.matmul(q, k.transpose(-1, -2)) * scaling
             s = torch.tanh(s / softcap) * softcap
