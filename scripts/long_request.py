@@ -38,11 +38,12 @@ INSTRUCTION = "Answer in exactly three bullet points."
 
 def long_prompt(d: Directer, texts: list[str], tokens: int, config):
     """A document of about ``tokens`` tokens (the IFEval prompts, repeated) ending in an instruction."""
+    sizes = [len(d.tokenizer(t)["input_ids"]) for t in texts]
     parts, n = [], 0
     while n < tokens:
-        for t in texts:
+        for t, size in zip(texts, sizes):
             parts.append(t)
-            n += len(d.tokenizer(t)["input_ids"])
+            n += size
             if n >= tokens:
                 break
     text = "Summarise the following notes.\n\n" + "\n\n".join(parts) + "\n\n" + INSTRUCTION

@@ -26,7 +26,7 @@ def test_copy_free_trials_equal_scaling_a_copy(window):
         cache = SlotCache(4, 3, torch.device("cpu"))
         slots = torch.tensor([2, 0])
         lengths = [len(long), len(short)]
-        cache.place(slots.tolist(), lengths)
+        cache.place(slots, lengths)
         ids = torch.tensor([long, [0] * 4 + short])
         mask = (ids != 0).long()
         mask[0] = 1
@@ -61,7 +61,7 @@ def test_a_forward_costs_the_same_aten_ops_whatever_its_number_of_trial_groups()
     cache = SlotCache(4, 4, torch.device("cpu"))
     slots = torch.arange(4)
     width = max(len(p) for p in prompts)
-    cache.place(slots.tolist(), [len(p) for p in prompts])
+    cache.place(slots, [len(p) for p in prompts])
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
     mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
     trials = [(frozenset({0, 2}), 100.0), (frozenset({1}), 100.0), (frozenset(range(4)), 1.0)]

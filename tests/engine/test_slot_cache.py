@@ -18,7 +18,7 @@ def _bytes(tensors) -> int:
 def test_growth_peaks_at_one_layer_above_the_cache(monkeypatch):
     layers = 16
     cache = SlotCache(layers, 4, torch.device("cpu"))
-    cache.place(list(range(4)), [40] * 4)
+    cache.place(torch.arange(4), [40] * 4)
     targets = SlotCache.prompt_targets(torch.arange(4), torch.zeros(4, dtype=torch.long), 40, 2)
     for layer in range(layers):
         k = torch.randn(4, 2, 40, 8)
@@ -48,7 +48,7 @@ def test_growth_peaks_at_one_layer_above_the_cache(monkeypatch):
 def test_prompts_and_decode_columns_land_at_their_positions():
     cache = SlotCache(1, 3, torch.device("cpu"))
     slots, lengths = [2, 0], [5, 3]  # prompt 1 is left-padded by two
-    cache.place(slots, lengths)
+    cache.place(torch.tensor(slots), lengths)
     k = torch.arange(2 * 1 * 5 * 2, dtype=torch.float32).view(2, 1, 5, 2)
     cache.write_rows(0, SlotCache.prompt_targets(torch.tensor(slots), torch.tensor([0, 2]), 5, 1), k, -k)
     torch.testing.assert_close(cache.keys[0][2, :, :5], k[0])
@@ -63,13 +63,13 @@ def test_prompts_and_decode_columns_land_at_their_positions():
     torch.testing.assert_close(cache.keys[0][0, :, 3], new[0, :, 0])
     torch.testing.assert_close(cache.keys[0][2, :, :5], k[0])  # untouched
     cache.free(0)
-    cache.place([0], [2])  # the next sequence starts at column 0 again
+    cache.place(torch.tensor([0]), [2])  # the next sequence starts at column 0 again
     assert cache.valid[0, :4].tolist() == [True, True, False, False]
 
 
 def test_a_limited_cache_never_grows_past_its_limit():
     cache = SlotCache(1, 2, torch.device("cpu"), limit=300)
-    cache.place([0], [100])
+    cache.place(torch.tensor([0]), [100])
     assert cache.capacity == 300  # 100 + the spare columns, held to the limit
     cache.reserve(300)
     with pytest.raises(RuntimeError, match="over its limit"):

@@ -181,7 +181,7 @@ class Engine:
         lengths = [len(s.input_ids) for s, _ in prompt_rows]
         ids, mask, positions, width = left_padded([s.input_ids for s, _ in prompt_rows], extra, self.opts.pad_token_id)
         slot_t = torch.tensor(slots, device=self.device)
-        self.cache.place(slots, lengths)
+        self.cache.place(slot_t, lengths)
         now = time.perf_counter()
         first_row: dict[int, int] = {}  # id(sequence) -> its first (raw) prompt row
         for i, ((s, biased), slot) in enumerate(zip(prompt_rows, slots)):

@@ -194,8 +194,9 @@ class PackedPlan:
             if prompts is None:
                 marked = marked[:, :width]
             else:  # batch position j of prompt b is column (j - pad) mod width (the pads' columns are unmarked)
-                columns = self._prompt_targets(self.cache.device, 1, width)[2][:, 0]  # [B, width]
-                marked = marked.gather(1, columns.index_select(0, self._index(prompts, self.cache.device)))
+                here = self.cache.device
+                columns = SlotCache.prompt_columns(self._index(self.prefill_pads, here), width)  # [B, width]
+                marked = marked.gather(1, columns.index_select(0, self._index(prompts, here)))
             targets = heads[:, :, None, None] & marked.to(heads.device)[:, None, None, :]
             self._masks[key] = (targets, b.spot.index_select(0, idx), b.factor.index_select(0, idx))
         return tuple(self._on(t, device) for t in self._masks[key])
@@ -243,10 +244,10 @@ class PackedPlan:
     def _bands(self, window: int | None, device: torch.device, mask: torch.Tensor | None = None) -> list[RawBand]:
         """This forward's raw bands (:func:`~directer.engine.bands.raw_bands`) with their masks cut from
         ``mask`` (the raw rows' visibility, or its additive form for biased slots), built once per mask."""
-        key = ("bands", window, str(device), None if mask is None else id(mask))
+        full = self._raw_mask(window, self.width, device) if mask is None else mask
+        key = ("bands", window, str(device), id(full))
         if key not in self._masks:
             bands = raw_bands(self.cache.slots, self.slot_list, self.position_list, window, self.split)
-            full = self._raw_mask(window, self.width, device) if mask is None else mask
             self._masks[key] = band_masks(bands, full, device)
         return self._masks[key]
 
@@ -283,11 +284,15 @@ class PackedPlan:
 
     def _own_in_scratch(self) -> bool:
         """Whether this forward's extra rows keep their own keys in the cache's scratch row (a decode
-        forward whose padded extra rows fit its columns), so that one gather reads all a group's keys."""
-        if not self.groups or self.prefill_pads is not None:
-            return False
-        padded = sum(len(band) * max(len(self.groups[i].steering) for i in band) for band in self._group_bands())
-        return padded <= self.cache.capacity  # the bands' G * R
+        forward whose padded extra rows fit its columns), so that one gather reads all a group's keys.
+        Decided once per forward (every layer asks)."""
+        if "own_in_scratch" not in self._masks:
+            fits = bool(self.groups) and self.prefill_pads is None
+            if fits:  # the bands' G * R
+                padded = sum(len(band) * max(len(self.groups[i].steering) for i in band) for band in self._group_bands())
+                fits = padded <= self.cache.capacity
+            self._masks["own_in_scratch"] = fits
+        return self._masks["own_in_scratch"]
 
     def _write_targets(self, device: torch.device, kv_heads: int) -> tuple[torch.Tensor, ...]:
         """Where the rows' new keys go (:meth:`SlotCache.write_rows`): a raw row's to its slot at the
@@ -354,10 +359,10 @@ class PackedPlan:
         if key not in self._masks:
             c = self.cache
             slots = pg.slots.to(c.device)
-            visible = c.valid[:, :pg.width].index_select(0, slots)
-            visible = visible & (torch.arange(pg.width, device=c.device)[None, :] < pg.limits.to(c.device)[:, None])
+            columns = torch.arange(pg.width, device=c.device)[None, :]
+            visible = c.valid[:, :pg.width].index_select(0, slots) & (columns < pg.limits.to(c.device)[:, None])
             if window:  # a column is its position
-                visible &= torch.arange(pg.width, device=c.device)[None, :] > (pg.positions.to(c.device)[:, None] - window)
+                visible &= columns > (pg.positions.to(c.device)[:, None] - window)
             self._masks[key] = visible.to(device)
         return self._masks[key]
 

@@ -15,8 +15,8 @@ Every layer is stored in full, sliding-window layers included: the window is app
 the attention (a column is its position).
 
 The extra row of each layer's buffer is the *scratch row*, which belongs to no sequence. A decode
-forward writes its extra rows' (trials', probes') new keys and values there, column ``p`` for padded
-extra row ``p``, in the same write as the raw rows' keys, so the extra rows gather their slot's columns
+forward writes its extra rows' (trials', probes') new keys and values there, a column for each padded
+extra row, in the same write as the raw rows' keys, so the extra rows gather their slot's columns
 and their own keys in one read. No slot's row is ever touched by it.
 """
 
@@ -83,13 +83,12 @@ class SlotCache:
         if columns > self.capacity:
             self._resize(columns + _GROW)
 
-    def place(self, slots: list[int], lengths: list[int]) -> None:
+    def place(self, slots: torch.Tensor, lengths: list[int]) -> None:
         """Prepare ``slots`` for prompts of ``lengths`` tokens: columns ``0..length-1`` of each."""
         self.reserve(max(lengths))
-        rows = torch.tensor(slots, device=self.device)
         n = torch.tensor(lengths, device=self.device)
-        self.valid[rows] = torch.arange(self.capacity, device=self.device)[None, :] < n[:, None]
-        self.marked[rows] = False
+        self.valid[slots] = torch.arange(self.capacity, device=self.device)[None, :] < n[:, None]
+        self.marked[slots] = False
 
     def open_columns(self, slots: torch.Tensor, columns: torch.Tensor) -> None:
         """A decode forward's new column of each of ``slots`` (the column of its position): valid from now."""
@@ -119,8 +118,12 @@ class SlotCache:
         past the prompt (columns ``length..width-1``, not valid: a later forward overwrites them), so
         every write has a target of its own."""
         heads = torch.arange(kv_heads, device=slots.device)[None, :, None]
-        columns = (torch.arange(width, device=slots.device)[None, :] - pads[:, None]) % width
-        return slots[:, None, None], heads, columns[:, None, :]
+        return slots[:, None, None], heads, SlotCache.prompt_columns(pads, width)[:, None, :]
+
+    @staticmethod
+    def prompt_columns(pads: torch.Tensor, width: int) -> torch.Tensor:
+        """``[B, width]``: the column of each batch position of left-padded prompts (see :meth:`prompt_targets`)."""
+        return (torch.arange(width, device=pads.device)[None, :] - pads[:, None]) % width
 
     @property
     def scratch(self) -> int:
